@@ -1,0 +1,84 @@
+"""A content-addressed request cache: nothing generated or scored twice, nothing lost on a crash.
+
+Keys hash everything that determines an answer (model identity, engine, device, the rendered
+request, sampling settings, the per-request seed and, for scores, the response). Values are
+committed per batch in SQLite (WAL), shared by every DVC experiment, under
+$PERSYN_CACHE_DIR/requests/ — outside the git work tree and outside DVC outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from persyn.models import cache_root
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    model TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def request_key(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of everything that determines the answer."""
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def derived_seed(payload: dict[str, Any]) -> int:
+    """A per-request sampling seed derived from the request itself: a resumed run samples the same."""
+    return int(request_key(payload)[:15], 16)
+
+
+def default_path() -> Path:
+    return cache_root() / "requests" / "requests.sqlite"
+
+
+class RequestCache:
+    """get_many/put_many over one SQLite file; each put_many is one transaction."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(self.path, timeout=60)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection.execute(SCHEMA)
+        self.connection.commit()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        keys = list(keys)
+        found: dict[str, Any] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start: start + 500]
+            rows = self.connection.execute(
+                f"SELECT key, value FROM requests WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
+            found.update((key, json.loads(value)) for key, value in rows)
+        return found
+
+    def put_many(self, kind: str, model: str, items: dict[str, Any]) -> None:
+        now = time.time()
+        with self.connection:
+            self.connection.executemany(
+                "INSERT OR REPLACE INTO requests (key, kind, model, value, created) VALUES (?, ?, ?, ?, ?)",
+                [(key, kind, model, json.dumps(value), now) for key, value in items.items()],
+            )
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> "RequestCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

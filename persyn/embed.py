@@ -1,0 +1,38 @@
+"""Prompt embeddings from a frozen encoder: mean-pooled, L2-normalised (sentence-transformers style)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+from persyn.config import EmbedConfig
+from persyn.engines.transformers import pick_device
+from persyn.models import ResolvedModel, resolve
+
+log = logging.getLogger("persyn.embed")
+
+
+@torch.inference_mode()
+def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, ResolvedModel]:
+    """One unit-length float32 vector per text, computed in batches of similar length."""
+    model = resolve(config.model)
+    device = pick_device(config.device)
+    log.info("embedding %d prompts with %s", len(texts), model.identity)
+    tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
+    encoder = AutoModel.from_pretrained(model.path, revision=model.revision, dtype=torch.float32).to(device).eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+    for start in tqdm(range(0, len(order), config.batch_size), desc="embed", unit="batch"):
+        batch = order[start: start + config.batch_size]
+        encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                            max_length=config.max_length, return_tensors="pt").to(device)
+        hidden = encoder(**encoded).last_hidden_state
+        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+        vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+    return vectors, model

@@ -1,0 +1,159 @@
+"""The transformers engine: CPU or CUDA, batched generation and padding-safe log-likelihoods.
+
+Generation sorts nothing itself (the caller batches by length), pads on the left and decodes
+greedily unless a temperature is set. Sampled decoding is seeded per request with the Gumbel-max
+trick, so a request's sample does not depend on which other requests share its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest
+from persyn.errors import PersynError
+from persyn.models import ResolvedModel
+
+log = logging.getLogger("persyn.engines.transformers")
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PersynError("device = 'cuda' but torch sees no CUDA device")
+    return device
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature and top-p, then Gumbel noise from one generator per row: greedy argmax of the
+    result is an exact sample, reproducible per request whatever the batch."""
+
+    def __init__(self, sampling: Sampling, seeds: Sequence[int], device: str) -> None:
+        self.temperature = sampling.temperature
+        self.top_p = sampling.top_p
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            ordered, index = scores.sort(dim=-1, descending=True)
+            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+            drop = cumulative - ordered.softmax(dim=-1) > self.top_p
+            scores = scores.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
+        uniform = torch.stack([
+            torch.rand(scores.shape[-1], generator=generator, device=scores.device) for generator in self.generators
+        ])
+        return scores - torch.log(-torch.log(uniform.clamp_min(1e-20)))
+
+
+class TransformersEngine:
+    def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = pick_device(device)
+        log.info("loading %s on %s", model.identity, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
+        self.network = AutoModelForCausalLM.from_pretrained(
+            model.path, revision=model.revision, dtype=torch.float32 if self.device == "cpu" else torch.bfloat16
+        ).to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        vocabulary = self.tokenizer.get_vocab()
+        self.stop_ids = sorted({self.tokenizer.eos_token_id, *(vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary)})
+
+    def _chat_ids(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise PersynError(f"{self.model.spec} has no chat template: give this teacher a prompt_template")
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            return self._chat_ids(request.messages, add_generation_prompt=True)
+        return list(self.tokenizer(request.text)["input_ids"])
+
+    def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            span = slice(width - len(sequence), width) if side == "left" else slice(0, len(sequence))
+            ids[row, span] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, span] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
+        outputs: list[str] = []
+        for start in range(0, len(requests), self.batch_size):
+            batch = requests[start: start + self.batch_size]
+            ids, mask = self._pad([self._prompt_ids(r) for r in batch], side="left")
+            processors = LogitsProcessorList()
+            if sampling.temperature > 0:
+                processors.append(SeededSampler(sampling, [r.seed for r in batch], self.device))
+            generated = self.network.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=sampling.max_tokens,
+                do_sample=False,
+                logits_processor=processors,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stop_strings=list(sampling.stop) or None,
+                tokenizer=self.tokenizer if sampling.stop else None,
+                top_p=None, top_k=None, temperature=None,
+            )
+            for row in generated[:, ids.shape[1]:]:
+                outputs.append(truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), sampling.stop))
+        return outputs
+
+    def _scored_ids(self, request: ScoreRequest) -> tuple[list[int], int]:
+        """Token ids of chat(prompt)+response and where the response starts."""
+        prompt = self._chat_ids(request.messages, add_generation_prompt=True)
+        full = self._chat_ids(request.messages + [{"role": "assistant", "content": request.response}], False)
+        if full[: len(prompt)] != prompt:
+            raise PersynError(
+                f"{self.model.spec}: the chat template does not render the prompt as a prefix of prompt+response; "
+                "learnability cannot be measured on response tokens only"
+            )
+        if len(prompt) >= self.max_length:
+            raise PersynError(f"{self.model.spec}: prompt of {len(prompt)} tokens exceeds max_length {self.max_length}")
+        return full[: self.max_length], len(prompt)
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(requests), self.batch_size):
+            encoded = [self._scored_ids(r) for r in requests[start: start + self.batch_size]]
+            ids, mask = self._pad([sequence for sequence, _ in encoded], side="right")
+            logits = self.network(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+            for row, (sequence, response_start) in enumerate(encoded):
+                # position t predicts token t+1: response tokens are ids[response_start:len(sequence)]
+                scores.append(token_logprobs[row, response_start - 1: len(sequence) - 1].mean().item())
+        return scores
+
+    def close(self) -> None:
+        del self.network
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut the text at the first stop string (the model may run past it inside a batch)."""
+    cut = min((text.find(s) for s in stop if s in text), default=len(text))
+    return text[:cut].strip()
+
+
+def load(model: ResolvedModel, device: str, batch_size: int, max_length: int) -> TransformersEngine:
+    return TransformersEngine(model, device, batch_size, max_length)

@@ -1,0 +1,102 @@
+"""Atomic, schema-checked reads and writes of the pipeline's artifacts.
+
+Every write goes to a temporary sibling and is renamed into place, so a crash never leaves a
+half-written artifact; every read and write is checked against its schema in schemas/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import polars as pl
+
+from persyn.errors import PersynError
+from persyn.schemas import check, check_records
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(scratch)
+        os.replace(scratch, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces `path` as a whole when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield scratch
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+            os.replace(path, old / "x")
+            os.replace(scratch, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(scratch, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_parquet(path: str | Path, records: list[dict[str, Any]], schema: str) -> None:
+    """Validate records against schemas/<schema>.schema.json and write them atomically."""
+    check_records(records, schema, str(path))
+    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
+    with atomic_path(path) as scratch:
+        frame.write_parquet(scratch, compression="zstd", statistics=False)
+
+
+def read_parquet(path: str | Path, schema: str) -> list[dict[str, Any]]:
+    """Read an artifact and validate every record; a missing or unreadable file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PersynError(f"{path}: file not found (run the stage that writes it first)")
+    try:
+        records = pl.read_parquet(path).to_dicts()
+    except Exception as error:  # polars raises several unrelated types for a bad file
+        raise PersynError(f"{path}: not a readable parquet file ({error})") from None
+    check_records(records, schema, str(path))
+    return records
+
+
+def write_json(path: str | Path, data: dict[str, Any], schema: str | None = None) -> None:
+    """Write JSON with sorted keys (stable bytes for DVC), validated when a schema is named."""
+    if schema:
+        check(data, schema, str(path))
+    with atomic_path(path) as scratch:
+        scratch.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path, schema: str | None = None) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PersynError(f"{path}: file not found (run the stage that writes it first)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PersynError(f"{path}: not valid JSON ({error})") from None
+    if schema:
+        check(data, schema, str(path))
+    return data
+
+
+def read_embeddings(path: str | Path = "data/embeddings.parquet") -> dict[str, np.ndarray]:
+    """Prompt id → float32 embedding vector."""
+    return {r["id"]: np.asarray(r["embedding"], dtype=np.float32) for r in read_parquet(path, "embedding")}

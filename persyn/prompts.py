@@ -1,0 +1,144 @@
+"""Prompt sources → one deduplicated, split prompt table.
+
+Sources: jsonl, parquet, a Hugging Face dataset, or the built-in arithmetic generator. Every
+prompt gets a stable content-hash id and a seeded split: router (the subset S every teacher
+answers), pool (routed to one teacher each) or eval (held out for the student).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from persyn import arithmetic
+from persyn.config import PromptsConfig
+from persyn.errors import PersynError
+
+Raw = tuple[str, dict[str, Any]]  # (record label for errors, source record)
+
+
+def normalise(text: str) -> str:
+    """The form used for deduplication and ids: case-folded, whitespace collapsed."""
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def prompt_id(text: str) -> str:
+    """A stable id from the normalised prompt text (same prompt, same id, in every run)."""
+    return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()[:16]
+
+
+def _read_jsonl(path: Path) -> Iterator[Raw]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PersynError(f"{path}: file not found") from None
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        label = f"line {number}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise PersynError(f"{path}: {label}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+        except json.JSONDecodeError as error:
+            raise PersynError(f"{path}: {label}: not valid JSON ({error.msg}, column {error.colno})") from None
+        if not isinstance(record, dict):
+            raise PersynError(f"{path}: {label}: expected a JSON object, got {type(record).__name__}")
+        yield label, record
+
+
+def _read_parquet(path: Path) -> Iterator[Raw]:
+    import polars as pl
+
+    if not path.is_file():
+        raise PersynError(f"{path}: file not found")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as error:  # polars raises several unrelated types for a bad file
+        raise PersynError(f"{path}: not a readable parquet file ({error})") from None
+    for index, record in enumerate(frame.iter_rows(named=True)):
+        yield f"record {index}", record
+
+
+def _read_hf(spec: dict[str, str]) -> Iterator[Raw]:
+    import datasets
+
+    name = spec["name"]
+    try:
+        table = datasets.load_dataset(
+            name, spec.get("config"), split=spec["split"], revision=spec.get("revision")
+        )
+    except Exception as error:  # the hub client raises many types; all mean "cannot load this source"
+        raise PersynError(f"hf:{name}: cannot load split '{spec['split']}' ({error})") from None
+    for index, record in enumerate(table):
+        yield f"record {index}", record
+
+
+def _field(source: str, label: str, record: dict[str, Any], name: str, required: bool) -> str | None:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise PersynError(f"{source}: {label}: field '{name}': missing")
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise PersynError(f"{source}: {label}: field '{name}': expected text, got {type(value).__name__}")
+    if not value.strip():
+        raise PersynError(f"{source}: {label}: field '{name}': empty")
+    return value
+
+
+def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]]:
+    """The configured source as [{'prompt', 'reference'}] plus a name for messages."""
+    if config.source == "builtin:arithmetic":
+        return config.source, arithmetic.generate(config.count, config.seed)
+    raws: Iterable[Raw]
+    if config.source == "jsonl":
+        source, raws = str(config.path), _read_jsonl(Path(str(config.path)))
+    elif config.source == "parquet":
+        source, raws = str(config.path), _read_parquet(Path(str(config.path)))
+    else:
+        source, raws = f"hf:{config.hf['name']}", _read_hf(dict(config.hf or {}))
+    prompt_field = config.fields["prompt"]
+    reference_field = config.fields.get("reference")
+    rows = []
+    for label, record in raws:
+        rows.append({
+            "prompt": _field(source, label, record, prompt_field, required=True),
+            "reference": _field(source, label, record, reference_field, False) if reference_field else None,
+        })
+    return source, rows
+
+
+def build(config: PromptsConfig) -> list[dict[str, Any]]:
+    """Dedupe, cap, id and split the source; records are sorted by id so the output is stable."""
+    source, rows = read_source(config)
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(prompt_id(row["prompt"]), row)
+    kept = list(unique.items())
+    if config.count:
+        kept = kept[: config.count]
+    if len(kept) < config.router_size + config.eval_size + 1:
+        raise PersynError(
+            f"{source}: {len(kept)} distinct prompts, but router_size + eval_size = "
+            f"{config.router_size + config.eval_size} and at least one must be left to route"
+        )
+    order = sorted(key for key, _ in kept)
+    random.Random(config.seed).shuffle(order)
+    split = {key: "eval" for key in order[: config.eval_size]}
+    split.update({key: "router" for key in order[config.eval_size: config.eval_size + config.router_size]})
+    return [
+        {
+            "id": key,
+            "messages": [{"role": "user", "content": row["prompt"]}],
+            "reference": row["reference"],
+            "split": split.get(key, "pool"),
+        }
+        for key, row in sorted(kept)
+    ]

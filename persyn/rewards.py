@@ -1,0 +1,160 @@
+"""Quality rewards: verified final answers for math, a reward model for instruction data.
+
+Learnability (the student's log-likelihood of a response) lives in persyn.synthesis, since it
+runs through the same engine protocol and request cache as generation.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Sequence
+
+from persyn.cache import RequestCache
+from persyn.config import Params, QualityConfig
+from persyn.errors import PersynError
+from persyn.models import resolve
+from persyn.synthesis import CacheStats, learnability, run_cached
+
+NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
+
+
+def normalise_number(text: str) -> str | None:
+    """'1,234.50' → '1234.5', '$7' → '7', '3/4' → '0.75', '7.0' → '7'; None if not a number."""
+    cleaned = text.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    try:
+        if "/" in cleaned:
+            numerator, denominator = cleaned.split("/")
+            value = Decimal(numerator) / Decimal(denominator)
+        else:
+            value = Decimal(cleaned)
+    except (InvalidOperation, ValueError, ZeroDivisionError):
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...}, with nested braces."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for position in range(begin, len(text)):
+        if text[position] == "{":
+            depth += 1
+        elif text[position] == "}":
+            if depth == 0:
+                return text[begin:position]
+            depth -= 1
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer: \\boxed{}, then '####', then 'the answer is', else the last number."""
+    text = re.sub(r"\\d?frac\{(-?\d+)\}\{(\d+)\}", r"\1/\2", text)
+    candidates: list[str | None] = [_boxed(text)]
+    hashes = re.findall(r"####\s*(" + NUMBER + ")", text)
+    candidates.append(hashes[-1] if hashes else None)
+    stated = re.findall(r"answer is[:\s]*\**\s*(" + NUMBER + ")", text, flags=re.IGNORECASE)
+    candidates.append(stated[-1] if stated else None)
+    for candidate in candidates:
+        if candidate is not None:
+            numbers = re.findall(NUMBER, candidate)
+            if numbers:
+                return normalise_number(numbers[-1])
+    numbers = re.findall(NUMBER, text)
+    return normalise_number(numbers[-1]) if numbers else None
+
+
+def is_correct(response: str, reference: str) -> float:
+    """1.0 if the response's final answer equals the reference's, else 0.0."""
+    expected = extract_answer(reference)
+    if expected is None:
+        raise PersynError(f"reference '{reference[:60]}' has no number to check answers against")
+    return 1.0 if extract_answer(response) == expected else 0.0
+
+
+def math_quality(responses: Sequence[str], references: Sequence[str | None], source: str, ids: Sequence[str]) -> list[float]:
+    """Correctness of each response; a prompt without a reference is an error naming it."""
+    scores = []
+    for record_id, response, reference in zip(ids, responses, references):
+        if reference is None:
+            raise PersynError(f"{source}: record {record_id}: field 'reference': missing, and quality.kind = 'math'")
+        scores.append(is_correct(response, reference))
+    return scores
+
+
+class RewardModel:
+    """A sequence classifier scoring a chat (prompt, response); higher is better."""
+
+    def __init__(self, config: QualityConfig) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from persyn.engines.transformers import pick_device
+
+        self.model = resolve(str(config.reward_model))
+        self.device = pick_device(config.device)
+        self.max_length = config.max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model.path, revision=self.model.revision)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.network = AutoModelForSequenceClassification.from_pretrained(
+            self.model.path, revision=self.model.revision, num_labels=1,
+            dtype=torch.float32 if self.device == "cpu" else torch.bfloat16,
+        ).to(self.device).eval()
+        self.network.config.pad_token_id = self.tokenizer.pad_token_id
+        self.torch = torch
+
+    def _text(self, messages: list[dict[str, str]], response: str) -> str:
+        chat = messages + [{"role": "assistant", "content": response}]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(chat, tokenize=False)
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in chat)
+
+    def score(self, pairs: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
+        texts = [self._text(messages, response) for messages, response in pairs]
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+        with self.torch.inference_mode():
+            logits = self.network(**encoded).logits
+        return logits[:, 0].float().tolist()
+
+
+def reward_model_quality(
+    config: QualityConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
+) -> tuple[list[float], CacheStats]:
+    """Reward-model scores through the request cache; the model loads only if something is missing."""
+    model = resolve(str(config.reward_model))
+    payloads: list[dict[str, Any]] = [
+        {"kind": "reward", "model": model.identity, "device": config.device, "max_length": config.max_length,
+         "messages": messages, "response": response}
+        for messages, response in pairs
+    ]
+    holder: dict[str, RewardModel] = {}
+
+    def score(batch: list[tuple[list[dict[str, str]], str]]) -> list[float]:
+        if "model" not in holder:
+            holder["model"] = RewardModel(config)
+        return holder["model"].score(batch)
+
+    return run_cached(cache, "reward", model.identity, payloads, list(pairs), score, config.batch_size, "reward model")
+
+
+def score_answers(params: Params, teacher: str, answers: list[dict[str, Any]], prompts: dict[str, dict[str, Any]],
+                  cache: RequestCache, source: str) -> list[dict[str, Any]]:
+    """Raw quality and learnability of one teacher's answers, as score records."""
+    for answer in answers:
+        if answer["id"] not in prompts:
+            raise PersynError(f"{source}: record {answer['id']}: field 'id': not in data/prompts.parquet (stale file?)")
+    pairs = [(prompts[a["id"]]["messages"], a["response"]) for a in answers]
+    if params.quality.kind == "math":
+        quality = math_quality([a["response"] for a in answers], [prompts[a["id"]]["reference"] for a in answers],
+                               "data/prompts.parquet", [a["id"] for a in answers])
+    else:
+        quality, _ = reward_model_quality(params.quality, pairs, cache)
+    likelihood, _ = learnability(params.student, pairs, cache)
+    return [{"id": a["id"], "teacher": teacher, "quality": q, "learnability": l}
+            for a, q, l in zip(answers, quality, likelihood)]

@@ -1,0 +1,189 @@
+"""The PerSyn router: rewards → pairwise preferences → a Bradley–Terry coefficient head.
+
+For each router-subset prompt, quality and learnability are normalised across teachers, mixed as
+r = (1-α)·r_q + α·r_l, and every teacher pair with a gap above the tie margin becomes a label.
+A head over frozen prompt embeddings gives π(x) ∈ R^teachers with P(B≻A|x) = σ(π_B − π_A).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from persyn.config import RouterConfig
+from persyn.errors import PersynError
+
+
+def normalise(values: np.ndarray, method: str) -> np.ndarray:
+    """Normalise each row (one prompt, all teachers); a row with no spread becomes zeros."""
+    values = values.astype(np.float64)
+    if method == "zscore":
+        centred = values - values.mean(axis=1, keepdims=True)
+        spread = values.std(axis=1, keepdims=True)
+    else:
+        centred = values - values.min(axis=1, keepdims=True)
+        spread = values.max(axis=1, keepdims=True) - values.min(axis=1, keepdims=True)
+    safe = np.where(spread > 1e-12, spread, 1.0)
+    return np.where(spread > 1e-12, centred / safe, 0.0)
+
+
+def combined_reward(quality: np.ndarray, learnability: np.ndarray, alpha: float, method: str) -> np.ndarray:
+    """r = (1-α)·norm(r_q) + α·norm(r_l), per prompt across teachers."""
+    return (1 - alpha) * normalise(quality, method) + alpha * normalise(learnability, method)
+
+
+def preference_pairs(reward: np.ndarray, tie_margin: float) -> np.ndarray:
+    """Rows (prompt, winner, loser) for every teacher pair whose reward gap exceeds the margin."""
+    pairs = []
+    teachers = reward.shape[1]
+    for prompt, row in enumerate(reward):
+        for a in range(teachers):
+            for b in range(a + 1, teachers):
+                gap = row[b] - row[a]
+                if abs(gap) > tie_margin:
+                    pairs.append((prompt, b, a) if gap > 0 else (prompt, a, b))
+    return np.array(pairs, dtype=np.int64).reshape(-1, 3)
+
+
+def make_head(kind: str, dimension: int, teachers: int, hidden: int) -> torch.nn.Module:
+    if kind == "linear":
+        return torch.nn.Linear(dimension, teachers)
+    return torch.nn.Sequential(torch.nn.Linear(dimension, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, teachers))
+
+
+@dataclass
+class Router:
+    """A trained head and the teacher order its outputs follow."""
+
+    teachers: list[str]
+    head: torch.nn.Module
+
+    @torch.no_grad()
+    def coefficients(self, embeddings: np.ndarray) -> np.ndarray:
+        self.head.eval()
+        return self.head(torch.as_tensor(embeddings, dtype=torch.float32)).numpy()
+
+    def route(self, embeddings: np.ndarray) -> np.ndarray:
+        """Index of the chosen teacher per prompt; ties go to the first teacher in order."""
+        return self.coefficients(embeddings).argmax(axis=1)
+
+
+def train(embeddings: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
+    """Fit the head with binary cross-entropy on σ(π_winner − π_loser), full batch, seeded."""
+    if len(pairs) == 0:
+        raise PersynError(
+            "router: no preference pairs (every teacher tied on every training prompt); "
+            "lower router.tie_margin or enlarge prompts.router_size"
+        )
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    head = make_head(config.head, embeddings.shape[1], len(teachers), config.hidden)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    x = torch.as_tensor(embeddings, dtype=torch.float32)
+    prompt, winner, loser = (torch.as_tensor(pairs[:, i]) for i in range(3))
+    head.train()
+    for _ in range(config.epochs):
+        optimiser.zero_grad()
+        coefficients = head(x)
+        margin = coefficients[prompt, winner] - coefficients[prompt, loser]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.ones_like(margin))
+        loss.backward()
+        optimiser.step()
+    return Router(teachers, head)
+
+
+def evaluate(router: Router, embeddings: np.ndarray, reward: np.ndarray, pairs: np.ndarray,
+             best_single: int) -> dict[str, object]:
+    """Held-out pairwise accuracy, top-1 agreement with the oracle teacher, regret and shares."""
+    coefficients = router.coefficients(embeddings)
+    routed = coefficients.argmax(axis=1)
+    best = reward.max(axis=1)
+    rows = np.arange(len(reward))
+
+    def summary(choice_reward: np.ndarray, agree: np.ndarray) -> dict[str, float]:
+        return {"regret": float((best - choice_reward).mean()), "top1": float(agree.mean())}
+
+    at_best = np.isclose(reward, best[:, None])
+    pairwise = (coefficients[pairs[:, 0], pairs[:, 1]] > coefficients[pairs[:, 0], pairs[:, 2]]).mean() if len(pairs) else None
+    return {
+        "prompts": int(len(reward)),
+        "pairs": int(len(pairs)),
+        "pairwise_accuracy": None if pairwise is None else float(pairwise),
+        "router": summary(reward[rows, routed], at_best[rows, routed]),
+        "best_single": {"teacher": router.teachers[best_single], **summary(reward[:, best_single], at_best[:, best_single])},
+        "random": summary(reward.mean(axis=1), at_best.mean(axis=1)),
+        "shares": {t: float((routed == i).mean()) for i, t in enumerate(router.teachers)},
+    }
+
+
+def reward_matrices(scores: list[dict], teachers: list[str], source: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Prompt ids answered by every teacher, with quality and learnability as prompt × teacher arrays."""
+    table: dict[str, dict[str, tuple[float, float]]] = {}
+    for record in scores:
+        if record["teacher"] not in teachers:
+            raise PersynError(f"{source}: record {record['id']}: field 'teacher': unknown teacher '{record['teacher']}'")
+        table.setdefault(record["id"], {})[record["teacher"]] = (record["quality"], record["learnability"])
+    ids = sorted(i for i, row in table.items() if len(row) == len(teachers))
+    if len(ids) < 2:
+        raise PersynError(f"{source}: fewer than 2 prompts were scored for every teacher ({', '.join(teachers)})")
+    quality = np.array([[table[i][t][0] for t in teachers] for i in ids])
+    learn = np.array([[table[i][t][1] for t in teachers] for i in ids])
+    return ids, quality, learn
+
+
+def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[str], config: RouterConfig,
+        source: str = "data/scores") -> tuple[Router, dict[str, object]]:
+    """Split S into train/validation (seeded), train on one, report metrics on the other."""
+    ids, quality, learn = reward_matrices(scores, teachers, source)
+    missing = [i for i in ids if i not in embeddings]
+    if missing:
+        raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]}")
+    reward = combined_reward(quality, learn, config.alpha, config.normalisation)
+    order = list(range(len(ids)))
+    random.Random(config.seed).shuffle(order)
+    held = int(round(len(ids) * config.validation_fraction))
+    validation, training = sorted(order[:held]), sorted(order[held:])
+    x = np.stack([embeddings[i] for i in ids])
+    train_pairs = preference_pairs(reward[training], config.tie_margin)
+    router = train(x[training], train_pairs, teachers, config)
+    best_single = int(reward[training].mean(axis=0).argmax())
+    evaluated = validation or training
+    metrics = evaluate(router, x[evaluated], reward[evaluated],
+                       preference_pairs(reward[evaluated], config.tie_margin), best_single)
+    metrics.update({
+        "evaluated_on": "validation" if validation else "training",
+        "alpha": config.alpha,
+        "train_prompts": len(training),
+        "train_pairs": int(len(train_pairs)),
+        "tied_prompts": int(sum(not len(preference_pairs(reward[[i]], config.tie_margin)) for i in range(len(ids)))),
+        "mean_quality": {t: float(quality[:, k].mean()) for k, t in enumerate(teachers)},
+        "mean_learnability": {t: float(learn[:, k].mean()) for k, t in enumerate(teachers)},
+    })
+    return router, metrics
+
+
+def save(router: Router, directory: Path, config: RouterConfig, dimension: int) -> None:
+    """Weights as safetensors (stable bytes) plus the settings needed to rebuild the head."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in router.head.state_dict().items()}, str(directory / "head.safetensors"))
+    meta = {"teachers": router.teachers, "head": config.head, "hidden": config.hidden,
+            "dimension": dimension, "alpha": config.alpha}
+    (directory / "router.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load(directory: Path) -> tuple[Router, dict]:
+    from safetensors.torch import load_file
+
+    meta_path = directory / "router.json"
+    if not meta_path.is_file():
+        raise PersynError(f"{meta_path}: file not found (run fit_router first)")
+    meta = json.loads(meta_path.read_text())
+    head = make_head(meta["head"], meta["dimension"], len(meta["teachers"]), meta["hidden"])
+    head.load_state_dict(load_file(str(directory / "head.safetensors")))
+    return Router(meta["teachers"], head), meta

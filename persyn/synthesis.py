@@ -1,0 +1,150 @@
+"""Teacher generation and student scoring, batched by length and routed through the request cache.
+
+The engine is loaded only when some request is missing from the cache, and every finished batch
+is committed before the next starts: a killed stage loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence, TypeVar
+
+from tqdm import tqdm
+
+from persyn import engines
+from persyn.cache import RequestCache, derived_seed, request_key
+from persyn.config import StudentConfig, TeacherConfig
+from persyn.engines import Engine, GenerationRequest, Sampling, ScoreRequest
+from persyn.models import ResolvedModel, resolve
+
+log = logging.getLogger("persyn.synthesis")
+
+Request = TypeVar("Request")
+
+
+@dataclass
+class CacheStats:
+    """How many answers were computed now and how many came from the request cache."""
+
+    computed: int = 0
+    reused: int = 0
+
+
+class LazyEngine:
+    """Loads the engine on first use, so a fully cached stage never loads a model."""
+
+    def __init__(self, name: str, model: ResolvedModel, device: str, batch_size: int, max_length: int = 2048):
+        self.name, self.model, self.device = name, model, device
+        self.batch_size, self.max_length = batch_size, max_length
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engines.load(self.name, self.model, self.device, self.batch_size, self.max_length)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+
+def run_cached(
+    cache: RequestCache,
+    kind: str,
+    model: str,
+    payloads: Sequence[dict[str, Any]],
+    requests: Sequence[Request],
+    call: Callable[[list[Request]], list[Any]],
+    batch_size: int,
+    description: str,
+) -> tuple[list[Any], CacheStats]:
+    """Answer every request: cached ones from the cache, the rest in length-sorted batches."""
+    keys = [request_key(payload) for payload in payloads]
+    found = cache.get_many(set(keys))
+    first_missing: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key not in found:
+            first_missing.setdefault(key, index)
+    pending = sorted(first_missing.values(), key=lambda i: len(str(payloads[i])))
+    stats = CacheStats(computed=len(pending), reused=sum(key in found for key in keys))
+    log.info("%s: %d requests, %d from the cache, %d to compute", description, len(keys), stats.reused, len(pending))
+    with tqdm(total=len(pending), desc=description, unit="req", disable=not pending) as progress:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start: start + batch_size]
+            answers = call([requests[i] for i in batch])
+            computed = {keys[i]: answer for i, answer in zip(batch, answers)}
+            cache.put_many(kind, model, computed)
+            found.update(computed)
+            progress.update(len(batch))
+    return [found[key] for key in keys], stats
+
+
+def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Everything that determines a teacher's answer to one prompt."""
+    sampling = teacher.sampling
+    payload: dict[str, Any] = {
+        "kind": "generate",
+        "model": model.identity,
+        "engine": sampling.engine,
+        "device": sampling.device,
+        "sampling": asdict(Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)),
+    }
+    if teacher.prompt_template is not None:
+        user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+        payload["text"] = teacher.prompt_template.replace("{prompt}", user)
+    else:
+        system = [{"role": "system", "content": teacher.system_prompt}] if teacher.system_prompt else []
+        payload["messages"] = system + messages
+    if sampling.temperature > 0:
+        payload["seed"] = sampling.seed
+    return payload
+
+
+def generate(
+    teacher: TeacherConfig, prompts: Sequence[dict[str, Any]], cache: RequestCache
+) -> tuple[list[dict[str, Any]], CacheStats]:
+    """The teacher's response to each prompt record, as {id, teacher, model, response}."""
+    model = resolve(teacher.model)
+    sampling = teacher.sampling
+    payloads = [teacher_payload(teacher, model, p["messages"]) for p in prompts]
+    requests = [
+        GenerationRequest(messages=pl.get("messages"), text=pl.get("text"), seed=derived_seed(pl)) for pl in payloads
+    ]
+    decoding = Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)
+    lazy = LazyEngine(sampling.engine, model, sampling.device, sampling.batch_size)
+    try:
+        responses, stats = run_cached(
+            cache, "generate", model.identity, payloads, requests,
+            lambda batch: lazy.engine.generate(batch, decoding), sampling.batch_size, f"generate {teacher.name}",
+        )
+    finally:
+        lazy.close()
+    records = [
+        {"id": p["id"], "teacher": teacher.name, "model": model.identity, "response": response}
+        for p, response in zip(prompts, responses)
+    ]
+    return records, stats
+
+
+def learnability(
+    student: StudentConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
+) -> tuple[list[float], CacheStats]:
+    """The student's mean per-token log-likelihood of each (prompt messages, response)."""
+    model = resolve(student.model)
+    payloads = [
+        {"kind": "loglikelihood", "model": model.identity, "engine": student.engine, "device": student.device,
+         "max_length": student.max_length, "messages": messages, "response": response}
+        for messages, response in pairs
+    ]
+    requests = [ScoreRequest(messages, response) for messages, response in pairs]
+    lazy = LazyEngine(student.engine, model, student.device, student.batch_size, student.max_length)
+    try:
+        return run_cached(
+            cache, "loglikelihood", model.identity, payloads, requests,
+            lambda batch: lazy.engine.loglikelihood(batch), student.batch_size, "learnability",
+        )
+    finally:
+        lazy.close()

@@ -1,0 +1,20 @@
+"""Stage fit_router: rewards → preference pairs → Bradley–Terry head → data/router/, metrics/router.json."""
+
+from persyn import config, io, router
+from persyn.errors import guarded
+
+
+@guarded
+def main() -> None:
+    params = config.load()
+    teachers = sorted(params.teachers)
+    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
+    embeddings = io.read_embeddings()
+    trained, metrics = router.fit(scores, embeddings, teachers, params.router)
+    with io.atomic_directory("data/router") as out:
+        router.save(trained, out, params.router, len(next(iter(embeddings.values()))))
+    io.write_json("metrics/router.json", metrics, "router_metrics")
+
+
+if __name__ == "__main__":
+    main()

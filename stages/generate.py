@@ -1,0 +1,30 @@
+"""Stage generate@T: T answers only its routed prompts; router-subset answers are reused
+→ data/generated/T.parquet and data/generated/T.stats.json."""
+
+import argparse
+
+from persyn import config, io, synthesis
+from persyn.cache import RequestCache
+from persyn.errors import guarded
+
+
+@guarded
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("teacher")
+    teacher = config.load().teacher(parser.parse_args().teacher)
+    routed = {r["id"] for r in io.read_parquet(f"data/routes/{teacher.name}.parquet", "route")}
+    subset = {r["id"]: r for r in io.read_parquet(f"data/sample/{teacher.name}.parquet", "generation")}
+    todo = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["id"] in routed and p["id"] not in subset]
+    with RequestCache() as cache:
+        fresh, stats = synthesis.generate(teacher, todo, cache)
+    records = sorted([subset[i] for i in routed if i in subset] + fresh, key=lambda r: r["id"])
+    io.write_parquet(f"data/generated/{teacher.name}.parquet", records, "generation")
+    io.write_json(f"data/generated/{teacher.name}.stats.json", {
+        "teacher": teacher.name, "prompts": len(records), "from_subset": len(records) - len(fresh),
+        "generated": stats.computed, "reused": stats.reused,
+    }, "generation_stats")
+
+
+if __name__ == "__main__":
+    main()

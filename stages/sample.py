@@ -1,0 +1,22 @@
+"""Stage sample@T: teacher T answers every router-subset prompt → data/sample/T.parquet."""
+
+import argparse
+
+from persyn import config, io, synthesis
+from persyn.cache import RequestCache
+from persyn.errors import guarded
+
+
+@guarded
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("teacher")
+    teacher = config.load().teacher(parser.parse_args().teacher)
+    subset = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] == "router"]
+    with RequestCache() as cache:
+        records, _ = synthesis.generate(teacher, subset, cache)
+    io.write_parquet(f"data/sample/{teacher.name}.parquet", records, "generation")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Stage score@T: raw quality and learnability of T's router-subset answers → data/scores/T.parquet."""
+
+import argparse
+
+from persyn import config, io, rewards
+from persyn.cache import RequestCache
+from persyn.errors import guarded
+
+
+@guarded
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("teacher")
+    name = parser.parse_args().teacher
+    params = config.load()
+    params.teacher(name)
+    source = f"data/sample/{name}.parquet"
+    answers = io.read_parquet(source, "generation")
+    prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
+    with RequestCache() as cache:
+        records = rewards.score_answers(params, name, answers, prompts, cache, source)
+    io.write_parquet(f"data/scores/{name}.parquet", records, "score")
+
+
+if __name__ == "__main__":
+    main()
