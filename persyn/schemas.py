@@ -32,7 +32,7 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     if error.validator == "required":
         missing = error.message.split("'")[1]
         return (f"{path}.{missing}" if path else missing), "missing"
-    if error.validator == "propertyNames":
+    if "propertyNames" in error.schema_path:
         return f"{path}.{error.instance}", f"name must match {error.schema.get('pattern')}"
     if error.validator == "not" and path.startswith("teachers."):
         return path, "give either system_prompt (chat) or prompt_template (completion), not both"

@@ -118,7 +118,8 @@ class TransformersEngine:
         return outputs
 
     def _scored_ids(self, request: ScoreRequest) -> tuple[list[int], int]:
-        """Token ids of chat(prompt)+response and where the response starts."""
+        """Token ids of chat(prompt)+response and where the response starts. The response is its own
+        tokens plus the end-of-turn token (the student must learn to stop)."""
         prompt = self._chat_ids(request.messages, add_generation_prompt=True)
         full = self._chat_ids(request.messages + [{"role": "assistant", "content": request.response}], False)
         if full[: len(prompt)] != prompt:
@@ -126,6 +127,8 @@ class TransformersEngine:
                 f"{self.model.spec}: the chat template does not render the prompt as a prefix of prompt+response; "
                 "learnability cannot be measured on response tokens only"
             )
+        while len(full) > len(prompt) + 1 and not self.tokenizer.decode(full[-1:]).strip():
+            full = full[:-1]  # the template's newline after the end-of-turn token is not the response
         if len(prompt) >= self.max_length:
             raise PersynError(f"{self.model.spec}: prompt of {len(prompt)} tokens exceeds max_length {self.max_length}")
         return full[: self.max_length], len(prompt)

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from persyn import synthesis
+from persyn.cache import RequestCache, derived_seed, request_key
+from persyn.config import SamplingConfig, StudentConfig, TeacherConfig
+from persyn.models import resolve
+
+
+def test_cache_roundtrip_and_persistence(tmp_path: Path) -> None:
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many("generate", "m", {"k1": "a", "k2": {"x": 1}})
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get_many(["k1", "k2", "k3"]) == {"k1": "a", "k2": {"x": 1}}
+
+
+def test_key_depends_on_every_field() -> None:
+    base = {"model": "m@1", "messages": [{"role": "user", "content": "q"}], "sampling": {"temperature": 0}}
+    variants = [{**base, "model": "m@2"}, {**base, "messages": [{"role": "user", "content": "q2"}]},
+                {**base, "sampling": {"temperature": 0.5}}]
+    assert len({request_key(p) for p in [base, *variants]}) == 4
+    assert request_key(base) == request_key(dict(reversed(list(base.items()))))
+    assert derived_seed(base) == derived_seed(dict(base)) != derived_seed(variants[0])
+
+
+def teacher(path: Path, **sampling) -> TeacherConfig:
+    return TeacherConfig(name="a", model=f"local:{path}", sampling=SamplingConfig(**{"max_tokens": 6, "batch_size": 2, **sampling}),
+                         system_prompt="Be brief.")
+
+
+def prompt(i: int) -> dict:
+    return {"id": f"{i:016x}", "messages": [{"role": "user", "content": f"What is {i} + {i}?"}]}
+
+
+def test_generation_is_never_repeated(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        first, stats = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(3)], cache)
+        assert (stats.computed, stats.reused) == (3, 0)
+        assert {r["model"] for r in first} == {resolve(f"local:{tiny_models['teacher_a']}").identity}
+
+        def no_engine(*args, **kwargs):
+            raise AssertionError("the engine must not load when every request is cached")
+
+        monkeypatch.setattr(synthesis.engines, "load", no_engine)
+        again, stats = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(3)], cache)
+        assert again == first and (stats.computed, stats.reused) == (0, 3)
+        monkeypatch.undo()
+        more, stats = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(5)], cache)
+        assert more[:3] == first and (stats.computed, stats.reused) == (2, 3)
+        _, stats = synthesis.generate(teacher(tiny_models["teacher_a"], max_tokens=7), [prompt(0)], cache)
+        assert stats.computed == 1  # different sampling settings: a different request
+
+
+def test_learnability_is_cached(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    student = StudentConfig(model=f"local:{tiny_models['student']}", batch_size=2)
+    pairs = [([{"role": "user", "content": "q"}], "7"), ([{"role": "user", "content": "r"}], "8 apples")]
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        values, stats = synthesis.learnability(student, pairs, cache)
+        assert stats.computed == 2 and all(v < 0 for v in values)
+        again, stats = synthesis.learnability(student, pairs, cache)
+        assert again == values and stats.reused == 2
+
+
+def test_reward_model_scores_through_the_cache(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from persyn.config import QualityConfig
+    from persyn.rewards import reward_model_quality
+
+    config = QualityConfig(kind="reward_model", reward_model=f"local:{tiny_models['reward']}", batch_size=2)
+    pairs = [([{"role": "user", "content": "q"}], "a fine answer"), ([{"role": "user", "content": "q"}], "bad")]
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        scores, stats = reward_model_quality(config, pairs, cache)
+        assert stats.computed == 2 and len(set(scores)) == 2
+        alone, _ = reward_model_quality(config, pairs[1:], cache)
+        assert alone == pytest.approx(scores[1:])

@@ -1,0 +1,68 @@
+import copy
+from pathlib import Path
+
+import pytest
+
+from persyn import config
+from persyn.config import tomllib
+from persyn.errors import PersynError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def raw() -> dict:
+    return tomllib.loads((ROOT / "params.toml").read_text())
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(PersynError) as caught:
+        config.parse(raw)
+    return str(caught.value)
+
+
+def test_committed_params_are_valid() -> None:
+    params = config.load(ROOT / "params.toml")
+    assert params.router.alpha == 0.4
+    assert set(params.teachers) == {"qwen", "smol", "gemma"}
+    assert params.teachers["gemma"].prompt_template and params.teachers["gemma"].sampling.stop
+    assert params.teachers["qwen"].sampling.max_tokens == 96  # inherited from [generation]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r["router"].update(alpah=0.3), "params.toml: router.alpah: unknown key"),
+        (lambda r: r.update(extra={}), "params.toml: extra: unknown key"),
+        (lambda r: r["router"].update(alpha=1.5), "router.alpha: 1.5 is greater than the maximum of 1"),
+        (lambda r: r["router"].update(alpha=-0.1), "router.alpha: -0.1 is less than the minimum of 0"),
+        (lambda r: r["router"].update(alpha="high"), "router.alpha: 'high' is not of type 'number'"),
+        (lambda r: r["teachers"].update({"Big Teacher": {"model": "local:x"}}), "name must match ^[a-z0-9_-]+$"),
+        (lambda r: r["teachers"]["qwen"].update(max_tokens="many"), "teachers.qwen.max_tokens: 'many' is not of type"),
+        (lambda r: r["teachers"]["qwen"].update(model="hf:org/model"), "teachers.qwen.model: 'hf:org/model': expected"),
+        (lambda r: r["teachers"]["qwen"].update(prompt_template="Q: {prompt}"), "teachers.qwen: give either"),
+        (lambda r: r["teachers"]["qwen"].pop("model"), "teachers.qwen.model: missing"),
+        (lambda r: r.pop("router"), "params.toml: router: missing"),
+        (lambda r: r["prompts"].update(source="jsonl"), "prompts.path is required"),
+        (lambda r: r["quality"].update(kind="reward_model"), "quality.reward_model: missing"),
+        (lambda r: r["route"].update(strategy="best"), "route.strategy: 'best' is not one of"),
+    ],
+)
+def test_bad_params_give_one_clear_error(raw: dict, mutate, expected: str) -> None:
+    mutated = copy.deepcopy(raw)
+    mutate(mutated)
+    assert expected in error_for(mutated)
+
+
+def test_unknown_teacher_is_named(raw: dict) -> None:
+    params = config.parse(raw)
+    with pytest.raises(PersynError, match="unknown teacher 'llama' \\(configured: gemma, qwen, smol\\)"):
+        params.teacher("llama")
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "params.toml").write_text("[router\nalpha = 1")
+    with pytest.raises(PersynError, match="not valid TOML"):
+        config.load(tmp_path / "params.toml")
+    with pytest.raises(PersynError, match="file not found"):
+        config.load(tmp_path / "missing.toml")

@@ -1,0 +1,90 @@
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from persyn import engines, models
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest
+from persyn.engines.transformers import truncate_at_stop
+from persyn.errors import PersynError
+
+USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models: dict[str, Path]):
+    loaded = engines.load("transformers", models.resolve(f"local:{tiny_models['student']}"), batch_size=3)
+    yield loaded
+    loaded.close()
+
+
+def hand_loglikelihood(engine, messages: list[dict[str, str]], response: str) -> float:
+    """Token by token, one unbatched forward per response token, positions found from the text."""
+    tokenizer, network = engine.tokenizer, engine.network
+    prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    assert full_text.startswith(prompt_text) and full_text.endswith("<|im_end|>\n")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(full_text[len(prompt_text):-1], add_special_tokens=False)["input_ids"]  # drop "\n"
+    total, context = 0.0, list(prompt_ids)
+    with torch.no_grad():
+        for token in response_ids:
+            logits = network(input_ids=torch.tensor([context])).logits[0, -1]
+            total += logits.log_softmax(-1)[token].item()
+            context.append(token)
+    return total / len(response_ids)
+
+
+def test_loglikelihood_masks_the_prompt_exactly(engine) -> None:
+    pairs = [(USER, "3 + 4 = 7. The answer is 7."), ([{"role": "user", "content": "hi"}], "Ok"),
+             (USER, "The answer is 12, since Ava buys 4 more coins and then 5 more.")]
+    batched = engine.loglikelihood([ScoreRequest(m, r) for m, r in pairs])
+    for (messages, response), value in zip(pairs, batched):
+        assert value == pytest.approx(hand_loglikelihood(engine, messages, response), abs=1e-4)
+        assert value == pytest.approx(engine.loglikelihood([ScoreRequest(messages, response)])[0], abs=1e-5)
+
+
+def test_greedy_generation_is_deterministic_and_batch_independent(engine) -> None:
+    requests = [GenerationRequest(messages=USER), GenerationRequest(messages=[{"role": "user", "content": "Q"}])]
+    both = engine.generate(requests, Sampling(max_tokens=12))
+    assert both == engine.generate(requests, Sampling(max_tokens=12))
+    assert engine.generate(requests[:1], Sampling(max_tokens=12))[0] == both[0]
+
+
+def test_sampling_is_seeded_per_request(engine) -> None:
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=12)
+    alone = engine.generate([GenerationRequest(messages=USER, seed=11)], sampling)[0]
+    with_others = engine.generate([GenerationRequest(messages=[{"role": "user", "content": "Q"}], seed=5),
+                                   GenerationRequest(messages=USER, seed=11)], sampling)[1]
+    assert alone == with_others
+    others = {engine.generate([GenerationRequest(messages=USER, seed=s)], sampling)[0] for s in range(4)}
+    assert len(others) > 1
+
+
+def test_stop_strings_cut_the_output() -> None:
+    assert truncate_at_stop("7 apples.\nQuestion: next", ["\nQuestion:", "\n\n"]) == "7 apples."
+    assert truncate_at_stop("no stop here ", ["\n\n"]) == "no stop here"
+
+
+def test_base_model_needs_a_completion_prompt(tiny_models: dict[str, Path]) -> None:
+    base = engines.load("transformers", models.resolve(f"local:{tiny_models['base']}"), batch_size=2)
+    assert len(base.generate([GenerationRequest(text="Question: 1+1\nAnswer:")], Sampling(max_tokens=4))) == 1
+    with pytest.raises(PersynError, match="no chat template: give this teacher a prompt_template"):
+        base.generate([GenerationRequest(messages=USER)], Sampling(max_tokens=4))
+
+
+def test_template_that_breaks_the_prefix_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    odd = tmp_path / "odd"
+    shutil.copytree(tiny_models["student"], odd)
+    (odd / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT >{% endif %}")
+    engine = engines.load("transformers", models.resolve(f"local:{odd}"), batch_size=2)
+    with pytest.raises(PersynError, match="not render the prompt as a prefix"):
+        engine.loglikelihood([ScoreRequest(USER, "7")])
+
+
+def test_unknown_engine_is_named(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(PersynError, match="unknown engine 'tgi'"):
+        engines.load("tgi", models.resolve(f"local:{tiny_models['student']}"))

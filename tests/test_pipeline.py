@@ -1,0 +1,184 @@
+"""The real pipeline under real `dvc repro`, on tiny models built here, in a temporary git repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES_A = {"sample@a", "score@a", "generate@a"}
+
+
+def params_toml(models: dict[str, Path]) -> str:
+    return f"""
+[prompts]
+source = "builtin:arithmetic"
+count = 28
+seed = 0
+router_size = 10
+eval_size = 4
+
+[embed]
+model = "local:{models['encoder']}"
+batch_size = 8
+
+[generation]
+max_tokens = 8
+batch_size = 4
+
+[teachers.a]
+model = "local:{models['teacher_a']}"
+system_prompt = "Answer briefly."
+
+[teachers.base]
+model = "local:{models['base']}"
+prompt_template = "Question: 2 + 2\\nAnswer: 4\\n\\nQuestion: {{prompt}}\\nAnswer:"
+stop = ["\\nQuestion:"]
+
+[student]
+model = "local:{models['student']}"
+batch_size = 4
+max_length = 256
+
+[quality]
+kind = "math"
+
+[router]
+alpha = 0.4
+tie_margin = 0.05
+epochs = 50
+validation_fraction = 0.3
+
+[route]
+strategy = "persyn"
+
+[assemble]
+name = "tiny"
+shard_size = 7
+"""
+
+
+class Project:
+    def __init__(self, path: Path, cache: Path) -> None:
+        self.path = path
+        self.env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1"}
+
+    def run(self, *command: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(command, cwd=self.path, env=self.env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def repro(self, *extra: str) -> set[str]:
+        """Run dvc repro and return the names of the stages that actually ran."""
+        output = self.run("dvc", "repro", *extra).stdout
+        return set(re.findall(r"Running stage '([^']+)'", output))
+
+    def set_param(self, old: str, new: str) -> None:
+        params = self.path / "params.toml"
+        text = params.read_text()
+        assert old in text
+        params.write_text(text.replace(old, new, 1))
+
+    def lock_hashes(self) -> dict[str, str]:
+        lock = yaml.safe_load((self.path / "dvc.lock").read_text())
+        return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+    def file_bytes(self, relative: str) -> bytes:
+        return (self.path / relative).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def project(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Project:
+    path = tmp_path_factory.mktemp("project")
+    for item in ("dvc.yaml", "stages", "persyn", "schemas", ".dvc/config", ".dvcignore", ".gitignore"):
+        source = ROOT / item
+        if source.is_dir():
+            shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
+        elif source.exists():
+            (path / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, path / item)
+    (path / "params.toml").write_text(params_toml(tiny_models))
+    project = Project(path, tmp_path_factory.mktemp("cache"))
+    project.run("git", "init", "-q")
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return project
+
+
+def test_first_repro_builds_a_loadable_dataset(project: Project) -> None:
+    ran = project.repro()
+    assert ran == {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
+                   "generate@a", "generate@base", "assemble"}
+    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
+    router = json.loads(project.file_bytes("metrics/router.json"))
+    loaded = datasets.load_dataset(str(project.path / "data/dataset"), split="train")
+    assert len(loaded) == metrics["records"] == 28 - 4  # every prompt but the eval split
+    assert set(loaded["teacher"]) <= {"a", "base"} and loaded[0]["messages"][-1]["role"] == "assistant"
+    assert len(list((project.path / "data/dataset").glob("train-*.parquet"))) == 4  # 24 records, shards of 7
+    assert metrics["generations"]["generate_then_select"] == 2 * 24
+    assert metrics["generations"]["persyn"] == 2 * 10 + 14
+    assert sum(t["records"] for t in metrics["teachers"].values()) == 24
+    assert router["train_prompts"] + router["prompts"] == 10 and router["alpha"] == 0.4
+    assert all(m.startswith("local:") and "@sha256:" in m for m in loaded["model"])
+
+
+def test_second_repro_runs_nothing(project: Project) -> None:
+    assert project.repro() == set()
+
+
+def without_cache_counts(metrics: dict) -> dict:
+    for teacher in metrics["teachers"].values():
+        teacher.pop("generated"), teacher.pop("reused")
+    return metrics
+
+
+def test_same_params_same_bytes(project: Project) -> None:
+    """A forced rebuild (answers now come from the request cache) reproduces every artifact exactly;
+    only the cache counters (generated vs reused) say that this run was different."""
+    before = project.lock_hashes()
+    metrics_before = json.loads(project.file_bytes("metrics/dataset.json"))
+    assert len(project.repro("--force")) == 11
+    after = project.lock_hashes()
+    run_specific = {p for p in before if p.endswith(".stats.json")} | {"metrics/dataset.json"}
+    assert {p: h for p, h in before.items() if p not in run_specific} == \
+           {p: h for p, h in after.items() if p not in run_specific}
+    metrics_after = json.loads(project.file_bytes("metrics/dataset.json"))
+    assert sum(t["generated"] for t in metrics_after["teachers"].values()) == 0
+    assert without_cache_counts(metrics_before) == without_cache_counts(metrics_after)
+
+
+def test_alpha_change_reruns_only_router_onward(project: Project) -> None:
+    routes = {t: project.file_bytes(f"data/routes/{t}.parquet") for t in ("a", "base")}
+    project.set_param("alpha = 0.4", "alpha = 0.9")
+    ran = project.repro()
+    assert {"fit_router", "route"} <= ran
+    assert not ran & {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base"}
+    for teacher in ("a", "base"):
+        changed = project.file_bytes(f"data/routes/{teacher}.parquet") != routes[teacher]
+        assert (f"generate@{teacher}" in ran) == changed
+    assert json.loads(project.file_bytes("metrics/router.json"))["alpha"] == 0.9
+
+
+def test_one_teacher_change_reruns_only_its_branch(project: Project) -> None:
+    project.set_param('stop = ["\\nQuestion:"]', 'stop = ["\\nQuestion:"]\nmax_tokens = 5')
+    ran = project.repro()
+    assert {"sample@base", "score@base"} <= ran
+    assert not ran & (STAGES_A - {"generate@a"}) and not ran & {"prompts", "embed"}
+    if "generate@a" in ran:
+        assert "route" in ran  # only a changed route can re-run another teacher's generation
+
+
+def test_bad_params_stop_before_any_work(project: Project) -> None:
+    project.set_param("alpha = 0.9", "alpha = 1.9")
+    result = subprocess.run(["dvc", "repro"], cwd=project.path, env=project.env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "persyn: error: params.toml: router.alpha: 1.9 is greater than the maximum of 1" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

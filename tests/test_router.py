@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from persyn import router
+from persyn.config import RouterConfig
+from persyn.errors import PersynError
+
+
+def test_zscore_and_minmax_within_prompt() -> None:
+    values = np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
+    z = router.normalise(values, "zscore")
+    assert np.allclose(z[0], [-1.2247449, 0.0, 1.2247449]) and np.allclose(z[1], 0)
+    m = router.normalise(values, "minmax")
+    assert np.allclose(m[0], [0.0, 0.5, 1.0]) and np.allclose(m[1], 0)
+
+
+def test_combined_reward_mixes_by_alpha() -> None:
+    quality = np.array([[1.0, 0.0]])
+    learn = np.array([[-2.0, -1.0]])
+    assert np.allclose(router.combined_reward(quality, learn, 0.0, "minmax"), [[1.0, 0.0]])
+    assert np.allclose(router.combined_reward(quality, learn, 1.0, "minmax"), [[0.0, 1.0]])
+    assert np.allclose(router.combined_reward(quality, learn, 0.4, "minmax"), [[0.6, 0.4]])
+
+
+def test_pairs_drop_ties_and_order_winner_first() -> None:
+    reward = np.array([[0.0, 1.0, 0.05], [0.3, 0.3, 0.3]])
+    pairs = router.preference_pairs(reward, tie_margin=0.1)
+    assert pairs.tolist() == [[0, 1, 0], [0, 1, 2]]  # (prompt, winner, loser); 0 vs 2 is a tie
+    assert len(router.preference_pairs(reward[1:], 0.0)) == 0  # all teachers tie: no pairs
+
+
+def planted(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Three clusters of prompts; in cluster k, teacher k is best (quality) and easiest (learnability)."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(3, 16) * 3
+    cluster = rng.integers(0, 3, n)
+    x = centres[cluster] + rng.normal(0, 0.5, (n, 16))
+    quality = rng.random((n, 3)) * 0.3
+    quality[np.arange(n), cluster] += 1.0
+    learn = -2 + rng.random((n, 3))
+    learn[np.arange(n), cluster] += 0.5
+    return x.astype(np.float32), quality, learn, cluster
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_router_recovers_planted_best_teacher(head: str) -> None:
+    config = RouterConfig(alpha=0.4, head=head, epochs=200, lr=0.05, tie_margin=0.1, validation_fraction=0.3)
+    teachers = ["a", "b", "c"]
+    x, quality, learn, cluster = planted(300, seed=0)
+    ids = [f"{i:016x}" for i in range(len(x))]
+    scores = [{"id": ids[i], "teacher": t, "quality": float(quality[i, k]), "learnability": float(learn[i, k])}
+              for i in range(len(x)) for k, t in enumerate(teachers)]
+    trained, metrics = router.fit(scores, dict(zip(ids, x)), teachers, config)
+    x_new, _, _, cluster_new = planted(200, seed=1)
+    assert (trained.route(x_new) == cluster_new).mean() > 0.95
+    assert metrics["router"]["top1"] > 0.9
+    assert metrics["pairwise_accuracy"] > 0.75  # pairs among the two non-best teachers are noise
+    assert metrics["router"]["regret"] < metrics["best_single"]["regret"] < metrics["random"]["regret"] + 0.5
+    assert metrics["evaluated_on"] == "validation" and metrics["prompts"] == 90
+    assert abs(sum(metrics["shares"].values()) - 1) < 1e-9
+
+
+def test_training_is_seeded() -> None:
+    x, quality, learn, _ = planted(60, seed=2)
+    reward = router.combined_reward(quality, learn, 0.4, "zscore")
+    pairs = router.preference_pairs(reward, 0.1)
+    config = RouterConfig(alpha=0.4, epochs=20)
+    first = router.train(x, pairs, ["a", "b", "c"], config).coefficients(x)
+    assert np.array_equal(first, router.train(x, pairs, ["a", "b", "c"], config).coefficients(x))
+
+
+def test_no_pairs_is_a_clear_error() -> None:
+    with pytest.raises(PersynError, match="no preference pairs"):
+        router.train(np.zeros((2, 4)), np.zeros((0, 3), dtype=np.int64), ["a", "b"], RouterConfig(alpha=0.4))
+
+
+def test_metrics_by_hand() -> None:
+    """Two prompts, two teachers; the head is set so that it routes both prompts to teacher 0."""
+    import torch
+
+    head = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([1.0, 0.0]))
+    trained = router.Router(["a", "b"], head)
+    reward = np.array([[1.0, 0.0], [0.0, 2.0]])
+    pairs = router.preference_pairs(reward, 0.1)
+    metrics = router.evaluate(trained, np.zeros((2, 1)), reward, pairs, best_single=1)
+    assert metrics["pairwise_accuracy"] == 0.5
+    assert metrics["router"] == {"regret": 1.0, "top1": 0.5}
+    assert metrics["best_single"] == {"teacher": "b", "regret": 0.5, "top1": 0.5}
+    assert metrics["random"] == {"regret": 0.75, "top1": 0.5}
+    assert metrics["shares"] == {"a": 1.0, "b": 0.0}
+
+
+def test_unknown_teacher_in_scores() -> None:
+    scores = [{"id": "0" * 16, "teacher": "zed", "quality": 1.0, "learnability": -1.0}]
+    with pytest.raises(PersynError, match="record 0000000000000000: field 'teacher': unknown teacher 'zed'"):
+        router.reward_matrices(scores, ["a", "b"], "data/scores")

@@ -1,0 +1,85 @@
+"""Tiny random models built on the spot: a chat causal LM, a sentence encoder, a reward classifier.
+
+Each gets a tokenizer trained here on arithmetic text, so the tests need no hub and no packages
+beyond transformers and tokenizers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
+                          PreTrainedTokenizerFast)
+
+from persyn import arithmetic
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<s>", "[CLS]", "[SEP]", "[UNK]"]
+
+
+def corpus() -> list[str]:
+    problems = arithmetic.generate(400, seed=123)
+    return [p["prompt"] + " The answer is " + p["reference"] + "." for p in problems] + [
+        "system user assistant Question: Answer: Solve step by step."
+    ]
+
+
+def chat_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
+    backend = Tokenizer(models.BPE(unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(corpus(), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>",
+                                        bos_token="<s>")
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def causal_lm(directory: Path, seed: int, chat: bool = True) -> Path:
+    """A 2-layer Llama; `chat=False` gives a base model without a chat template."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = chat_tokenizer(directory)
+    if not chat:
+        tokenizer.chat_template = None
+        (directory / "chat_template.jinja").unlink(missing_ok=True)
+        tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+def reward_model(directory: Path, seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = chat_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(directory)
+    return directory
+
+
+def encoder(directory: Path, seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.train_from_iterator(corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=SPECIALS))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]")
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(directory)
+    return directory
