@@ -1,8 +1,11 @@
-"""Prompt embeddings from a frozen encoder: mean-pooled, L2-normalised (sentence-transformers style)."""
+"""Prompt embeddings from a frozen encoder, pooled as its sentence-transformers config says
+(mean pooling when there is none, or CLS), then L2-normalised."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +20,14 @@ from persyn.models import ResolvedModel, resolve
 log = logging.getLogger("persyn.embed")
 
 
+def pooling_mode(model: ResolvedModel) -> str:
+    """'cls' or 'mean', from a sentence-transformers 1_Pooling/config.json where there is one."""
+    config = Path(model.path) / "1_Pooling" / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("pooling_mode_cls_token"):
+        return "cls"
+    return "mean"
+
+
 @torch.inference_mode()
 def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, ResolvedModel]:
     """One unit-length float32 vector per text, computed in batches of similar length."""
@@ -25,6 +36,7 @@ def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, Resol
     log.info("embedding %d prompts with %s", len(texts), model.identity)
     tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
     encoder = AutoModel.from_pretrained(model.path, revision=model.revision, dtype=torch.float32).to(device).eval()
+    pooling = pooling_mode(model)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     for start in tqdm(range(0, len(order), config.batch_size), desc="embed", unit="batch"):
@@ -32,7 +44,10 @@ def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, Resol
         encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
                             max_length=config.max_length, return_tensors="pt").to(device)
         hidden = encoder(**encoded).last_hidden_state
-        mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+        if pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
         vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
     return vectors, model

@@ -1,0 +1,39 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from persyn import embed
+from persyn.config import EmbedConfig
+
+TEXTS = ["Ava has 3 coins.", "A much longer prompt about Ben, who buys 12 packs of cards with 4 cards in each.", "x"]
+
+
+def test_mean_pooled_unit_vectors_independent_of_batching(tiny_models: dict[str, Path]) -> None:
+    spec = f"local:{tiny_models['encoder']}"
+    vectors, model = embed.encode(TEXTS, EmbedConfig(model=spec, batch_size=2))
+    assert vectors.shape == (3, 32) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.stack([embed.encode([t], EmbedConfig(model=spec, batch_size=1))[0][0] for t in TEXTS])
+    assert np.allclose(vectors, one_by_one, atol=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["encoder"])
+    encoder = AutoModel.from_pretrained(tiny_models["encoder"])
+    with torch.no_grad():
+        hidden = encoder(**tokenizer(TEXTS[0], return_tensors="pt")).last_hidden_state[0]
+    expected = hidden.mean(0) / hidden.mean(0).norm()
+    assert np.allclose(vectors[0], expected.numpy(), atol=1e-5)
+
+
+def test_sentence_transformers_cls_pooling_is_honoured(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    model = tmp_path / "cls"
+    shutil.copytree(tiny_models["encoder"], model)
+    (model / "1_Pooling").mkdir()
+    (model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    vectors, _ = embed.encode(TEXTS[:1], EmbedConfig(model=f"local:{model}"))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    with torch.no_grad():
+        cls = AutoModel.from_pretrained(model)(**tokenizer(TEXTS[0], return_tensors="pt")).last_hidden_state[0, 0]
+    assert np.allclose(vectors[0], (cls / cls.norm()).numpy(), atol=1e-5)
