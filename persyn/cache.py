@@ -82,3 +82,36 @@ class RequestCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def stats(self) -> list[tuple[str, str, int, int]]:
+        """(model, kind, entries, bytes of values) per model and kind."""
+        return list(self.connection.execute(
+            "SELECT model, kind, COUNT(*), SUM(LENGTH(value)) FROM requests GROUP BY model, kind ORDER BY model, kind"
+        ))
+
+    def gc(self, live: set[str], older_than_days: float | None = None) -> int:
+        """Delete the entries not in `live` (only those older than `older_than_days`, when given)."""
+        cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else float("inf")
+        keys = [key for (key, created) in self.connection.execute("SELECT key, created FROM requests")
+                if key not in live and created < cutoff]
+        with self.connection:
+            self.connection.executemany("DELETE FROM requests WHERE key = ?", [(k,) for k in keys])
+        self.connection.execute("VACUUM")
+        return len(keys)
+
+    def verify(self) -> list[str]:
+        """Problems found: SQLite integrity, undecodable values, values of the wrong type for their kind."""
+        problems = [row[0] for row in self.connection.execute("PRAGMA integrity_check") if row[0] != "ok"]
+        expected = {"generate": str, "loglikelihood": float, "reward": float}
+        for key, kind, value in self.connection.execute("SELECT key, kind, value FROM requests"):
+            try:
+                decoded = json.loads(value)
+            except json.JSONDecodeError:
+                problems.append(f"{key}: value is not valid JSON")
+                continue
+            wanted = expected.get(kind)
+            if wanted is None:
+                problems.append(f"{key}: unknown kind '{kind}'")
+            elif not isinstance(decoded, wanted) or (kind == "loglikelihood" and decoded > 0):
+                problems.append(f"{key}: a {kind} entry holds {decoded!r:.40}")
+        return problems

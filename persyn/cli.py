@@ -1,12 +1,18 @@
-"""The `persyn` command: check params, prepare models. The build itself is `dvc repro`."""
+"""The `persyn` command: check params, prepare models, look after the request cache.
+The build itself is `dvc repro`."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+
+import polars as pl
+import yaml
 
 from persyn import config, models
-from persyn.errors import guarded
+from persyn.cache import RequestCache
+from persyn.errors import PersynError, guarded
 
 
 def configured_specs(params: config.Params) -> dict[str, str]:
@@ -33,6 +39,44 @@ def prepare(args: argparse.Namespace) -> None:
         print(f"{role:>16}  {resolved.identity}  ({time.perf_counter() - start:.1f}s)  {resolved.path}")
 
 
+def referenced_keys(lock: Path) -> set[str]:
+    """Request-cache keys named by the parquet outputs that a dvc.lock lists (answers and scores)."""
+    if not lock.is_file():
+        raise PersynError(f"{lock}: file not found (gc keeps what the current build references; run dvc repro)")
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    keys: set[str] = set()
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            path = lock.parent / out["path"]
+            if path.suffix != ".parquet" or not path.is_file():
+                continue
+            columns = pl.read_parquet_schema(path)
+            if "request" in columns:
+                keys.update(pl.read_parquet(path, columns=["request"])["request"].to_list())
+            if "requests" in columns:
+                keys.update(k for row in pl.read_parquet(path, columns=["requests"])["requests"] for k in row)
+    return keys
+
+
+def cache_command(args: argparse.Namespace) -> None:
+    with RequestCache(args.cache) as cache:
+        if args.action == "stats":
+            rows = cache.stats()
+            size = sum(p.stat().st_size for p in cache.path.parent.glob(cache.path.name + "*"))
+            print(f"{cache.path}: {sum(r[2] for r in rows)} entries, {size / 1e6:.1f} MB on disk")
+            for model, kind, entries, stored in rows:
+                print(f"{entries:>8}  {kind:<14} {stored / 1e6:>8.2f} MB  {model}")
+        elif args.action == "gc":
+            print(f"removed {cache.gc(referenced_keys(Path(args.lock)), args.older_than)} entries")
+        else:
+            problems = cache.verify()
+            for problem in problems:
+                print(problem)
+            print(f"{cache.path}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+            if problems:
+                raise SystemExit(1)
+
+
 @guarded
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="persyn", description=__doc__)
@@ -40,5 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate params.toml").set_defaults(run=check)
     commands.add_parser("models", help="resolve (and convert once) every configured model").set_defaults(run=prepare)
+    cache = commands.add_parser("cache", help="request cache: stats | gc | verify")
+    cache.add_argument("action", choices=["stats", "gc", "verify"])
+    cache.add_argument("--cache", help="SQLite file (default $PERSYN_CACHE_DIR/requests/requests.sqlite)")
+    cache.add_argument("--lock", default="dvc.lock", help="gc keeps the entries this lock's outputs reference")
+    cache.add_argument("--older-than", type=float, metavar="DAYS",
+                       help="gc drops only unreferenced entries older than this (keeps recent experiments')")
+    cache.set_defaults(run=cache_command)
     args = parser.parse_args(argv)
     args.run(args)

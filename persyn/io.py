@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from persyn.errors import PersynError
-from persyn.schemas import check, check_records
+from persyn.schemas import check, check_records, validator
 
 
 @contextlib.contextmanager
@@ -58,7 +58,10 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 def write_parquet(path: str | Path, records: list[dict[str, Any]], schema: str) -> None:
     """Validate records against schemas/<schema>.schema.json and write them atomically."""
     check_records(records, schema, str(path))
-    frame = pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
+    if records:
+        frame = pl.DataFrame(records, infer_schema_length=None)
+    else:  # keep the columns, so that readers of an empty artifact still find them
+        frame = pl.DataFrame({name: [] for name in validator(schema).schema["required"]})
     with atomic_path(path) as scratch:
         frame.write_parquet(scratch, compression="zstd", statistics=False)
 

@@ -14,7 +14,7 @@ from persyn.cache import RequestCache
 from persyn.config import Params, QualityConfig
 from persyn.errors import PersynError
 from persyn.models import resolve
-from persyn.synthesis import CacheStats, learnability, run_cached
+from persyn.synthesis import Answers, learnability, run_cached
 
 NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 
@@ -125,7 +125,7 @@ class RewardModel:
 
 def reward_model_quality(
     config: QualityConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
-) -> tuple[list[float], CacheStats]:
+) -> Answers:
     """Reward-model scores through the request cache; the model loads only if something is missing."""
     model = resolve(str(config.reward_model))
     payloads: list[dict[str, Any]] = [
@@ -150,11 +150,13 @@ def score_answers(params: Params, teacher: str, answers: list[dict[str, Any]], p
         if answer["id"] not in prompts:
             raise PersynError(f"{source}: record {answer['id']}: field 'id': not in data/prompts.parquet (stale file?)")
     pairs = [(prompts[a["id"]]["messages"], a["response"]) for a in answers]
+    quality_keys: list[str | None] = [None] * len(answers)
     if params.quality.kind == "math":
         quality = math_quality([a["response"] for a in answers], [prompts[a["id"]]["reference"] for a in answers],
                                "data/prompts.parquet", [a["id"] for a in answers])
     else:
-        quality, _ = reward_model_quality(params.quality, pairs, cache)
-    likelihood, _ = learnability(params.student, pairs, cache)
-    return [{"id": a["id"], "teacher": teacher, "quality": q, "learnability": l}
-            for a, q, l in zip(answers, quality, likelihood)]
+        scored = reward_model_quality(params.quality, pairs, cache)
+        quality, quality_keys = scored.values, list(scored.keys)
+    likelihood = learnability(params.student, pairs, cache)
+    return [{"id": a["id"], "teacher": teacher, "quality": q, "learnability": l, "requests": [k for k in (qk, lk) if k]}
+            for a, q, l, qk, lk in zip(answers, quality, likelihood.values, quality_keys, likelihood.keys)]

@@ -31,6 +31,15 @@ class CacheStats:
     reused: int = 0
 
 
+@dataclass
+class Answers:
+    """Answers in request order, the request-cache key of each, and where they came from."""
+
+    values: list[Any]
+    keys: list[str]
+    stats: CacheStats
+
+
 class LazyEngine:
     """Loads the engine on first use, so a fully cached stage never loads a model."""
 
@@ -60,7 +69,7 @@ def run_cached(
     call: Callable[[list[Request]], list[Any]],
     batch_size: int,
     description: str,
-) -> tuple[list[Any], CacheStats]:
+) -> Answers:
     """Answer every request: cached ones from the cache, the rest in length-sorted batches."""
     keys = [request_key(payload) for payload in payloads]
     found = cache.get_many(set(keys))
@@ -79,7 +88,13 @@ def run_cached(
             cache.put_many(kind, model, computed)
             found.update(computed)
             progress.update(len(batch))
-    return [found[key] for key in keys], stats
+    return Answers([found[key] for key in keys], keys, stats)
+
+
+def stats_record(teacher: str, written: int, carried: int, stats: CacheStats) -> dict[str, Any]:
+    """What a generation stage did, for data/*/T.stats.json and metrics/dataset.json."""
+    return {"teacher": teacher, "prompts": written, "from_subset": carried,
+            "generated": stats.computed, "reused": stats.reused}
 
 
 def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -106,7 +121,7 @@ def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list
 def generate(
     teacher: TeacherConfig, prompts: Sequence[dict[str, Any]], cache: RequestCache
 ) -> tuple[list[dict[str, Any]], CacheStats]:
-    """The teacher's response to each prompt record, as {id, teacher, model, response}."""
+    """The teacher's response to each prompt record, as {id, teacher, model, response, request}."""
     model = resolve(teacher.model)
     sampling = teacher.sampling
     payloads = [teacher_payload(teacher, model, p["messages"]) for p in prompts]
@@ -116,22 +131,22 @@ def generate(
     decoding = Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)
     lazy = LazyEngine(sampling.engine, model, sampling.device, sampling.batch_size)
     try:
-        responses, stats = run_cached(
+        answers = run_cached(
             cache, "generate", model.identity, payloads, requests,
             lambda batch: lazy.engine.generate(batch, decoding), sampling.batch_size, f"generate {teacher.name}",
         )
     finally:
         lazy.close()
     records = [
-        {"id": p["id"], "teacher": teacher.name, "model": model.identity, "response": response}
-        for p, response in zip(prompts, responses)
+        {"id": p["id"], "teacher": teacher.name, "model": model.identity, "response": response, "request": key}
+        for p, response, key in zip(prompts, answers.values, answers.keys)
     ]
-    return records, stats
+    return records, answers.stats
 
 
 def learnability(
     student: StudentConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
-) -> tuple[list[float], CacheStats]:
+) -> Answers:
     """The student's mean per-token log-likelihood of each (prompt messages, response)."""
     model = resolve(student.model)
     payloads = [

@@ -20,10 +20,9 @@ def main() -> None:
         fresh, stats = synthesis.generate(teacher, todo, cache)
     records = sorted([subset[i] for i in routed if i in subset] + fresh, key=lambda r: r["id"])
     io.write_parquet(f"data/generated/{teacher.name}.parquet", records, "generation")
-    io.write_json(f"data/generated/{teacher.name}.stats.json", {
-        "teacher": teacher.name, "prompts": len(records), "from_subset": len(records) - len(fresh),
-        "generated": stats.computed, "reused": stats.reused,
-    }, "generation_stats")
+    io.write_json(f"data/generated/{teacher.name}.stats.json",
+                  synthesis.stats_record(teacher.name, len(records), len(records) - len(fresh), stats),
+                  "generation_stats")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage sample@T: teacher T answers every router-subset prompt → data/sample/T.parquet."""
+"""Stage sample@T: teacher T answers every router-subset prompt → data/sample/T.parquet (+ T.stats.json)."""
 
 import argparse
 
@@ -14,8 +14,10 @@ def main() -> None:
     teacher = config.load().teacher(parser.parse_args().teacher)
     subset = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] == "router"]
     with RequestCache() as cache:
-        records, _ = synthesis.generate(teacher, subset, cache)
+        records, stats = synthesis.generate(teacher, subset, cache)
     io.write_parquet(f"data/sample/{teacher.name}.parquet", records, "generation")
+    io.write_json(f"data/sample/{teacher.name}.stats.json",
+                  synthesis.stats_record(teacher.name, len(records), 0, stats), "generation_stats")
 
 
 if __name__ == "__main__":

@@ -56,10 +56,10 @@ def test_learnability_is_cached(tiny_models: dict[str, Path], tmp_path: Path) ->
     student = StudentConfig(model=f"local:{tiny_models['student']}", batch_size=2)
     pairs = [([{"role": "user", "content": "q"}], "7"), ([{"role": "user", "content": "r"}], "8 apples")]
     with RequestCache(tmp_path / "c.sqlite") as cache:
-        values, stats = synthesis.learnability(student, pairs, cache)
-        assert stats.computed == 2 and all(v < 0 for v in values)
-        again, stats = synthesis.learnability(student, pairs, cache)
-        assert again == values and stats.reused == 2
+        first = synthesis.learnability(student, pairs, cache)
+        assert first.stats.computed == 2 and all(v < 0 for v in first.values)
+        again = synthesis.learnability(student, pairs, cache)
+        assert again.values == first.values and again.keys == first.keys and again.stats.reused == 2
 
 
 def test_reward_model_scores_through_the_cache(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -69,7 +69,47 @@ def test_reward_model_scores_through_the_cache(tiny_models: dict[str, Path], tmp
     config = QualityConfig(kind="reward_model", reward_model=f"local:{tiny_models['reward']}", batch_size=2)
     pairs = [([{"role": "user", "content": "q"}], "a fine answer"), ([{"role": "user", "content": "q"}], "bad")]
     with RequestCache(tmp_path / "c.sqlite") as cache:
-        scores, stats = reward_model_quality(config, pairs, cache)
-        assert stats.computed == 2 and len(set(scores)) == 2
-        alone, _ = reward_model_quality(config, pairs[1:], cache)
-        assert alone == pytest.approx(scores[1:])
+        scores = reward_model_quality(config, pairs, cache)
+        assert scores.stats.computed == 2 and len(set(scores.values)) == 2
+        alone = reward_model_quality(config, pairs[1:], cache)
+        assert alone.values == pytest.approx(scores.values[1:]) and alone.stats.reused == 1
+
+
+def test_cache_command_stats_gc_verify(tmp_path: Path, capsys) -> None:
+    import sqlite3
+    import time
+
+    import polars as pl
+
+    from persyn.cli import main
+
+    db = tmp_path / "c.sqlite"
+    keys = [f"{i:064x}" for i in range(4)]
+    with RequestCache(db) as cache:
+        cache.put_many("generate", "m@1", {keys[0]: "kept answer", keys[1]: "unreferenced"})
+        cache.put_many("loglikelihood", "s@1", {keys[2]: -1.5, keys[3]: -0.5})
+    (tmp_path / "data").mkdir()
+    pl.DataFrame({"request": [keys[0]]}).write_parquet(tmp_path / "data/sample.parquet")
+    pl.DataFrame({"requests": [[keys[2]]]}).write_parquet(tmp_path / "data/scores.parquet")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  s:\n    outs:\n    - path: data/sample.parquet\n      md5: x\n"
+        "    - path: data/scores.parquet\n      md5: y\n    - path: data/gone.parquet\n      md5: z\n")
+
+    main(["cache", "stats", "--cache", str(db)])
+    assert "4 entries" in capsys.readouterr().out
+    main(["cache", "gc", "--cache", str(db), "--lock", str(tmp_path / "dvc.lock"), "--older-than", "1"])
+    assert "removed 0 entries" in capsys.readouterr().out  # everything is younger than a day
+    main(["cache", "gc", "--cache", str(db), "--lock", str(tmp_path / "dvc.lock")])
+    assert "removed 2 entries" in capsys.readouterr().out
+    with RequestCache(db) as cache:
+        assert set(cache.get_many(keys)) == {keys[0], keys[2]}
+    main(["cache", "verify", "--cache", str(db)])
+    assert capsys.readouterr().out.strip().endswith(": ok")
+
+    with sqlite3.connect(db) as raw:
+        raw.execute("INSERT INTO requests VALUES ('bad', 'loglikelihood', 'm', '0.7', ?)", (time.time(),))
+        raw.execute("INSERT INTO requests VALUES ('worse', 'generate', 'm', '{not json', ?)", (time.time(),))
+    with pytest.raises(SystemExit):
+        main(["cache", "verify", "--cache", str(db)])
+    out = capsys.readouterr().out
+    assert "bad: a loglikelihood entry holds 0.7" in out and "worse: value is not valid JSON" in out

@@ -7,7 +7,7 @@ import pytest
 from persyn import io
 from persyn.errors import PersynError
 
-GOOD = {"id": "0123456789abcdef", "teacher": "qwen", "model": "local:x@sha256:00", "response": "7"}
+GOOD = {"id": "0123456789abcdef", "teacher": "qwen", "model": "local:x@sha256:00", "response": "7", "request": "a" * 64}
 
 
 def test_roundtrip_and_stable_bytes(tmp_path: Path) -> None:
@@ -73,3 +73,9 @@ def test_atomic_directory_replaces_whole(tmp_path: Path) -> None:
         (scratch / "new.txt").write_text("2")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_empty_artifact_keeps_its_columns(tmp_path: Path) -> None:
+    io.write_parquet(tmp_path / "r.parquet", [], "route")
+    assert pl.read_parquet(tmp_path / "r.parquet").columns == ["id"]
+    assert io.read_parquet(tmp_path / "r.parquet", "route") == []

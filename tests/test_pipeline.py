@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import datasets
+import polars as pl
 import pytest
-import yaml
+from dvcproject import Project, make_project
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES_A = {"sample@a", "score@a", "generate@a"}
 
 
@@ -66,51 +63,9 @@ shard_size = 7
 """
 
 
-class Project:
-    def __init__(self, path: Path, cache: Path) -> None:
-        self.path = path
-        self.env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1"}
-
-    def run(self, *command: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, cwd=self.path, env=self.env, capture_output=True, text=True)
-        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-        return result
-
-    def repro(self, *extra: str) -> set[str]:
-        """Run dvc repro and return the names of the stages that actually ran."""
-        output = self.run("dvc", "repro", *extra).stdout
-        return set(re.findall(r"Running stage '([^']+)'", output))
-
-    def set_param(self, old: str, new: str) -> None:
-        params = self.path / "params.toml"
-        text = params.read_text()
-        assert old in text
-        params.write_text(text.replace(old, new, 1))
-
-    def lock_hashes(self) -> dict[str, str]:
-        lock = yaml.safe_load((self.path / "dvc.lock").read_text())
-        return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
-
-    def file_bytes(self, relative: str) -> bytes:
-        return (self.path / relative).read_bytes()
-
-
 @pytest.fixture(scope="module")
 def project(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Project:
-    path = tmp_path_factory.mktemp("project")
-    for item in ("dvc.yaml", "stages", "persyn", "schemas", ".dvc/config", ".dvcignore", ".gitignore"):
-        source = ROOT / item
-        if source.is_dir():
-            shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
-        elif source.exists():
-            (path / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, path / item)
-    (path / "params.toml").write_text(params_toml(tiny_models))
-    project = Project(path, tmp_path_factory.mktemp("cache"))
-    project.run("git", "init", "-q")
-    project.run("git", "add", "-A")
-    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    return project
+    return make_project(tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("cache"), params_toml(tiny_models))
 
 
 def test_first_repro_builds_a_loadable_dataset(project: Project) -> None:
@@ -155,8 +110,14 @@ def test_same_params_same_bytes(project: Project) -> None:
     assert without_cache_counts(metrics_before) == without_cache_counts(metrics_after)
 
 
+def routed_pool(project: Project, teacher: str) -> set[str]:
+    pool = {r["id"] for r in pl.read_parquet(project.path / "data/prompts.parquet").to_dicts() if r["split"] == "pool"}
+    return set(pl.read_parquet(project.path / f"data/routes/{teacher}.parquet")["id"].to_list()) & pool
+
+
 def test_alpha_change_reruns_only_router_onward(project: Project) -> None:
     routes = {t: project.file_bytes(f"data/routes/{t}.parquet") for t in ("a", "base")}
+    before = {t: routed_pool(project, t) for t in ("a", "base")}
     project.set_param("alpha = 0.4", "alpha = 0.9")
     ran = project.repro()
     assert {"fit_router", "route"} <= ran
@@ -164,6 +125,11 @@ def test_alpha_change_reruns_only_router_onward(project: Project) -> None:
     for teacher in ("a", "base"):
         changed = project.file_bytes(f"data/routes/{teacher}.parquet") != routes[teacher]
         assert (f"generate@{teacher}" in ran) == changed
+        stats = json.loads(project.file_bytes(f"data/generated/{teacher}.stats.json"))
+        moved_in = routed_pool(project, teacher) - before[teacher]
+        if changed:  # exactly the prompts that moved to this teacher are generated; nothing else
+            assert stats["generated"] == len(moved_in)
+            assert stats["reused"] == len(routed_pool(project, teacher) & before[teacher])
     assert json.loads(project.file_bytes("metrics/router.json"))["alpha"] == 0.9
 
 

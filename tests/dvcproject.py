@@ -1,0 +1,60 @@
+"""A temporary git + DVC project holding a copy of this pipeline, driven with real `dvc repro`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("dvc.yaml", "stages", "persyn", "schemas", ".dvc/config", ".dvcignore", ".gitignore")
+
+
+class Project:
+    def __init__(self, path: Path, cache: Path) -> None:
+        self.path = path
+        self.env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1"}
+
+    def run(self, *command: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(command, cwd=self.path, env=self.env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def repro(self, *extra: str) -> set[str]:
+        """Run dvc repro and return the names of the stages that actually ran."""
+        output = self.run("dvc", "repro", *extra).stdout
+        return set(re.findall(r"Running stage '([^']+)'", output))
+
+    def set_param(self, old: str, new: str) -> None:
+        params = self.path / "params.toml"
+        text = params.read_text()
+        assert old in text
+        params.write_text(text.replace(old, new, 1))
+
+    def lock_hashes(self) -> dict[str, str]:
+        lock = yaml.safe_load((self.path / "dvc.lock").read_text())
+        return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+    def file_bytes(self, relative: str) -> bytes:
+        return (self.path / relative).read_bytes()
+
+
+def make_project(path: Path, cache: Path, params: str) -> Project:
+    """Copy the pipeline into `path`, write its params, and commit it to a fresh git repository."""
+    for item in COPIED:
+        source = ROOT / item
+        if source.is_dir():
+            shutil.copytree(source, path / item, ignore=shutil.ignore_patterns("__pycache__", "tmp"))
+        elif source.exists():
+            (path / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, path / item)
+    (path / "params.toml").write_text(params)
+    project = Project(path, cache)
+    project.run("git", "init", "-q")
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return project
