@@ -1,0 +1,73 @@
+"""Benchmark: what a repro after an α change costs, against a cold build, on the embedded default.
+
+Clones this repository's HEAD into a scratch directory, builds `assemble` cold (empty request
+cache; converted models are shared so that the one-time conversion is not counted), changes
+router.alpha, builds again, and prints wall times and generations performed against the
+minimum possible (the prompts whose route changed).
+
+    python bench/cache_bench.py [--alpha 0.2] [--target assemble]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from persyn.models import cache_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repro(project: Path, env: dict[str, str], target: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(["dvc", "repro", target], cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def routed(project: Path) -> dict[str, set[str]]:
+    return {path.stem: set(pl.read_parquet(path)["id"].to_list()) for path in (project / "data/routes").glob("*.parquet")}
+
+
+def generated(project: Path, folder: str) -> int:
+    return sum(json.loads(p.read_text())["generated"] for p in (project / "data" / folder).glob("*.stats.json"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alpha", type=float, default=0.2, help="the new router.alpha")
+    parser.add_argument("--target", default="assemble")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="persyn-bench-"))
+    project = scratch / "project"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
+    (scratch / "cache").mkdir()
+    (scratch / "cache" / "models").symlink_to(cache_root() / "models")
+    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1"}
+
+    cold = repro(project, env, args.target)
+    cold_generations = generated(project, "sample") + generated(project, "generated")
+    before = routed(project)
+    params = project / "params.toml"
+    text = params.read_text()
+    old = next(line for line in text.splitlines() if line.startswith("alpha = "))
+    params.write_text(text.replace(old, f"alpha = {args.alpha}", 1))
+    warm = repro(project, env, args.target)
+    after = routed(project)
+    pool = set(pl.read_parquet(project / "data/prompts.parquet").filter(pl.col("split") == "pool")["id"].to_list())
+    moved = sum(len((after[t] - before.get(t, set())) & pool) for t in after)
+    warm_generations = generated(project, "generated")
+    print(f"embedded default, {old.strip()} -> alpha = {args.alpha}; scratch {scratch}")
+    print(f"{'run':<28}{'wall s':>9}{'generations':>13}{'minimum':>9}")
+    print(f"{'cold build':<28}{cold:>9.1f}{cold_generations:>13}{'':>9}")
+    print(f"{'after the alpha change':<28}{warm:>9.1f}{warm_generations:>13}{moved:>9}")
+
+
+if __name__ == "__main__":
+    main()
