@@ -35,8 +35,10 @@ def routed(project: Path) -> dict[str, set[str]]:
     return {path.stem: set(pl.read_parquet(path)["id"].to_list()) for path in (project / "data/routes").glob("*.parquet")}
 
 
-def generated(project: Path, folder: str) -> int:
-    return sum(json.loads(p.read_text())["generated"] for p in (project / "data" / folder).glob("*.stats.json"))
+def generated(project: Path, folder: str, since: float = 0.0) -> int:
+    """Generations counted by the stats files written after `since` (stages that ran)."""
+    return sum(json.loads(p.read_text())["generated"] for p in (project / "data" / folder).glob("*.stats.json")
+               if p.stat().st_mtime > since)
 
 
 def main() -> None:
@@ -58,11 +60,12 @@ def main() -> None:
     text = params.read_text()
     old = next(line for line in text.splitlines() if line.startswith("alpha = "))
     params.write_text(text.replace(old, f"alpha = {args.alpha}", 1))
+    started = time.time()
     warm = repro(project, env, args.target)
     after = routed(project)
     pool = set(pl.read_parquet(project / "data/prompts.parquet").filter(pl.col("split") == "pool")["id"].to_list())
     moved = sum(len((after[t] - before.get(t, set())) & pool) for t in after)
-    warm_generations = generated(project, "generated")
+    warm_generations = generated(project, "sample", started) + generated(project, "generated", started)
     print(f"embedded default, {old.strip()} -> alpha = {args.alpha}; scratch {scratch}")
     print(f"{'run':<28}{'wall s':>9}{'generations':>13}{'minimum':>9}")
     print(f"{'cold build':<28}{cold:>9.1f}{cold_generations:>13}{'':>9}")
