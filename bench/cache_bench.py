@@ -51,7 +51,8 @@ def main() -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
     (scratch / "cache").mkdir()
     (scratch / "cache" / "models").symlink_to(cache_root() / "models")
-    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(project)}  # the clone's persyn, not whatever is installed
 
     cold = repro(project, env, args.target)
     cold_generations = generated(project, "sample") + generated(project, "generated")
