@@ -109,6 +109,32 @@ class RouterConfig:
 @dataclass(frozen=True)
 class RouteConfig:
     strategy: str = "persyn"
+    seed: int = 0
+    mix_ratio: float = 0.5
+    car_beta: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    seed: int = 0
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_tokens: int = 256
+    batch_size: int = 16
+    lm_eval_tasks: tuple[str, ...] = ()
+    lm_eval_limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,8 @@ class Params:
     router: RouterConfig
     route: RouteConfig
     assemble: AssembleConfig
+    train: TrainConfig
+    eval: EvalConfig
 
     def teacher(self, name: str) -> TeacherConfig:
         """The named teacher, or one error listing the configured ones."""
@@ -161,6 +189,8 @@ def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
         router=RouterConfig(**raw["router"]),
         route=RouteConfig(**raw["route"]),
         assemble=AssembleConfig(**raw["assemble"]),
+        train=TrainConfig(**raw["train"]),
+        eval=EvalConfig(**{**raw["eval"], "lm_eval_tasks": tuple(raw["eval"].get("lm_eval_tasks", ()))}),
     )
 
 

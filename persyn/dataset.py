@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
+from persyn.config import RouterConfig
 from persyn.errors import PersynError
 from persyn.rewards import is_correct
+from persyn.router import combined_reward
 from persyn.schemas import check_records
 
 CARD = """---
@@ -31,35 +34,51 @@ def assemble(
     routes: dict[str, list[str]],
     generated: dict[str, list[dict[str, Any]]],
     scores: list[dict[str, Any]],
+    router: RouterConfig,
 ) -> list[dict[str, Any]]:
-    """Join each routed prompt with its teacher's answer; every routed prompt must have exactly one."""
+    """One record per routed prompt. Where several teachers answered a prompt (the oracle strategy),
+    the answer with the best combined reward r is kept; `scores` must then cover every answer."""
     by_id = {p["id"]: p for p in prompts}
     known = {(s["id"], s["teacher"]): s for s in scores}
-    owner = {prompt_id: teacher for teacher, ids in routes.items() for prompt_id in ids}
-    records = []
+    routed = {(prompt_id, teacher) for teacher, ids in routes.items() for prompt_id in ids}
+    candidates: dict[str, list[dict[str, Any]]] = {}
     for teacher, rows in sorted(generated.items()):
-        source = f"data/generated/{teacher}.parquet"
         for row in rows:
-            if owner.get(row["id"]) != teacher:
-                raise PersynError(f"{source}: record {row['id']}: field 'id': not routed to {teacher} (stale file?)")
-            prompt = by_id[row["id"]]
-            score = known.get((row["id"], teacher), {})
-            quality = score.get("quality")
-            if quality is None and prompt["reference"] is not None:
-                quality = is_correct(row["response"], prompt["reference"])
-            records.append({
-                "id": row["id"],
-                "messages": prompt["messages"] + [{"role": "assistant", "content": row["response"]}],
-                "teacher": teacher,
-                "model": row["model"],
-                "quality": quality,
-                "learnability": score.get("learnability"),
-                "split": prompt["split"],
-            })
-    missing = sorted(set(owner) - {r["id"] for r in records})
+            if (row["id"], teacher) not in routed:
+                raise PersynError(f"data/generated/{teacher}.parquet: record {row['id']}: field 'id': "
+                                  f"not routed to {teacher} (stale file?)")
+            candidates.setdefault(row["id"], []).append(row)
+    missing = sorted(routed - {(row["id"], row["teacher"]) for rows in candidates.values() for row in rows})
     if missing:
-        raise PersynError(f"data/generated/{owner[missing[0]]}.parquet: record {missing[0]}: routed but not generated")
-    return sorted(records, key=lambda r: r["id"])
+        prompt_id, teacher = missing[0]
+        raise PersynError(f"data/generated/{teacher}.parquet: record {prompt_id}: routed but not generated")
+    records = []
+    for prompt_id, answers in sorted(candidates.items()):
+        row = answers[0] if len(answers) == 1 else best_answer(answers, known, router)
+        prompt = by_id[prompt_id]
+        score = known.get((prompt_id, row["teacher"]), {})
+        quality = score.get("quality")
+        if quality is None and prompt["reference"] is not None:
+            quality = is_correct(row["response"], prompt["reference"])
+        records.append({
+            "id": prompt_id,
+            "messages": prompt["messages"] + [{"role": "assistant", "content": row["response"]}],
+            "teacher": row["teacher"],
+            "model": row["model"],
+            "quality": quality,
+            "learnability": score.get("learnability"),
+            "split": prompt["split"],
+        })
+    return records
+
+
+def best_answer(answers: list[dict[str, Any]], scores: dict[tuple[str, str], dict[str, Any]],
+                router: RouterConfig) -> dict[str, Any]:
+    """Generate-then-Select: the answer with the highest r = (1-α)·norm(r_q) + α·norm(r_l)."""
+    rows = [scores[(a["id"], a["teacher"])] for a in answers]
+    reward = combined_reward(np.array([[r["quality"] for r in rows]]), np.array([[r["learnability"] for r in rows]]),
+                             router.alpha, router.normalisation)
+    return answers[int(reward[0].argmax())]
 
 
 def write(records: list[dict[str, Any]], directory: Path, name: str, shard_size: int) -> None:
@@ -78,10 +97,24 @@ def write(records: list[dict[str, Any]], directory: Path, name: str, shard_size:
     (directory / "README.md").write_text(CARD.format(name=name, records=len(records), shares=shares))
 
 
-def metrics(records: list[dict[str, Any]], teachers: list[str], subset_size: int,
+def read(directory: Path) -> list[dict[str, Any]]:
+    """The assembled dataset's records, schema-checked."""
+    shards = sorted(directory.glob("train-*.parquet"))
+    if not shards:
+        raise PersynError(f"{directory}: no train-*.parquet shards (run assemble first)")
+    records = [r for shard in shards for r in pl.read_parquet(shard).to_dicts()]
+    check_records(records, "dataset_record", str(directory))
+    return records
+
+
+def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts: list[dict[str, Any]],
             generation_stats: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Counts, teacher shares and the generations used against Generate-then-Select (N·P)."""
+    """Counts, teacher shares, this build's generations (generated now vs reused from the request
+    cache) and the generations the strategy needs against Generate-then-Select (N·P)."""
     total = len(records)
+    teachers = sorted(routes)
+    pool = {p["id"] for p in prompts if p["split"] == "pool"}
+    subset_size = sum(p["split"] == "router" for p in prompts)
     per_teacher = {}
     for teacher in teachers:
         mine = [r for r in records if r["teacher"] == teacher]
@@ -92,14 +125,13 @@ def metrics(records: list[dict[str, Any]], teachers: list[str], subset_size: int
             "mean_quality": sum(checked) / len(checked) if checked else None,
             **generation_stats.get(teacher, {"generated": 0, "reused": 0}),
         }
-    routed_outside_subset = sum(r["split"] == "pool" for r in records)
-    used = len(teachers) * subset_size + routed_outside_subset
+    used = len(teachers) * subset_size + sum(len(set(ids) & pool) for ids in routes.values())
     select_all = len(teachers) * total
     return {
         "records": total,
         "teachers": per_teacher,
         "generations": {
-            "persyn": used,
+            "used": used,
             "generate_then_select": select_all,
             "saved_fraction": 1 - used / select_all if select_all else 0.0,
         },

@@ -87,6 +87,12 @@ def write_json(path: str | Path, data: dict[str, Any], schema: str | None = None
         scratch.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """A small table for `dvc plots` (columns from the first row), written atomically."""
+    with atomic_path(path) as scratch:
+        pl.DataFrame(rows).write_csv(scratch)
+
+
 def read_json(path: str | Path, schema: str | None = None) -> dict[str, Any]:
     path = Path(path)
     try:

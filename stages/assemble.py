@@ -1,8 +1,10 @@
-"""Stage assemble: routed answers → data/dataset/ (HF-loadable parquet + card), metrics/dataset.json."""
+"""Stage assemble: routed answers → data/dataset/ (HF-loadable parquet + card), metrics/dataset.json.
+Under route.strategy = "oracle" every answer is scored here and the best by r is kept."""
 
 from pathlib import Path
 
-from persyn import config, dataset, io
+from persyn import config, dataset, io, rewards
+from persyn.cache import RequestCache
 from persyn.errors import guarded
 
 
@@ -13,15 +15,22 @@ def main() -> None:
     routes = {t: [r["id"] for r in io.read_parquet(f"data/routes/{t}.parquet", "route")] for t in teachers}
     generated = {t: io.read_parquet(f"data/generated/{t}.parquet", "generation") for t in teachers}
     stats = {t: io.read_json(f"data/generated/{t}.stats.json", "generation_stats") for t in teachers}
-    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
     prompts = io.read_parquet("data/prompts.parquet", "prompt")
-    records = dataset.assemble(prompts, routes, generated, scores)
+    if params.route.strategy == "oracle":
+        by_id = {p["id"]: p for p in prompts}
+        with RequestCache() as cache:
+            scores = [s for t in teachers for s in rewards.score_answers(
+                params, t, generated[t], by_id, cache, f"data/generated/{t}.parquet")]
+    else:
+        scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
+    records = dataset.assemble(prompts, routes, generated, scores, params.router)
     with io.atomic_directory("data/dataset") as out:
         dataset.write(records, out, params.assemble.name, params.assemble.shard_size)
-    subset_size = sum(p["split"] == "router" for p in prompts)
     generation = {t: {"generated": s["generated"], "reused": s["reused"]} for t, s in stats.items()}
-    io.write_json("metrics/dataset.json", dataset.metrics(records, teachers, subset_size, generation),
-                  "dataset_metrics")
+    summary = dataset.metrics(records, routes, prompts, generation)
+    io.write_json("metrics/dataset.json", summary, "dataset_metrics")
+    io.write_csv("plots/teacher_shares.csv",
+                 [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])
 
 
 if __name__ == "__main__":

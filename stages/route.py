@@ -1,4 +1,4 @@
-"""Stage route: every router/pool prompt to its argmax teacher → data/routes/T.parquet (ids only)."""
+"""Stage route: every router/pool prompt to its teacher(s) by route.strategy → data/routes/T.parquet (ids only)."""
 
 from pathlib import Path
 
@@ -11,8 +11,8 @@ def main() -> None:
     params = config.load()
     trained, _ = router.load(Path("data/router"))
     prompts = io.read_parquet("data/prompts.parquet", "prompt")
-    embeddings = io.read_embeddings()
-    assignment = route.assign(params.route.strategy, prompts, trained, embeddings)
+    scores = [r for t in trained.teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
+    assignment = route.assign(params.route, prompts, trained, io.read_embeddings(), scores)
     with io.atomic_directory("data/routes") as out:
         for teacher, ids in assignment.items():
             io.write_parquet(out / f"{teacher}.parquet", [{"id": i} for i in ids], "route")

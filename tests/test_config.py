@@ -45,7 +45,9 @@ def test_committed_params_are_valid() -> None:
         (lambda r: r.pop("router"), "params.toml: router: missing"),
         (lambda r: r["prompts"].update(source="jsonl"), "prompts.path is required"),
         (lambda r: r["quality"].update(kind="reward_model"), "quality.reward_model: missing"),
-        (lambda r: r["route"].update(strategy="best"), "route.strategy: 'best' is not one of"),
+        (lambda r: r["route"].update(strategy="best"), "route.strategy: 'best': expected persyn | strongest"),
+        (lambda r: r["train"].update(epochs=0), "train.epochs: 0 is less than or equal to the minimum of 0"),
+        (lambda r: r["eval"].update(batch="x"), "eval.batch: unknown key"),
     ],
 )
 def test_bad_params_give_one_clear_error(raw: dict, mutate, expected: str) -> None:

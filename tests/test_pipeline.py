@@ -12,6 +12,8 @@ import pytest
 from dvcproject import Project, make_project
 
 STAGES_A = {"sample@a", "score@a", "generate@a"}
+ALL_STAGES = {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
+              "generate@a", "generate@base", "assemble", "train", "evaluate"}
 
 
 def params_toml(models: dict[str, Path]) -> str:
@@ -50,6 +52,7 @@ kind = "math"
 
 [router]
 alpha = 0.4
+normalisation = "zscore"
 tie_margin = 0.05
 epochs = 50
 validation_fraction = 0.3
@@ -60,6 +63,16 @@ strategy = "persyn"
 [assemble]
 name = "tiny"
 shard_size = 7
+
+[train]
+epochs = 1
+batch_size = 8
+max_length = 128
+lr = 0.001
+
+[eval]
+max_tokens = 8
+batch_size = 4
 """
 
 
@@ -70,8 +83,7 @@ def project(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 def test_first_repro_builds_a_loadable_dataset(project: Project) -> None:
     ran = project.repro()
-    assert ran == {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
-                   "generate@a", "generate@base", "assemble"}
+    assert ran == ALL_STAGES
     metrics = json.loads(project.file_bytes("metrics/dataset.json"))
     router = json.loads(project.file_bytes("metrics/router.json"))
     loaded = datasets.load_dataset(str(project.path / "data/dataset"), split="train")
@@ -79,7 +91,7 @@ def test_first_repro_builds_a_loadable_dataset(project: Project) -> None:
     assert set(loaded["teacher"]) <= {"a", "base"} and loaded[0]["messages"][-1]["role"] == "assistant"
     assert len(list((project.path / "data/dataset").glob("train-*.parquet"))) == 4  # 24 records, shards of 7
     assert metrics["generations"]["generate_then_select"] == 2 * 24
-    assert metrics["generations"]["persyn"] == 2 * 10 + 14
+    assert metrics["generations"]["used"] == 2 * 10 + 14
     assert sum(t["records"] for t in metrics["teachers"].values()) == 24
     assert router["train_prompts"] + router["prompts"] == 10 and router["alpha"] == 0.4
     assert all(m.startswith("local:") and "@sha256:" in m for m in loaded["model"])
@@ -100,7 +112,7 @@ def test_same_params_same_bytes(project: Project) -> None:
     only the cache counters (generated vs reused) say that this run was different."""
     before = project.lock_hashes()
     metrics_before = json.loads(project.file_bytes("metrics/dataset.json"))
-    assert len(project.repro("--force")) == 11
+    assert project.repro("--force") == ALL_STAGES
     after = project.lock_hashes()
     run_specific = {p for p in before if p.endswith(".stats.json")} | {"metrics/dataset.json"}
     assert {p: h for p, h in before.items() if p not in run_specific} == \

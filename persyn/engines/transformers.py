@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
+from persyn.chat import chat_ids, response_tokens
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -68,17 +69,9 @@ class TransformersEngine:
         vocabulary = self.tokenizer.get_vocab()
         self.stop_ids = sorted({self.tokenizer.eos_token_id, *(vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary)})
 
-    def _chat_ids(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
-        if not self.tokenizer.chat_template:
-            raise PersynError(f"{self.model.spec} has no chat template: give this teacher a prompt_template")
-        encoded = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
-        )
-        return list(encoded["input_ids"])
-
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         if request.messages is not None:
-            return self._chat_ids(request.messages, add_generation_prompt=True)
+            return chat_ids(self.tokenizer, request.messages, True, self.model.spec)
         return list(self.tokenizer(request.text)["input_ids"])
 
     def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,27 +110,12 @@ class TransformersEngine:
                 outputs.append(truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), sampling.stop))
         return outputs
 
-    def _scored_ids(self, request: ScoreRequest) -> tuple[list[int], int]:
-        """Token ids of chat(prompt)+response and where the response starts. The response is its own
-        tokens plus the end-of-turn token (the student must learn to stop)."""
-        prompt = self._chat_ids(request.messages, add_generation_prompt=True)
-        full = self._chat_ids(request.messages + [{"role": "assistant", "content": request.response}], False)
-        if full[: len(prompt)] != prompt:
-            raise PersynError(
-                f"{self.model.spec}: the chat template does not render the prompt as a prefix of prompt+response; "
-                "learnability cannot be measured on response tokens only"
-            )
-        while len(full) > len(prompt) + 1 and not self.tokenizer.decode(full[-1:]).strip():
-            full = full[:-1]  # the template's newline after the end-of-turn token is not the response
-        if len(prompt) >= self.max_length:
-            raise PersynError(f"{self.model.spec}: prompt of {len(prompt)} tokens exceeds max_length {self.max_length}")
-        return full[: self.max_length], len(prompt)
-
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
         scores: list[float] = []
         for start in range(0, len(requests), self.batch_size):
-            encoded = [self._scored_ids(r) for r in requests[start: start + self.batch_size]]
+            encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
+                       for r in requests[start: start + self.batch_size]]
             ids, mask = self._pad([sequence for sequence, _ in encoded], side="right")
             logits = self.network(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]

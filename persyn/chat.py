@@ -1,0 +1,37 @@
+"""Chat-template token ids shared by scoring and training: one definition of "the response tokens"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from persyn.errors import PersynError
+
+Messages = list[dict[str, str]]
+
+
+def chat_ids(tokenizer: Any, messages: Messages, add_generation_prompt: bool, model: str) -> list[int]:
+    if not tokenizer.chat_template:
+        raise PersynError(f"{model} has no chat template: give this teacher a prompt_template")
+    encoded = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True
+    )
+    return list(encoded["input_ids"])
+
+
+def response_tokens(tokenizer: Any, messages: Messages, response: str, max_length: int, model: str) -> tuple[list[int], int]:
+    """Token ids of chat(prompt)+response, truncated to max_length, and where the response starts.
+
+    The response is its own tokens plus the end-of-turn token (the student must learn to stop);
+    the template's newline after it is not. The prompt must render as a prefix of the whole."""
+    prompt = chat_ids(tokenizer, messages, True, model)
+    full = chat_ids(tokenizer, messages + [{"role": "assistant", "content": response}], False, model)
+    if full[: len(prompt)] != prompt:
+        raise PersynError(
+            f"{model}: the chat template does not render the prompt as a prefix of prompt+response; "
+            "learnability cannot be measured on response tokens only"
+        )
+    while len(full) > len(prompt) + 1 and not tokenizer.decode(full[-1:]).strip():
+        full = full[:-1]
+    if len(prompt) >= max_length:
+        raise PersynError(f"{model}: prompt of {len(prompt)} tokens exceeds max_length {max_length}")
+    return full[:max_length], len(prompt)

@@ -1,0 +1,54 @@
+"""Evaluate the trained and the untrained student on the held-out eval split.
+
+Generations go through the request cache, keyed by the model's content hash: the untrained
+student's answers are computed once and reused by every experiment, and a trained checkpoint
+that did not change is never evaluated twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from persyn import rewards
+from persyn.cache import RequestCache
+from persyn.config import Params, SamplingConfig, TeacherConfig
+from persyn.synthesis import generate
+
+log = logging.getLogger("persyn.evaluate")
+
+
+def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: RequestCache) -> list[dict[str, Any]]:
+    """Greedy answers of a student model (no system prompt: exactly how it was trained)."""
+    student = params.student
+    sampling = SamplingConfig(engine=student.engine, device=student.device, temperature=0.0,
+                              max_tokens=params.eval.max_tokens, batch_size=params.eval.batch_size)
+    records, _ = generate(TeacherConfig(name="student", model=spec, sampling=sampling), prompts, cache)
+    return records
+
+
+def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]],
+          cache: RequestCache) -> dict[str, Any]:
+    """Math: accuracy of the final answer. Instruction data: mean reward-model score."""
+    if params.quality.kind == "math":
+        correct = rewards.math_quality([r["response"] for r in records], [p["reference"] for p in prompts],
+                                       "data/prompts.parquet", [p["id"] for p in prompts])
+        return {"accuracy": sum(correct) / len(correct) if correct else None, "prompts": len(correct)}
+    pairs = [(p["messages"], r["response"]) for p, r in zip(prompts, records)]
+    values = rewards.reward_model_quality(params.quality, pairs, cache).values
+    return {"mean_reward": sum(values) / len(values) if values else None, "prompts": len(values)}
+
+
+def lm_eval(checkpoint: str, tasks: tuple[str, ...], limit: int) -> dict[str, Any]:
+    """lm-evaluation-harness tasks on the checkpoint, where lm_eval is installed (skipped otherwise)."""
+    if not tasks:
+        return {}
+    try:
+        import lm_eval
+    except ModuleNotFoundError:
+        log.warning("eval.lm_eval_tasks is set but lm_eval is not installed: skipped (pip install lm-eval)")
+        return {"skipped": "lm_eval is not installed"}
+    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={checkpoint}", tasks=list(tasks),
+                                      limit=limit or None)
+    return {task: {k: v for k, v in values.items() if isinstance(v, (int, float))}
+            for task, values in results["results"].items()}

@@ -1,0 +1,114 @@
+"""Supervised fine-tuning of the student on the assembled dataset, with the transformers Trainer.
+
+The loss covers the response tokens only, under the student's chat template: the same tokens
+that learnability scores (persyn.chat.response_tokens). Optional LoRA (peft) is merged back, so
+the checkpoint is always a plain Hugging Face directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+from persyn.chat import response_tokens
+from persyn.config import StudentConfig, TrainConfig
+from persyn.engines.transformers import pick_device
+from persyn.errors import PersynError
+from persyn.models import resolve
+
+log = logging.getLogger("persyn.train")
+IGNORE = -100
+
+
+def features(tokenizer: Any, records: list[dict[str, Any]], max_length: int, model: str) -> list[dict[str, list[int]]]:
+    """input_ids with labels = input_ids on response positions and -100 elsewhere."""
+    rows = []
+    for record in records:
+        ids, start = response_tokens(tokenizer, record["messages"][:-1], record["messages"][-1]["content"],
+                                     max_length, model)
+        rows.append({"input_ids": ids, "labels": [IGNORE] * start + ids[start:]})
+    return rows
+
+
+class PadCollator:
+    """Right-pads a batch; padded positions are masked out of attention and loss."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        pad = [width - len(r["input_ids"]) for r in rows]
+        return {
+            "input_ids": torch.tensor([r["input_ids"] + [self.pad_id] * n for r, n in zip(rows, pad)]),
+            "labels": torch.tensor([r["labels"] + [IGNORE] * n for r, n in zip(rows, pad)]),
+            "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * n for r, n in zip(rows, pad)]),
+        }
+
+
+def with_lora(model: Any, config: TrainConfig) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ModuleNotFoundError:
+        raise PersynError("train.lora_r > 0 needs peft: pip install peft") from None
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def warmup_steps(examples: int, config: TrainConfig) -> int:
+    """warmup_ratio as a step count (TrainingArguments spells it differently across versions)."""
+    per_epoch = math.ceil(examples / (config.batch_size * config.grad_accum))
+    return int(config.warmup_ratio * math.ceil(per_epoch * config.epochs))
+
+
+def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainConfig,
+          out: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Fine-tune, save the checkpoint into `out`, return summary metrics and the per-step loss."""
+    if not records:
+        raise PersynError("data/dataset: no records to train on")
+    set_seed(config.seed)
+    model_ref = resolve(student.model)
+    device = pick_device(student.device)
+    tokenizer = AutoTokenizer.from_pretrained(model_ref.path, revision=model_ref.revision)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_ref.path, revision=model_ref.revision, dtype=torch.float32)
+    if config.lora_r:
+        model = with_lora(model, config)
+    rows = features(tokenizer, records, config.max_length, student.model)
+    log.info("fine-tuning %s on %d records (%d response tokens) on %s", model_ref.identity, len(rows),
+             sum(sum(label != IGNORE for label in r["labels"]) for r in rows), device)
+    with tempfile.TemporaryDirectory(prefix="persyn-train-") as scratch:
+        arguments = TrainingArguments(
+            output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
+            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+            warmup_steps=warmup_steps(len(rows), config), weight_decay=config.weight_decay, lr_scheduler_type="linear",
+            seed=config.seed, data_seed=config.seed, logging_steps=1, save_strategy="no", report_to=[],
+            use_cpu=device == "cpu", bf16=device == "cuda", remove_unused_columns=False,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=model, args=arguments, train_dataset=rows, data_collator=PadCollator(tokenizer.pad_token_id))
+        result = trainer.train()
+    if config.lora_r:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    curve = [{"step": int(e["step"]), "loss": float(e["loss"])} for e in trainer.state.log_history if "loss" in e]
+    summary = {
+        "records": len(rows),
+        "response_tokens": int(sum(sum(label != IGNORE for label in r["labels"]) for r in rows)),
+        "steps": int(result.global_step),
+        "epochs": float(config.epochs),
+        "first_loss": curve[0]["loss"] if curve else None,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "mean_loss": float(result.training_loss),
+        "lora_r": config.lora_r,
+    }
+    return summary, curve

@@ -1,0 +1,36 @@
+"""Stage evaluate: the trained and the untrained student on the eval split → metrics/eval.json,
+data/eval/predictions.parquet, plots/accuracy.csv."""
+
+from pathlib import Path
+
+from persyn import config, evaluate, io
+from persyn.cache import RequestCache
+from persyn.errors import guarded
+from persyn.rewards import is_correct
+
+
+@guarded
+def main() -> None:
+    params = config.load()
+    prompts = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] == "eval"]
+    checkpoint = f"local:{Path('data/student').resolve()}"
+    with RequestCache() as cache:
+        trained = evaluate.answers(checkpoint, params, prompts, cache)
+        untrained = evaluate.answers(params.student.model, params, prompts, cache)
+        metrics = {"trained": evaluate.score(params, prompts, trained, cache),
+                   "untrained": evaluate.score(params, prompts, untrained, cache)}
+    lm_eval = evaluate.lm_eval(str(Path("data/student").resolve()), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
+    if lm_eval:
+        metrics["lm_eval"] = lm_eval
+    io.write_json("metrics/eval.json", metrics, "eval_metrics")
+    predictions = [{"id": p["id"], "trained": t["response"], "untrained": u["response"],
+                    "trained_correct": is_correct(t["response"], p["reference"]) if p["reference"] else None,
+                    "untrained_correct": is_correct(u["response"], p["reference"]) if p["reference"] else None}
+                   for p, t, u in zip(prompts, trained, untrained)]
+    io.write_parquet("data/eval/predictions.parquet", predictions, "prediction")
+    key = "accuracy" if params.quality.kind == "math" else "mean_reward"
+    io.write_csv("plots/accuracy.csv", [{"student": name, key: metrics[name][key]} for name in ("untrained", "trained")])
+
+
+if __name__ == "__main__":
+    main()
