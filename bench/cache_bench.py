@@ -67,7 +67,7 @@ def main() -> None:
     pool = set(pl.read_parquet(project / "data/prompts.parquet").filter(pl.col("split") == "pool")["id"].to_list())
     moved = sum(len((after[t] - before.get(t, set())) & pool) for t in after)
     warm_generations = generated(project, "sample", started) + generated(project, "generated", started)
-    print(f"embedded default, {old.strip()} -> alpha = {args.alpha}; scratch {scratch}")
+    print(f"embedded default, router.{old.split('#')[0].strip()} -> {args.alpha}; scratch {scratch}")
     print(f"{'run':<28}{'wall s':>9}{'generations':>13}{'minimum':>9}")
     print(f"{'cold build':<28}{cold:>9.1f}{cold_generations:>13}{'':>9}")
     print(f"{'after the alpha change':<28}{warm:>9.1f}{warm_generations:>13}{moved:>9}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -154,8 +155,24 @@ def test_one_teacher_change_reruns_only_its_branch(project: Project) -> None:
         assert "route" in ran  # only a changed route can re-run another teacher's generation
 
 
+def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
+    output = project.run("dvc", "exp", "run", "-n", "alpha-half", "-S", "params.toml:router.alpha=0.5").stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", output))
+    assert {"fit_router", "route"} <= ran
+    assert not ran & {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base"}
+    output = project.run("dvc", "exp", "run", "-n", "strong", "-S", "params.toml:route.strategy=strongest").stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", output))
+    assert "route" in ran and "fit_router" not in ran
+    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
+    assert sorted(t["share"] for t in metrics["teachers"].values()) == [0.0, 1.0]
+    shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
+    assert "alpha-half" in json.dumps(shown) and "strong" in json.dumps(shown)
+    diff = project.run("dvc", "metrics", "diff", "--json").stdout
+    assert "metrics/dataset.json" in diff and "metrics/eval.json" in diff
+
+
 def test_bad_params_stop_before_any_work(project: Project) -> None:
-    project.set_param("alpha = 0.9", "alpha = 1.9")
+    project.set_param("alpha = 0.5", "alpha = 1.9")
     result = subprocess.run(["dvc", "repro"], cwd=project.path, env=project.env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "persyn: error: params.toml: router.alpha: 1.9 is greater than the maximum of 1" in result.stderr + result.stdout

@@ -1,0 +1,51 @@
+import pytest
+
+from persyn import dataset
+from persyn.config import RouterConfig
+from persyn.errors import PersynError
+
+PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"q{i}"}], "reference": str(i),
+            "split": "router" if i < 2 else "pool"} for i in range(4)]
+ID = [p["id"] for p in PROMPTS]
+
+
+def answer(i: int, teacher: str, response: str) -> dict:
+    return {"id": ID[i], "teacher": teacher, "model": f"local:{teacher}@sha256:0", "response": response,
+            "request": "0" * 64}
+
+
+def test_routed_answers_become_records_with_rewards() -> None:
+    routes = {"a": [ID[0], ID[2]], "b": [ID[1], ID[3]]}
+    generated = {"a": [answer(0, "a", "The answer is 0."), answer(2, "a", "The answer is 5.")],
+                 "b": [answer(1, "b", "1"), answer(3, "b", "The answer is 3.")]}
+    scores = [{"id": ID[0], "teacher": "a", "quality": 1.0, "learnability": -0.5, "requests": []}]
+    records = dataset.assemble(PROMPTS, routes, generated, scores, RouterConfig(alpha=0.4))
+    assert [(r["teacher"], r["quality"], r["learnability"]) for r in records] == [
+        ("a", 1.0, -0.5), ("b", 1.0, None), ("a", 0.0, None), ("b", 1.0, None)]
+    assert records[2]["messages"][-1] == {"role": "assistant", "content": "The answer is 5."}
+    summary = dataset.metrics(records, routes, PROMPTS, {})
+    assert summary["generations"] == {"used": 2 * 2 + 2, "generate_then_select": 8, "saved_fraction": 0.25}
+    assert summary["teachers"]["a"]["mean_quality"] == 0.5
+
+
+def test_oracle_keeps_the_best_answer_by_combined_reward() -> None:
+    routes = {"a": ID[:2], "b": ID[:2]}
+    generated = {"a": [answer(0, "a", "x"), answer(1, "a", "y")], "b": [answer(0, "b", "z"), answer(1, "b", "w")]}
+    scores = [
+        {"id": ID[0], "teacher": "a", "quality": 1.0, "learnability": -3.0},
+        {"id": ID[0], "teacher": "b", "quality": 0.0, "learnability": -0.1},
+        {"id": ID[1], "teacher": "a", "quality": 1.0, "learnability": -3.0},
+        {"id": ID[1], "teacher": "b", "quality": 1.0, "learnability": -0.1},
+    ]
+    records = dataset.assemble(PROMPTS, routes, generated, scores, RouterConfig(alpha=0.4))
+    assert [r["teacher"] for r in records] == ["a", "b"]  # quality wins at alpha 0.4; learnability breaks the tie
+    records = dataset.assemble(PROMPTS, routes, generated, scores, RouterConfig(alpha=0.9))
+    assert [r["teacher"] for r in records] == ["b", "b"]
+
+
+def test_stale_and_missing_answers_are_named() -> None:
+    with pytest.raises(PersynError, match=f"data/generated/a.parquet: record {ID[1]}: field 'id': not routed to a"):
+        dataset.assemble(PROMPTS, {"a": [ID[0]]}, {"a": [answer(0, "a", "1"), answer(1, "a", "1")]}, [],
+                         RouterConfig(alpha=0.4))
+    with pytest.raises(PersynError, match=f"data/generated/a.parquet: record {ID[2]}: routed but not generated"):
+        dataset.assemble(PROMPTS, {"a": [ID[0], ID[2]]}, {"a": [answer(0, "a", "1")]}, [], RouterConfig(alpha=0.4))

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from persyn import config, evaluate
+from persyn.cache import RequestCache
+from persyn.config import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"What is {i} + 1?"}],
+            "reference": str(i + 1), "split": "eval"} for i in range(4)]
+
+
+def params_for(tiny_models: dict[str, Path], **quality) -> config.Params:
+    raw = tomllib.loads((ROOT / "params.toml").read_text())
+    raw["student"]["model"] = f"local:{tiny_models['student']}"
+    raw["eval"].update(max_tokens=6, batch_size=2)
+    raw["quality"].update(quality)
+    return config.parse(raw)
+
+
+def test_planted_answers_give_the_exact_accuracy(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    params = params_for(tiny_models)
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        first = evaluate.answers(params.student.model, params, PROMPTS, cache)
+        planted = ["The answer is 1.", "2", "so 2 + 1 = 3. The answer is 3.", "The answer is 5."]
+        cache.put_many("generate", "planted", {r["request"]: text for r, text in zip(first, planted)})
+        monkeypatch.setattr(evaluate.generate.__globals__["engines"], "load",
+                            lambda *a, **k: pytest.fail("every answer is cached: no model may load"))
+        again = evaluate.answers(params.student.model, params, PROMPTS, cache)
+        assert [r["response"] for r in again] == planted
+        assert evaluate.score(params, PROMPTS, again, cache) == {"accuracy": 0.75, "prompts": 4}
+
+
+def test_reward_model_evaluation(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    params = params_for(tiny_models, kind="reward_model", reward_model=f"local:{tiny_models['reward']}")
+    answers = [{"response": f"answer {i}"} for i in range(4)]
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        result = evaluate.score(params, PROMPTS, answers, cache)
+        from persyn.rewards import reward_model_quality
+
+        values = reward_model_quality(params.quality, [(p["messages"], a["response"]) for p, a in zip(PROMPTS, answers)],
+                                      cache).values
+    assert result == {"mean_reward": pytest.approx(sum(values) / 4), "prompts": 4}
+
+
+def test_lm_eval_is_skipped_cleanly_where_missing() -> None:
+    assert evaluate.lm_eval("/nowhere", (), 0) == {}
+    assert evaluate.lm_eval("/nowhere", ("gsm8k",), 10) == {"skipped": "lm_eval is not installed"}

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from persyn import engines, models, train
+from persyn.chat import response_tokens
+from persyn.config import StudentConfig, TrainConfig
+from persyn.engines import ScoreRequest
+
+
+def records(n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                          {"role": "assistant", "content": f"{i} + {i} = {2 * i}. The answer is {2 * i}."}]}
+            for i in range(n)]
+
+
+def mean_loglikelihood(path: Path, rows: list[dict]) -> float:
+    engine = engines.load("transformers", models.resolve(f"local:{path}"), batch_size=4)
+    values = engine.loglikelihood([ScoreRequest(r["messages"][:-1], r["messages"][-1]["content"]) for r in rows])
+    return sum(values) / len(values)
+
+
+def test_labels_cover_exactly_the_response_tokens(tiny_models: dict[str, Path]) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["student"])
+    rows = train.features(tokenizer, records(3), 128, "tiny")
+    for row, record in zip(rows, records(3)):
+        ids, start = response_tokens(tokenizer, record["messages"][:-1], record["messages"][-1]["content"], 128, "tiny")
+        assert row["input_ids"] == ids
+        assert row["labels"][:start] == [-100] * start and row["labels"][start:] == ids[start:]
+        assert tokenizer.decode(ids[start:]) == record["messages"][-1]["content"] + "<|im_end|>"
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_training_lowers_the_loss(tiny_models: dict[str, Path], tmp_path: Path, lora_r: int) -> None:
+    rows = records(8)
+    config = TrainConfig(epochs=15, lr=5e-3, batch_size=4, max_length=128, warmup_ratio=0.0, seed=0, lora_r=lora_r)
+    summary, curve = train.train(rows, StudentConfig(model=f"local:{tiny_models['student']}"), config, tmp_path)
+    assert summary["steps"] == 30 and len(curve) == 30 and summary["lora_r"] == lora_r
+    assert summary["final_loss"] < summary["first_loss"]
+    assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / "adapter_config.json").exists()
+    assert mean_loglikelihood(tmp_path, rows) > mean_loglikelihood(tiny_models["student"], rows) + 0.2
