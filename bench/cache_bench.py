@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
 
-from persyn.models import cache_root
+from scratch import scratch_project
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def repro(project: Path, env: dict[str, str], target: str) -> float:
@@ -46,13 +43,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.2, help="the new router.alpha")
     parser.add_argument("--target", default="assemble")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="persyn-bench-"))
-    project = scratch / "project"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
-    (scratch / "cache").mkdir()
-    (scratch / "cache" / "models").symlink_to(cache_root() / "models")
-    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1",
-           "PYTHONPATH": str(project)}  # the clone's persyn, not whatever is installed
+    scratch, project, env = scratch_project("persyn-bench-")
 
     cold = repro(project, env, args.target)
     cold_generations = generated(project, "sample") + generated(project, "generated")

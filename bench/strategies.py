@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from persyn.models import cache_root
+from scratch import scratch_project
 
-ROOT = Path(__file__).resolve().parents[1]
 MAIN = ["persyn", "strongest", "random"]
 ONCE = ["mix", "car", "fixed:smol", "oracle"]
 
@@ -42,12 +39,7 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=MAIN + ONCE)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds for persyn and the main baselines")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="persyn-results-"))
-    project = scratch / "project"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
-    (scratch / "cache").mkdir()
-    (scratch / "cache" / "models").symlink_to(cache_root() / "models")
-    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(project)}
+    scratch, project, env = scratch_project("persyn-results-")
 
     cold = run(project, env, "dvc", "repro")
     rows: dict[str, list[dict]] = {}

@@ -1,0 +1,25 @@
+"""A scratch clone of this repository's HEAD for benchmarks: its own persyn, an empty request cache,
+and the converted models shared (the one-time conversion is not what a benchmark measures)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from persyn.models import cache_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scratch_project(prefix: str) -> tuple[Path, Path, dict[str, str]]:
+    """(scratch directory, project clone, environment for running dvc in it)."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    project = scratch / "project"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
+    (scratch / "cache").mkdir()
+    (scratch / "cache" / "models").symlink_to(cache_root() / "models")
+    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(project)}  # the clone's persyn, not whatever is installed
+    return scratch, project, env
