@@ -63,7 +63,14 @@ class ResolvedModel:
 
     @property
     def identity(self) -> str:
-        return self.spec if self.spec.startswith("hf:") else f"{self.spec}@sha256:{self.fingerprint}"
+        """What records carry and cache keys hash: a pinned hub revision, or the content checksum.
+        A local directory is named by its base name only, so the same weights elsewhere (another
+        machine, a DVC experiment's temporary copy) have the same identity."""
+        if self.spec.startswith("hf:"):
+            return self.spec
+        if self.spec.startswith("local:"):
+            return f"local:{Path(self.path).name}@sha256:{self.fingerprint}"
+        return f"{self.spec}@sha256:{self.fingerprint}"
 
 
 def cache_root() -> Path:

@@ -13,7 +13,8 @@ def test_local_spec_identity_follows_content(tiny_models: dict[str, Path], tmp_p
     original = models.resolve(f"local:{tiny_models['student']}")
     copied = models.resolve(f"local:{copy}")
     assert original.fingerprint == copied.fingerprint
-    assert original.identity == f"local:{tiny_models['student']}@sha256:{original.fingerprint}"
+    assert original.identity == f"local:student@sha256:{original.fingerprint}"
+    assert models.resolve(f"local:{copy}").identity == f"local:copy@sha256:{original.fingerprint}"
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("32", "33", 1))
     assert models.resolve(f"local:{copy}").fingerprint != original.fingerprint
 

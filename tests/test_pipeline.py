@@ -165,8 +165,13 @@ def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
     assert "route" in ran and "fit_router" not in ran
     metrics = json.loads(project.file_bytes("metrics/dataset.json"))
     assert sorted(t["share"] for t in metrics["teachers"].values()) == [0.0, 1.0]
-    shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
-    assert "alpha-half" in json.dumps(shown) and "strong" in json.dumps(shown)
+    project.run("dvc", "exp", "run", "-n", "oracle", "-S", "params.toml:route.strategy=oracle")
+    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
+    assert metrics["generations"]["used"] == metrics["generations"]["generate_then_select"] == 2 * 24
+    for teacher in ("a", "base"):  # every router-subset answer is reused, none generated again
+        assert json.loads(project.file_bytes(f"data/generated/{teacher}.stats.json"))["from_subset"] == 10
+    shown = json.dumps(json.loads(project.run("dvc", "exp", "show", "--json").stdout))
+    assert all(name in shown for name in ("alpha-half", "strong", "oracle"))
     diff = project.run("dvc", "metrics", "diff", "--json").stdout
     assert "metrics/dataset.json" in diff and "metrics/eval.json" in diff
 
