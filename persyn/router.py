@@ -7,7 +7,6 @@ A head over frozen prompt embeddings gives π(x) ∈ R^teachers with P(B≻A|x) 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
+from persyn.io import read_json, write_json
 
 
 def normalise(values: np.ndarray, method: str) -> np.ndarray:
@@ -174,16 +174,13 @@ def save(router: Router, directory: Path, config: RouterConfig, dimension: int) 
     save_file({k: v.contiguous() for k, v in router.head.state_dict().items()}, str(directory / "head.safetensors"))
     meta = {"teachers": router.teachers, "head": config.head, "hidden": config.hidden,
             "dimension": dimension, "alpha": config.alpha}
-    (directory / "router.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(directory / "router.json", meta, "router_model")
 
 
 def load(directory: Path) -> tuple[Router, dict]:
     from safetensors.torch import load_file
 
-    meta_path = directory / "router.json"
-    if not meta_path.is_file():
-        raise PersynError(f"{meta_path}: file not found (run fit_router first)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(directory / "router.json", "router_model")
     head = make_head(meta["head"], meta["dimension"], len(meta["teachers"]), meta["hidden"])
     head.load_state_dict(load_file(str(directory / "head.safetensors")))
     return Router(meta["teachers"], head), meta

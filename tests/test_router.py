@@ -97,3 +97,16 @@ def test_unknown_teacher_in_scores() -> None:
     scores = [{"id": "0" * 16, "teacher": "zed", "quality": 1.0, "learnability": -1.0}]
     with pytest.raises(PersynError, match="record 0000000000000000: field 'teacher': unknown teacher 'zed'"):
         router.reward_matrices(scores, ["a", "b"], "data/scores")
+
+
+def test_save_and_load_roundtrip(tmp_path) -> None:
+    x, quality, learn, _ = planted(30, seed=4)
+    pairs = router.preference_pairs(router.combined_reward(quality, learn, 0.4, "zscore"), 0.1)
+    config = RouterConfig(alpha=0.4, head="mlp", hidden=8, epochs=5)
+    trained = router.train(x, pairs, ["a", "b", "c"], config)
+    router.save(trained, tmp_path, config, x.shape[1])
+    loaded, meta = router.load(tmp_path)
+    assert meta["teachers"] == ["a", "b", "c"] and np.allclose(loaded.coefficients(x), trained.coefficients(x))
+    (tmp_path / "router.json").write_text('{"teachers": ["a"], "head": "linear"}')
+    with pytest.raises(PersynError, match="router.json: .*missing|router.json: teachers"):
+        router.load(tmp_path)
