@@ -21,8 +21,11 @@ from persyn.cache import RequestCache
 def committed_generations(database: Path) -> int:
     if not database.exists():
         return 0
-    with sqlite3.connect(database, timeout=5) as connection:
-        return connection.execute("SELECT COUNT(*) FROM requests WHERE kind = 'generate'").fetchone()[0]
+    try:
+        with sqlite3.connect(database, timeout=5) as connection:
+            return connection.execute("SELECT COUNT(*) FROM requests WHERE kind = 'generate'").fetchone()[0]
+    except sqlite3.OperationalError:  # the stage has created the file but not yet its table
+        return 0
 
 
 def test_kill_during_generation_loses_at_most_one_batch(tiny_models: dict[str, Path], tmp_path: Path) -> None:
