@@ -1,5 +1,5 @@
-"""The `persyn` command: check params, prepare models, look after the request cache.
-The build itself is `dvc repro`."""
+"""The `persyn` command: check params, prepare models, look after the request cache, release
+and diff datasets. The build itself is `dvc repro`."""
 
 from __future__ import annotations
 
@@ -77,6 +77,22 @@ def cache_command(args: argparse.Namespace) -> None:
                 raise SystemExit(1)
 
 
+def release_command(args: argparse.Namespace) -> None:
+    from persyn import release
+
+    target = release.release(args.version)
+    print(f"released {target} (tag {target.parent.name}@{target.name})")
+
+
+def diff_command(args: argparse.Namespace) -> None:
+    from persyn import release
+
+    text = release.markdown(release.diff(Path("."), args.rev_a, args.rev_b))
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+
+
 @guarded
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="persyn", description=__doc__)
@@ -91,5 +107,13 @@ def main(argv: list[str] | None = None) -> None:
     cache.add_argument("--older-than", type=float, metavar="DAYS",
                        help="gc drops only unreferenced entries older than this (keeps recent experiments')")
     cache.set_defaults(run=cache_command)
+    publish = commands.add_parser("release", help="release the built dataset as <name>@v<version>")
+    publish.add_argument("version", help="semantic version, e.g. 1.0.0")
+    publish.set_defaults(run=release_command)
+    compare = commands.add_parser("diff", help="what changed between two revisions or experiments")
+    compare.add_argument("rev_a")
+    compare.add_argument("rev_b")
+    compare.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    compare.set_defaults(run=diff_command)
     args = parser.parse_args(argv)
     args.run(args)

@@ -141,6 +141,7 @@ class EvalConfig:
 class AssembleConfig:
     name: str = "persyn-dataset"
     shard_size: int = 5000
+    license: str = "other"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import datasets
 import polars as pl
 import pytest
+import yaml
 from dvcproject import Project, make_project
 
 STAGES_A = {"sample@a", "score@a", "generate@a"}
@@ -174,6 +175,39 @@ def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
     assert all(name in shown for name in ("alpha-half", "strong", "oracle"))
     diff = project.run("dvc", "metrics", "diff", "--json").stdout
     assert "metrics/dataset.json" in diff and "metrics/eval.json" in diff
+
+
+def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
+    result = subprocess.run(["persyn", "release", "0.1.0"], cwd=project.path, env=project.env, capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "release: the git tree is dirty" in result.stderr
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "oracle build")
+    project.run("persyn", "release", "0.1.0")
+    target = project.path / "releases/tiny/v0.1.0"
+    metrics = {m: json.loads(project.file_bytes(f"metrics/{m}.json")) for m in ("dataset", "eval", "router")}
+    loaded = datasets.load_dataset(str(target), split="train")
+    assert len(loaded) == metrics["dataset"]["records"]
+    header = yaml.safe_load((target / "README.md").read_text().split("---")[1])
+    assert header["size_categories"] == ["n<1K"] and header["license"] == "other"
+    assert header["persyn"]["records"] == metrics["dataset"]["records"]
+    assert header["persyn"]["generations_used"] == metrics["dataset"]["generations"]["used"]
+    assert header["persyn"]["eval_trained"] == metrics["eval"]["trained"]
+    assert header["persyn"]["router_regret"] == metrics["router"]["router"]["regret"]
+    provenance = json.loads((target / "provenance.json").read_text())
+    assert provenance["tag"] == "tiny@v0.1.0" and provenance["params"]["route"]["strategy"] == "oracle"
+    assert "tiny@v0.1.0" in project.run("git", "tag").stdout
+    assert yaml.safe_load(project.file_bytes("dvc.yaml"))["artifacts"]["tiny"]["path"] == "releases/tiny/v0.1.0"
+    assert project.run("git", "status", "--porcelain").stdout == ""
+    again = subprocess.run(["persyn", "release", "0.1.0"], cwd=project.path, env=project.env, capture_output=True,
+                           text=True)
+    assert again.returncode == 2 and "tag tiny@v0.1.0 already exists" in again.stderr
+
+
+def test_diff_between_experiments(project: Project) -> None:
+    output = project.run("persyn", "diff", "strong", "tiny@v0.1.0").stdout
+    assert "| route.strategy | strongest | oracle |" in output
+    assert "| added | 0 |" in output and "| removed | 0 |" in output
 
 
 def test_bad_params_stop_before_any_work(project: Project) -> None:

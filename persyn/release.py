@@ -1,0 +1,254 @@
+"""Versioned dataset releases and diffs between revisions: the DVC- and git-facing layer.
+
+The pipeline library (config … dataset) knows nothing of DVC; this module is where persyn meets
+the repository: it reads revisions through dvc.api, and releases with git tags (GTO convention
+`<name>@v<version>`) and DVC's `artifacts:` section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as bytes_io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from persyn import config as config_module
+from persyn import dataset
+from persyn.config import tomllib
+from persyn.errors import PersynError
+from persyn.io import atomic_directory, write_json
+
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+METRICS = ("router", "dataset", "train", "eval")
+
+
+def run(command: list[str], cwd: Path) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PersynError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()[:400]}")
+    return result.stdout
+
+
+def size_category(records: int) -> str:
+    """The Hugging Face size_categories bucket."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if records < limit:
+            return label
+    return "n>1M"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def card(name: str, version: str, params: config_module.Params, metrics: dict[str, dict], provenance: dict) -> str:
+    """A Hugging Face dataset card: YAML metadata, then how the dataset was built."""
+    built = metrics["dataset"]
+    summary = {
+        "records": built["records"],
+        "alpha": params.router.alpha,
+        "strategy": params.route.strategy,
+        "generations_used": built["generations"]["used"],
+        "generate_then_select": built["generations"]["generate_then_select"],
+        "router_regret": metrics["router"]["router"]["regret"],
+        "eval_trained": metrics.get("eval", {}).get("trained"),
+        "eval_untrained": metrics.get("eval", {}).get("untrained"),
+    }
+    header = {
+        "license": params.assemble.license,
+        "task_categories": ["text-generation"],
+        "size_categories": [size_category(built["records"])],
+        "pretty_name": f"{name} v{version}",
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        "persyn": summary,
+    }
+    rows = "\n".join(
+        f"| {t} | `{provenance['teachers'].get(t, '–')}` | {v['records']} | {v['share']:.1%} | "
+        f"{'–' if v['mean_quality'] is None else round(v['mean_quality'], 3)} |"
+        for t, v in built["teachers"].items()
+    )
+    router = metrics["router"]
+    evaluation = metrics.get("eval", {})
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False).strip()}
+---
+# {name} v{version}
+
+A personalised distillation dataset built by [persyn](https://arxiv.org/abs/2510.10925) (PerSyn):
+a router chose, per prompt, the teacher whose answer the student `{provenance['student']}` learns
+from best, and only that teacher answered ("Route then Generate").
+
+## How it was built
+
+- strategy `{params.route.strategy}`, α = {params.router.alpha} (r = (1-α)·quality + α·learnability,
+  {params.router.normalisation} within each prompt), router head `{params.router.head}`
+- {built['records']} records; generations used {built['generations']['used']} against
+  {built['generations']['generate_then_select']} for Generate-then-Select
+- router on its held-out subset: regret {router['router']['regret']:.4f} (best single teacher
+  {router['best_single']['regret']:.4f}, random {router['random']['regret']:.4f}), top-1 agreement
+  {router['router']['top1']:.3f}, pairwise accuracy {router['pairwise_accuracy']}
+- student after fine-tuning on this dataset: {evaluation.get('trained', 'not evaluated')};
+  before: {evaluation.get('untrained', 'not evaluated')}
+- git commit `{provenance['git_commit']}`, dvc.lock sha256 `{provenance['dvc_lock_sha256']}`
+
+| teacher | model identity | records | share | mean quality |
+|---|---|---|---|---|
+{rows}
+
+`provenance.json` beside this card has the full params, metrics and file checksums.
+"""
+
+
+def release(version: str, repo: Path = Path(".")) -> Path:
+    """Write releases/<name>/v<version>/, track it with DVC, record the artifact, tag the commit."""
+    if not SEMVER.match(version):
+        raise PersynError(f"release: '{version}' is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.0.0)")
+    params = config_module.load(repo / "params.toml")
+    name = params.assemble.name
+    tag = f"{name}@v{version}"
+    if run(["git", "tag", "--list", tag], repo).strip():
+        raise PersynError(f"release: tag {tag} already exists; releases are never overwritten")
+    dirty = run(["git", "status", "--porcelain"], repo).strip()
+    if dirty:
+        raise PersynError(f"release: the git tree is dirty; commit or stash first:\n{dirty}")
+    stale = json.loads(run(["dvc", "status", "--json"], repo) or "{}")
+    if stale:
+        raise PersynError(f"release: the pipeline is not up to date (run dvc repro): {', '.join(sorted(stale))}")
+
+    records = dataset.read(repo / "data/dataset")
+    metrics = {m: json.loads((repo / f"metrics/{m}.json").read_text())
+               for m in METRICS if (repo / f"metrics/{m}.json").is_file()}
+    lock = (repo / "dvc.lock").read_bytes()
+    provenance = {
+        "name": name,
+        "version": version,
+        "tag": tag,
+        "git_commit": run(["git", "rev-parse", "HEAD"], repo).strip(),
+        "dvc_lock_sha256": sha256_bytes(lock),
+        "teachers": {r["teacher"]: r["model"] for r in sorted(records, key=lambda r: r["id"])},
+        "student": params.student.model,
+        "params": tomllib.loads((repo / "params.toml").read_text()),
+        "metrics": metrics,
+    }
+    target = repo / "releases" / name / f"v{version}"
+    with atomic_directory(target) as out:
+        (out / "data").mkdir()
+        for shard in sorted((repo / "data/dataset").glob("train-*.parquet")):
+            shutil.copy(shard, out / "data" / shard.name)
+        provenance["files"] = {f"data/{p.name}": sha256_bytes(p.read_bytes()) for p in sorted((out / "data").iterdir())}
+        (out / "README.md").write_text(card(name, version, params, metrics, provenance))
+        write_json(out / "provenance.json", provenance)
+    relative = target.relative_to(repo)
+    run(["dvc", "add", str(relative)], repo)
+    record_artifact(repo / "dvc.yaml", name, str(relative), f"{name} v{version}: personalised distillation dataset")
+    run(["git", "add", f"{relative}.dvc", str(relative.parent / ".gitignore"), "dvc.yaml"], repo)
+    run(["git", "commit", "-q", "-m", f"Release {tag}"], repo)
+    run(["git", "tag", "-a", tag, "-m", f"Release {name} {version}"], repo)
+    if run(["dvc", "remote", "list"], repo).strip():
+        run(["dvc", "push", f"{relative}.dvc"], repo)
+    return target
+
+
+def record_artifact(dvc_yaml: Path, name: str, path: str, description: str) -> None:
+    """Point DVC's `artifacts: <name>` at this release, keeping the rest of dvc.yaml as written."""
+    from ruamel.yaml import YAML
+
+    document = YAML()
+    document.preserve_quotes = True
+    document.indent(mapping=2, sequence=4, offset=2)
+    document.width = 4096
+    data = document.load(dvc_yaml.read_text())
+    data.setdefault("artifacts", {})[name] = {"path": path, "type": "dataset", "desc": description}
+    stream = bytes_io.StringIO()
+    document.dump(data, stream)
+    dvc_yaml.write_text(stream.getvalue())
+
+
+def resolve_revision(repo: Path, rev: str) -> str:
+    """A git revision, or the name of a DVC experiment."""
+    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
+                      capture_output=True).returncode == 0:
+        return rev
+    refs = run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], repo).split()
+    matches = [ref for ref in refs if ref.rsplit("/", 1)[-1] == rev]
+    if not matches:
+        raise PersynError(f"diff: '{rev}' is neither a git revision nor a DVC experiment")
+    return matches[0]
+
+
+def read_revision(repo: Path, rev: str) -> dict[str, Any]:
+    """params, metrics and dataset records as they were at a revision."""
+    from dvc.api import DVCFileSystem
+
+    fs = DVCFileSystem(str(repo), rev=resolve_revision(repo, rev))
+    params = tomllib.loads(fs.read_text("params.toml"))
+    metrics = {m: json.loads(fs.read_text(f"metrics/{m}.json")) for m in METRICS if fs.exists(f"metrics/{m}.json")}
+    try:
+        shards = sorted(p for p in fs.ls("data/dataset", detail=False) if p.rsplit("/", 1)[-1].startswith("train-"))
+        records = [r for shard in shards for r in pl.read_parquet(bytes_io.BytesIO(fs.read_bytes(shard))).to_dicts()]
+    except FileNotFoundError:
+        raise PersynError(f"diff: {rev} has no data/dataset in the DVC cache (dvc pull, or build it)") from None
+    return {"params": params, "metrics": metrics, "records": records}
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def diff(repo: Path, rev_a: str, rev_b: str) -> dict[str, Any]:
+    """What changed from rev_a to rev_b: params, teacher shares, records and metrics."""
+    a, b = read_revision(repo, rev_a), read_revision(repo, rev_b)
+    params_a, params_b = flatten(a["params"]), flatten(b["params"])
+    by_a = {r["id"]: r for r in a["records"]}
+    by_b = {r["id"]: r for r in b["records"]}
+    common = by_a.keys() & by_b.keys()
+    teachers = sorted({r["teacher"] for r in a["records"]} | {r["teacher"] for r in b["records"]})
+
+    def shares(records: list[dict]) -> dict[str, float]:
+        return {t: sum(r["teacher"] == t for r in records) / len(records) if records else 0.0 for t in teachers}
+
+    metrics_a, metrics_b = flatten(a["metrics"]), flatten(b["metrics"])
+    return {
+        "revisions": [rev_a, rev_b],
+        "params": {k: [params_a.get(k), params_b.get(k)] for k in sorted(params_a.keys() | params_b.keys())
+                   if params_a.get(k) != params_b.get(k)},
+        "shares": {t: [shares(a["records"])[t], shares(b["records"])[t]] for t in teachers},
+        "records": {
+            "added": len(by_b.keys() - by_a.keys()),
+            "removed": len(by_a.keys() - by_b.keys()),
+            "changed_teacher": sum(by_a[i]["teacher"] != by_b[i]["teacher"] for i in common),
+            "changed_response": sum(by_a[i]["teacher"] == by_b[i]["teacher"]
+                                    and by_a[i]["messages"] != by_b[i]["messages"] for i in common),
+            "unchanged": sum(by_a[i] == by_b[i] for i in common),
+        },
+        "metrics": {k: [metrics_a.get(k), metrics_b.get(k)] for k in sorted(metrics_a.keys() | metrics_b.keys())
+                    if metrics_a.get(k) != metrics_b.get(k) and isinstance(metrics_a.get(k, metrics_b.get(k)), (int, float))},
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The diff as markdown tables (also what the terminal shows)."""
+    rev_a, rev_b = result["revisions"]
+
+    def table(title: str, rows: dict[str, list[Any]]) -> str:
+        body = "\n".join(f"| {k} | {v[0]} | {v[1]} |" for k, v in rows.items()) or "| (none) | | |"
+        return f"### {title}\n\n| | {rev_a} | {rev_b} |\n|---|---|---|\n{body}\n"
+
+    counts = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in result["records"].items())
+    shares = {t: [f"{x:.1%}" for x in v] for t, v in result["shares"].items()}
+    return "\n".join([
+        f"## persyn diff {rev_a} → {rev_b}\n",
+        table("params", result["params"]),
+        table("teacher shares", shares),
+        f"### records\n\n| | count |\n|---|---|\n{counts}\n",
+        table("metrics", result["metrics"]),
+    ])
