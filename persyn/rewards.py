@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from persyn.cache import RequestCache
 from persyn.config import Params, QualityConfig
 from persyn.errors import PersynError
-from persyn.models import resolve
+from persyn.models import ResolvedModel, resolve
 from persyn.synthesis import Answers, learnability, run_cached
 
 NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
@@ -89,13 +89,13 @@ def math_quality(responses: Sequence[str], references: Sequence[str | None], sou
 class RewardModel:
     """A sequence classifier scoring a chat (prompt, response); higher is better."""
 
-    def __init__(self, config: QualityConfig) -> None:
+    def __init__(self, config: QualityConfig, model: ResolvedModel) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from persyn.engines.transformers import pick_device
 
-        self.model = resolve(str(config.reward_model))
+        self.model = model
         self.device = pick_device(config.device)
         self.max_length = config.max_length
         self.tokenizer = AutoTokenizer.from_pretrained(self.model.path, revision=self.model.revision)
@@ -137,7 +137,7 @@ def reward_model_quality(
 
     def score(batch: list[tuple[list[dict[str, str]], str]]) -> list[float]:
         if "model" not in holder:
-            holder["model"] = RewardModel(config)
+            holder["model"] = RewardModel(config, model)
         return holder["model"].score(batch)
 
     return run_cached(cache, "reward", model.identity, payloads, list(pairs), score, config.batch_size, "reward model")
