@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("dvc.yaml", "stages", "persyn", "schemas", ".dvc/config", ".dvcignore", ".gitignore")
+COPIED = ("dvc.yaml", "stages", "persyn", "schemas", "data/source", ".dvc/config", ".dvcignore", ".gitignore")
 
 
 class Project:

@@ -103,6 +103,14 @@ def test_second_repro_runs_nothing(project: Project) -> None:
     assert project.repro() == set()
 
 
+def test_a_new_prompt_file_invalidates_the_prompts_stage(project: Project) -> None:
+    added = project.path / "data/source/more.jsonl"
+    added.write_text('{"prompt": "What is 1 + 1?", "reference": "2"}\n')
+    assert "prompts:" in project.run("dvc", "status").stdout
+    added.unlink()
+    assert "up to date" in project.run("dvc", "status").stdout
+
+
 def without_cache_counts(metrics: dict) -> dict:
     for teacher in metrics["teachers"].values():
         teacher.pop("generated"), teacher.pop("reused")
