@@ -28,15 +28,16 @@ def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: Req
 
 
 def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]],
-          cache: RequestCache) -> dict[str, Any]:
-    """Math: accuracy of the final answer. Instruction data: mean reward-model score."""
+          cache: RequestCache) -> tuple[dict[str, Any], list[float]]:
+    """Math: accuracy of the final answer. Instruction data: mean reward-model score.
+    Returns the summary and the per-prompt scores (correctness or reward)."""
     if params.quality.kind == "math":
         correct = rewards.math_quality([r["response"] for r in records], [p["reference"] for p in prompts],
                                        "data/prompts.parquet", [p["id"] for p in prompts])
-        return {"accuracy": sum(correct) / len(correct) if correct else None, "prompts": len(correct)}
+        return {"accuracy": sum(correct) / len(correct) if correct else None, "prompts": len(correct)}, correct
     pairs = [(p["messages"], r["response"]) for p, r in zip(prompts, records)]
     values = rewards.reward_model_quality(params.quality, pairs, cache).values
-    return {"mean_reward": sum(values) / len(values) if values else None, "prompts": len(values)}
+    return {"mean_reward": sum(values) / len(values) if values else None, "prompts": len(values)}, values
 
 
 def lm_eval(checkpoint: str, tasks: tuple[str, ...], limit: int) -> dict[str, Any]:

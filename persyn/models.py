@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,8 +171,3 @@ def resolve(spec: str) -> ResolvedModel:
             raise PersynError(f"{spec}: directory not found")
         return ResolvedModel(spec, str(path), None, sha256_directory(path))
     raise PersynError(f"model spec '{spec}': expected packaged:<name>, hf:<repo>@<revision> or local:<dir>")
-
-
-def clear_converted(sha256: str) -> None:
-    """Remove one cached float32 copy (used by tests and `persyn models --rebuild`)."""
-    shutil.rmtree(cache_root() / "models" / sha256, ignore_errors=True)
