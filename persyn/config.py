@@ -63,6 +63,7 @@ class SamplingConfig:
     stop: tuple[str, ...] = ()
     batch_size: int = 16
     seed: int = 0
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,18 @@ class StudentConfig:
     device: str = "cpu"
     batch_size: int = 16
     max_length: int = 1024
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class QualityConfig:
     kind: str
     reward_model: str | None = None
+    engine: str = "transformers"
     device: str = "cpu"
     batch_size: int = 8
     max_length: int = 1024
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,12 @@ class Params:
 
 
 def _teacher(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> TeacherConfig:
+    """[generation] values under the teacher's own; engine options are inherited only by a teacher
+    on the default engine (another engine's options would not apply)."""
     sampling = {**defaults, **{k: v for k, v in table.items() if k in SamplingConfig.__dataclass_fields__}}
     sampling["stop"] = tuple(sampling.get("stop", ()))
+    if sampling.get("engine", "transformers") == defaults.get("engine", "transformers"):
+        sampling["engine_options"] = {**defaults.get("engine_options", {}), **table.get("engine_options", {})}
     return TeacherConfig(
         name=name,
         model=table["model"],

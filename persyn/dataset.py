@@ -107,10 +107,17 @@ def read(directory: Path) -> list[dict[str, Any]]:
     return records
 
 
+def total_usage(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the usage blocks of several stats records (a teacher's sample and generate stages)."""
+    fields = ("requests", "prompt_tokens", "completion_tokens", "retries", "cost_usd")
+    return {f: sum(s["usage"][f] for s in stats) for f in fields}
+
+
 def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts: list[dict[str, Any]],
-            generation_stats: dict[str, dict[str, int]]) -> dict[str, Any]:
+            generation_stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Counts, teacher shares, this build's generations (generated now vs reused from the request
-    cache) and the generations the strategy needs against Generate-then-Select (N·P)."""
+    cache) and what they cost, and the generations the strategy needs against Generate-then-Select
+    (N·P)."""
     total = len(records)
     teachers = sorted(routes)
     pool = {p["id"] for p in prompts if p["split"] == "pool"}
@@ -123,13 +130,14 @@ def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts
             "records": len(mine),
             "share": len(mine) / total if total else 0.0,
             "mean_quality": sum(checked) / len(checked) if checked else None,
-            **generation_stats.get(teacher, {"generated": 0, "reused": 0}),
+            **generation_stats[teacher],
         }
     used = len(teachers) * subset_size + sum(len(set(ids) & pool) for ids in routes.values())
     select_all = len(teachers) * total
     return {
         "records": total,
         "teachers": per_teacher,
+        "usage": total_usage(list(per_teacher.values())),
         "generations": {
             "used": used,
             "generate_then_select": select_all,

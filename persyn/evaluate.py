@@ -22,7 +22,8 @@ def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: Req
     """Greedy answers of a student model (no system prompt: exactly how it was trained)."""
     student = params.student
     sampling = SamplingConfig(engine=student.engine, device=student.device, temperature=0.0,
-                              max_tokens=params.eval.max_tokens, batch_size=params.eval.batch_size)
+                              max_tokens=params.eval.max_tokens, batch_size=params.eval.batch_size,
+                              engine_options=student.engine_options)
     records, _ = generate(TeacherConfig(name="student", model=spec, sampling=sampling), prompts, cache)
     return records
 

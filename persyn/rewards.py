@@ -158,5 +158,5 @@ def score_answers(params: Params, teacher: str, answers: list[dict[str, Any]], p
         scored = reward_model_quality(params.quality, pairs, cache)
         quality, quality_keys = scored.values, list(scored.keys)
     likelihood = learnability(params.student, pairs, cache)
-    return [{"id": a["id"], "teacher": teacher, "quality": q, "learnability": l, "requests": [k for k in (qk, lk) if k]}
-            for a, q, l, qk, lk in zip(answers, quality, likelihood.values, quality_keys, likelihood.keys)]
+    return [{"id": a["id"], "teacher": teacher, "quality": q, "learnability": ll, "requests": [k for k in (qk, lk) if k]}
+            for a, q, ll, qk, lk in zip(answers, quality, likelihood.values, quality_keys, likelihood.keys)]

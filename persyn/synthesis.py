@@ -7,7 +7,7 @@ is committed before the next starts: a killed stage loses at most the batch in f
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 from tqdm import tqdm
@@ -15,7 +15,8 @@ from tqdm import tqdm
 from persyn import engines
 from persyn.cache import RequestCache, derived_seed, request_key
 from persyn.config import StudentConfig, TeacherConfig
-from persyn.engines import Engine, GenerationRequest, Sampling, ScoreRequest
+from persyn.engines import Engine, GenerationRequest, Sampling, ScoreRequest, Usage
+from persyn.errors import PersynError
 from persyn.models import ResolvedModel, resolve
 
 log = logging.getLogger("persyn.synthesis")
@@ -25,10 +26,12 @@ Request = TypeVar("Request")
 
 @dataclass
 class CacheStats:
-    """How many answers were computed now and how many came from the request cache."""
+    """How many answers were computed now and how many came from the request cache, and what the
+    computed ones cost."""
 
     computed: int = 0
     reused: int = 0
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass
@@ -41,21 +44,26 @@ class Answers:
 
 
 class LazyEngine:
-    """Loads the engine on first use, so a fully cached stage never loads a model."""
+    """Loads the engine on first use, so a fully cached stage never loads a model; keeps what it spent."""
 
-    def __init__(self, name: str, model: ResolvedModel, device: str, batch_size: int, max_length: int = 2048):
+    def __init__(self, name: str, model: ResolvedModel, device: str, batch_size: int, max_length: int = 2048,
+                 options: dict[str, Any] | None = None):
         self.name, self.model, self.device = name, model, device
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.options = batch_size, max_length, options or {}
+        engines.parse_options(name, self.options)
         self._engine: Engine | None = None
+        self.usage = Usage()
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = engines.load(self.name, self.model, self.device, self.batch_size, self.max_length)
+            self._engine = engines.load(self.name, self.model, self.device, self.batch_size, self.max_length,
+                                        self.options)
         return self._engine
 
     def close(self) -> None:
         if self._engine is not None:
+            self.usage.add(self._engine.usage)
             self._engine.close()
             self._engine = None
 
@@ -94,7 +102,14 @@ def run_cached(
 def stats_record(teacher: str, written: int, carried: int, stats: CacheStats) -> dict[str, Any]:
     """What a generation stage did, for data/*/T.stats.json and metrics/dataset.json."""
     return {"teacher": teacher, "prompts": written, "from_subset": carried,
-            "generated": stats.computed, "reused": stats.reused}
+            "generated": stats.computed, "reused": stats.reused, "usage": asdict(stats.usage)}
+
+
+def output_options(engine: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The engine options that change answers (a dtype, say; never a concurrency or an address), for
+    the cache key; empty at the defaults, so the keys of a default build never move."""
+    changed = engines.parse_options(engine, options).answers_depend_on()
+    return {"engine_options": changed} if changed else {}
 
 
 def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -106,6 +121,7 @@ def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list
         "engine": sampling.engine,
         "device": sampling.device,
         "sampling": asdict(Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)),
+        **output_options(sampling.engine, sampling.engine_options),
     }
     if teacher.prompt_template is not None:
         user = "\n".join(m["content"] for m in messages if m["role"] == "user")
@@ -129,7 +145,7 @@ def generate(
         GenerationRequest(messages=pl.get("messages"), text=pl.get("text"), seed=derived_seed(pl)) for pl in payloads
     ]
     decoding = Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)
-    lazy = LazyEngine(sampling.engine, model, sampling.device, sampling.batch_size)
+    lazy = LazyEngine(sampling.engine, model, sampling.device, sampling.batch_size, options=sampling.engine_options)
     try:
         answers = run_cached(
             cache, "generate", model.identity, payloads, requests,
@@ -137,6 +153,7 @@ def generate(
         )
     finally:
         lazy.close()
+    answers.stats.usage = lazy.usage
     records = [
         {"id": p["id"], "teacher": teacher.name, "model": model.identity, "response": response, "request": key}
         for p, response, key in zip(prompts, answers.values, answers.keys)
@@ -148,14 +165,21 @@ def learnability(
     student: StudentConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
 ) -> Answers:
     """The student's mean per-token log-likelihood of each (prompt messages, response)."""
+    if not engines.scores_loglikelihood(student.engine):
+        raise PersynError(
+            f"params.toml: student.engine = '{student.engine}' cannot score log-likelihoods of a given response, "
+            "which learnability needs; run the student on transformers, vllm or ray"
+        )
     model = resolve(student.model)
     payloads = [
         {"kind": "loglikelihood", "model": model.identity, "engine": student.engine, "device": student.device,
-         "max_length": student.max_length, "messages": messages, "response": response}
+         "max_length": student.max_length, "messages": messages, "response": response,
+         **output_options(student.engine, student.engine_options)}
         for messages, response in pairs
     ]
     requests = [ScoreRequest(messages, response) for messages, response in pairs]
-    lazy = LazyEngine(student.engine, model, student.device, student.batch_size, student.max_length)
+    lazy = LazyEngine(student.engine, model, student.device, student.batch_size, student.max_length,
+                      student.engine_options)
     try:
         return run_cached(
             cache, "loglikelihood", model.identity, payloads, requests,

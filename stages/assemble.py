@@ -26,7 +26,9 @@ def main() -> None:
     records = dataset.assemble(prompts, routes, generated, scores, params.router)
     with io.atomic_directory("data/dataset") as out:
         dataset.write(records, out, params.assemble.name, params.assemble.shard_size)
-    generation = {t: {"generated": s["generated"], "reused": s["reused"]} for t, s in stats.items()}
+    sampled = {t: io.read_json(f"data/sample/{t}.stats.json", "generation_stats") for t in teachers}
+    generation = {t: {"generated": s["generated"], "reused": s["reused"],
+                      "usage": dataset.total_usage([s, sampled[t]])} for t, s in stats.items()}
     summary = dataset.metrics(records, routes, prompts, generation)
     io.write_json("metrics/dataset.json", summary, "dataset_metrics")
     io.write_csv("plots/teacher_shares.csv",

@@ -25,8 +25,8 @@ def test_key_depends_on_every_field() -> None:
 
 
 def teacher(path: Path, **sampling) -> TeacherConfig:
-    return TeacherConfig(name="a", model=f"local:{path}", sampling=SamplingConfig(**{"max_tokens": 6, "batch_size": 2, **sampling}),
-                         system_prompt="Be brief.")
+    sampling = SamplingConfig(**{"max_tokens": 6, "batch_size": 2, **sampling})
+    return TeacherConfig(name="a", model=f"local:{path}", sampling=sampling, system_prompt="Be brief.")
 
 
 def prompt(i: int) -> dict:

@@ -3,6 +3,7 @@ import pytest
 from persyn import dataset
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
+from persyn.schemas import check
 
 PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"q{i}"}], "reference": str(i),
             "split": "router" if i < 2 else "pool"} for i in range(4)]
@@ -23,9 +24,15 @@ def test_routed_answers_become_records_with_rewards() -> None:
     assert [(r["teacher"], r["quality"], r["learnability"]) for r in records] == [
         ("a", 1.0, -0.5), ("b", 1.0, None), ("a", 0.0, None), ("b", 1.0, None)]
     assert records[2]["messages"][-1] == {"role": "assistant", "content": "The answer is 5."}
-    summary = dataset.metrics(records, routes, PROMPTS, {})
+    spent = {"requests": 2, "prompt_tokens": 30, "completion_tokens": 12, "retries": 1, "cost_usd": 0.25}
+    usage = {"a": dataset.total_usage([{"usage": spent}, {"usage": spent}]), "b": dataset.total_usage([{"usage": spent}])}
+    stats = {t: {"generated": 1, "reused": 0, "usage": usage[t]} for t in "ab"}
+    summary = dataset.metrics(records, routes, PROMPTS, stats)
+    check(summary, "dataset_metrics", "metrics/dataset.json")
     assert summary["generations"] == {"used": 2 * 2 + 2, "generate_then_select": 8, "saved_fraction": 0.25}
     assert summary["teachers"]["a"]["mean_quality"] == 0.5
+    assert summary["usage"] == {"requests": 6, "prompt_tokens": 90, "completion_tokens": 36, "retries": 3,
+                                "cost_usd": 0.75}
 
 
 def test_oracle_keeps_the_best_answer_by_combined_reward() -> None:

@@ -1,14 +1,21 @@
 """One protocol for every inference engine: generate, and score the log-likelihood of a response.
 
-An engine named `x` lives in persyn/engines/x.py and exposes `load(model, device, batch_size,
-max_length) -> Engine`; adding an engine means adding that one file.
+An engine named `x` lives in persyn/engines/x.py and exposes
+  Options                 a frozen dataclass of its own settings (params.toml `engine_options`)
+                          with `answers_depend_on()`: the settings that change answers (cache key),
+  SCORES_LOGLIKELIHOOD    whether it can score a given response (learnability needs it),
+  load(model, device, batch_size, max_length, options) -> Engine.
+Adding an engine means adding that one file. Engine modules import their heavy dependencies
+inside `load`, so options can be checked on a machine that cannot run the engine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from types import ModuleType
+from typing import Any, Protocol, Sequence
 
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -47,9 +54,25 @@ class ScoreRequest:
     response: str
 
 
+@dataclass
+class Usage:
+    """What an engine spent on the requests it answered (cached answers cost nothing)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: "Usage") -> None:
+        for name in ("requests", "prompt_tokens", "completion_tokens", "retries", "cost_usd"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
 class Engine(Protocol):
     model: ResolvedModel
     batch_size: int
+    usage: Usage
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
         """One completion per request, in request order."""
@@ -61,14 +84,39 @@ class Engine(Protocol):
         """Release the model (GPU memory, worker processes)."""
 
 
-def load(
-    engine: str, model: ResolvedModel, device: str = "cpu", batch_size: int = 16, max_length: int = 2048
-) -> Engine:
-    """Import persyn.engines.<engine> and load the model with it."""
+def module(engine: str) -> ModuleType:
+    """The module implementing an engine, or one error saying what is missing."""
     try:
-        module = importlib.import_module(f"persyn.engines.{engine}")
+        return importlib.import_module(f"persyn.engines.{engine}")
     except ModuleNotFoundError as error:
         if error.name == f"persyn.engines.{engine}":
             raise PersynError(f"unknown engine '{engine}'") from None
         raise PersynError(f"engine '{engine}' needs '{error.name}', which is not installed") from None
-    return module.load(model, device=device, batch_size=batch_size, max_length=max_length)
+
+
+def parse_options(engine: str, options: dict[str, Any]) -> Any:
+    """The engine's Options dataclass built from params.toml; an unknown key is one error."""
+    cls = module(engine).Options
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise PersynError(f"params.toml: engine '{engine}' has no option '{unknown[0]}' "
+                          f"(known: {', '.join(sorted(known)) or 'none'})")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as error:
+        raise PersynError(f"params.toml: engine '{engine}' options: {error}") from None
+
+
+def scores_loglikelihood(engine: str) -> bool:
+    """Whether the engine can score a given response (an HTTP chat endpoint generally cannot)."""
+    return bool(module(engine).SCORES_LOGLIKELIHOOD)
+
+
+def load(
+    engine: str, model: ResolvedModel, device: str = "cpu", batch_size: int = 16, max_length: int = 2048,
+    options: dict[str, Any] | None = None,
+) -> Engine:
+    """Import persyn.engines.<engine> and load the model with it."""
+    parsed = parse_options(engine, options or {})
+    return module(engine).load(model, device=device, batch_size=batch_size, max_length=max_length, options=parsed)

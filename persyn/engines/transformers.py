@@ -8,19 +8,36 @@ trick, so a request's sample does not depend on which other requests share its b
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from persyn.chat import chat_ids, response_tokens
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.transformers")
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
+SCORES_LOGLIKELIHOOD = True
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Options:
+    """dtype "auto" is float32 on the CPU and bfloat16 on CUDA."""
+
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, not '{self.dtype}'")
+
+    def answers_depend_on(self) -> dict[str, str]:
+        return {} if self.dtype == "auto" else {"dtype": self.dtype}
 
 
 def pick_device(device: str) -> str:
@@ -54,15 +71,19 @@ class SeededSampler(LogitsProcessor):
 
 
 class TransformersEngine:
-    def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int) -> None:
+    def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
+        if model.spec.startswith("api:"):
+            raise PersynError(f"{model.spec}: an api: model is served by an endpoint; use engine = 'openai'")
         self.model = model
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = pick_device(device)
-        log.info("loading %s on %s", model.identity, self.device)
+        self.usage = Usage()
+        dtype = DTYPES.get(options.dtype, torch.float32 if self.device == "cpu" else torch.bfloat16)
+        log.info("loading %s on %s (%s)", model.identity, self.device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
         self.network = AutoModelForCausalLM.from_pretrained(
-            model.path, revision=model.revision, dtype=torch.float32 if self.device == "cpu" else torch.bfloat16
+            model.path, revision=model.revision, dtype=dtype
         ).to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -106,7 +127,10 @@ class TransformersEngine:
                 tokenizer=self.tokenizer if sampling.stop else None,
                 top_p=None, top_k=None, temperature=None,
             )
-            for row in generated[:, ids.shape[1]:]:
+            new_tokens = generated[:, ids.shape[1]:]
+            self.usage.add(Usage(requests=len(batch), prompt_tokens=int(mask.sum()),
+                                 completion_tokens=int((new_tokens != self.tokenizer.pad_token_id).sum())))
+            for row in new_tokens:
                 outputs.append(truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), sampling.stop))
         return outputs
 
@@ -117,6 +141,7 @@ class TransformersEngine:
             encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
                        for r in requests[start: start + self.batch_size]]
             ids, mask = self._pad([sequence for sequence, _ in encoded], side="right")
+            self.usage.add(Usage(requests=len(encoded), prompt_tokens=int(mask.sum())))
             logits = self.network(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
             for row, (sequence, response_start) in enumerate(encoded):
@@ -136,5 +161,5 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut].strip()
 
 
-def load(model: ResolvedModel, device: str, batch_size: int, max_length: int) -> TransformersEngine:
-    return TransformersEngine(model, device, batch_size, max_length)
+def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> TransformersEngine:
+    return TransformersEngine(model, device, batch_size, max_length, options)
