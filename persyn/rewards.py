@@ -13,8 +13,9 @@ from typing import Any, Sequence
 from persyn.cache import RequestCache
 from persyn.config import Params, QualityConfig
 from persyn.errors import PersynError
-from persyn.models import ResolvedModel, resolve
-from persyn.synthesis import Answers, learnability, run_cached
+from persyn.models import resolve
+from persyn import engines
+from persyn.synthesis import Answers, learnability, output_options, run_cached
 
 NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 
@@ -86,61 +87,31 @@ def math_quality(responses: Sequence[str], references: Sequence[str | None], sou
     return scores
 
 
-class RewardModel:
-    """A sequence classifier scoring a chat (prompt, response); higher is better."""
-
-    def __init__(self, config: QualityConfig, model: ResolvedModel) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from persyn.engines.transformers import pick_device
-
-        self.model = model
-        self.device = pick_device(config.device)
-        self.max_length = config.max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model.path, revision=self.model.revision)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.network = AutoModelForSequenceClassification.from_pretrained(
-            self.model.path, revision=self.model.revision, num_labels=1,
-            dtype=torch.float32 if self.device == "cpu" else torch.bfloat16,
-        ).to(self.device).eval()
-        self.network.config.pad_token_id = self.tokenizer.pad_token_id
-        self.torch = torch
-
-    def _text(self, messages: list[dict[str, str]], response: str) -> str:
-        chat = messages + [{"role": "assistant", "content": response}]
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(chat, tokenize=False)
-        return "\n\n".join(f"{m['role']}: {m['content']}" for m in chat)
-
-    def score(self, pairs: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
-        texts = [self._text(messages, response) for messages, response in pairs]
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
-        with self.torch.inference_mode():
-            logits = self.network(**encoded).logits
-        return logits[:, 0].float().tolist()
-
-
 def reward_model_quality(
     config: QualityConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
 ) -> Answers:
     """Reward-model scores through the request cache; the model loads only if something is missing."""
     model = resolve(str(config.reward_model))
+    engine = {} if config.engine == "transformers" else {"engine": config.engine}
     payloads: list[dict[str, Any]] = [
-        {"kind": "reward", "model": model.identity, "device": config.device, "max_length": config.max_length,
-         "messages": messages, "response": response}
+        {"kind": "reward", "model": model.identity, **engine, "device": config.device, "max_length": config.max_length,
+         "messages": messages, "response": response, **output_options(config.engine, config.engine_options)}
         for messages, response in pairs
     ]
-    holder: dict[str, RewardModel] = {}
+    holder: dict[str, engines.RewardScorer] = {}
 
     def score(batch: list[tuple[list[dict[str, str]], str]]) -> list[float]:
         if "model" not in holder:
-            holder["model"] = RewardModel(config, model)
+            holder["model"] = engines.load_reward(config.engine, model, config.device, config.max_length,
+                                                  config.engine_options)
         return holder["model"].score(batch)
 
-    return run_cached(cache, "reward", model.identity, payloads, list(pairs), score, config.batch_size, "reward model")
+    try:
+        return run_cached(cache, "reward", model.identity, payloads, list(pairs), score, config.batch_size,
+                          "reward model")
+    finally:
+        if "model" in holder:
+            holder["model"].close()
 
 
 def score_answers(params: Params, teacher: str, answers: list[dict[str, Any]], prompts: dict[str, dict[str, Any]],

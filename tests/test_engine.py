@@ -6,7 +6,7 @@ import torch
 
 from persyn import engines, models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
-from persyn.engines.transformers import truncate_at_stop
+from persyn.engines import truncate_at_stop
 from persyn.errors import PersynError
 
 USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]

@@ -4,7 +4,8 @@ An engine named `x` lives in persyn/engines/x.py and exposes
   Options                 a frozen dataclass of its own settings (params.toml `engine_options`)
                           with `answers_depend_on()`: the settings that change answers (cache key),
   SCORES_LOGLIKELIHOOD    whether it can score a given response (learnability needs it),
-  load(model, device, batch_size, max_length, options) -> Engine.
+  load(model, device, batch_size, max_length, options) -> Engine,
+  load_reward(model, device, max_length, options) -> RewardScorer   (only engines that run reward models).
 Adding an engine means adding that one file. Engine modules import their heavy dependencies
 inside `load`, so options can be checked on a machine that cannot run the engine.
 """
@@ -84,6 +85,20 @@ class Engine(Protocol):
         """Release the model (GPU memory, worker processes)."""
 
 
+class RewardScorer(Protocol):
+    def score(self, pairs: Sequence[tuple[Messages, str]]) -> list[float]:
+        """One scalar per (prompt messages, response); higher is better."""
+
+    def close(self) -> None:
+        """Release the model."""
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut the text at the first stop string (the model may run past it inside a batch)."""
+    cut = min((text.find(s) for s in stop if s in text), default=len(text))
+    return text[:cut].strip()
+
+
 def module(engine: str) -> ModuleType:
     """The module implementing an engine, or one error saying what is missing."""
     try:
@@ -120,3 +135,13 @@ def load(
     """Import persyn.engines.<engine> and load the model with it."""
     parsed = parse_options(engine, options or {})
     return module(engine).load(model, device=device, batch_size=batch_size, max_length=max_length, options=parsed)
+
+
+def load_reward(engine: str, model: ResolvedModel, device: str, max_length: int,
+                options: dict[str, Any] | None = None) -> RewardScorer:
+    """Load a reward model (a sequence classifier) with an engine that can run one."""
+    parsed = parse_options(engine, options or {})
+    implementation = module(engine)
+    if not hasattr(implementation, "load_reward"):
+        raise PersynError(f"params.toml: quality.engine = '{engine}' cannot run a reward model; use transformers or vllm")
+    return implementation.load_reward(model, device=device, max_length=max_length, options=parsed)

@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
 from persyn.chat import chat_ids, response_tokens
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
@@ -155,11 +161,45 @@ class TransformersEngine:
             torch.cuda.empty_cache()
 
 
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut the text at the first stop string (the model may run past it inside a batch)."""
-    cut = min((text.find(s) for s in stop if s in text), default=len(text))
-    return text[:cut].strip()
+class TransformersRewardModel:
+    """A sequence classifier scoring a chat (prompt, response); higher is better."""
+
+    def __init__(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> None:
+        self.model = model
+        self.device = pick_device(device)
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model.path, revision=self.model.revision)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.network = AutoModelForSequenceClassification.from_pretrained(
+            self.model.path, revision=self.model.revision, num_labels=1,
+            dtype=DTYPES.get(options.dtype, torch.float32 if self.device == "cpu" else torch.bfloat16),
+        ).to(self.device).eval()
+        self.network.config.pad_token_id = self.tokenizer.pad_token_id
+
+    def _text(self, messages: list[dict[str, str]], response: str) -> str:
+        chat = messages + [{"role": "assistant", "content": response}]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(chat, tokenize=False)
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in chat)
+
+    def score(self, pairs: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
+        texts = [self._text(messages, response) for messages, response in pairs]
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            logits = self.network(**encoded).logits
+        return logits[:, 0].float().tolist()
+
+    def close(self) -> None:
+        del self.network
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
 
 
 def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> TransformersEngine:
     return TransformersEngine(model, device, batch_size, max_length, options)
+
+
+def load_reward(model: ResolvedModel, device: str, max_length: int, options: Options) -> TransformersRewardModel:
+    return TransformersRewardModel(model, device, max_length, options)
