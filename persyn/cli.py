@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from persyn import config, models
+from persyn import config, io, models
 from persyn.cache import RequestCache
 from persyn.errors import PersynError, guarded
 
@@ -77,6 +77,26 @@ def cache_command(args: argparse.Namespace) -> None:
                 raise SystemExit(1)
 
 
+def plan_command(args: argparse.Namespace) -> None:
+    from persyn import plan
+
+    result = plan.plan(config.load(args.params))
+    print(plan.render(result))
+    if args.json:
+        io.write_json(args.json, result)
+
+
+def doctor_command(args: argparse.Namespace) -> None:
+    from persyn import doctor
+
+    params = config.load(args.params)
+    print("\n".join(doctor.environment()))
+    findings = doctor.run(params)
+    print(doctor.render(findings))
+    if not all(f.ok for f in findings):
+        raise SystemExit(1)
+
+
 def release_command(args: argparse.Namespace) -> None:
     from persyn import release
 
@@ -93,6 +113,13 @@ def diff_command(args: argparse.Namespace) -> None:
         Path(args.markdown).write_text(text)
 
 
+def report_command(args: argparse.Namespace) -> None:
+    from persyn import report
+
+    page = report.report(Path("."), args.rev, Path(args.out))
+    print(f"wrote {page} and {page.parent / 'report.md'}")
+
+
 @guarded
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="persyn", description=__doc__)
@@ -107,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     cache.add_argument("--older-than", type=float, metavar="DAYS",
                        help="gc drops only unreferenced entries older than this (keeps recent experiments')")
     cache.set_defaults(run=cache_command)
+    estimate = commands.add_parser("plan", help="generations, tokens and cost the build will make, before it runs")
+    estimate.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
+    estimate.set_defaults(run=plan_command)
+    commands.add_parser("doctor", help="load every configured engine and have it answer one request").set_defaults(
+        run=doctor_command)
     publish = commands.add_parser("release", help="release the built dataset as <name>@v<version>")
     publish.add_argument("version", help="semantic version, e.g. 1.0.0")
     publish.set_defaults(run=release_command)
@@ -115,5 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     compare.add_argument("rev_b")
     compare.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     compare.set_defaults(run=diff_command)
+    page = commands.add_parser("report", help="an HTML page and markdown about a build, revision or experiment")
+    page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")
+    page.add_argument("--out", default="report", help="folder for index.html and report.md (default: report/)")
+    page.set_defaults(run=report_command)
     args = parser.parse_args(argv)
     args.run(args)

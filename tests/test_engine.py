@@ -8,6 +8,7 @@ from persyn import engines, models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.engines import truncate_at_stop
 from persyn.errors import PersynError
+from persyn.synthesis import output_options
 
 USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]
 
@@ -88,3 +89,31 @@ def test_template_that_breaks_the_prefix_is_refused(tiny_models: dict[str, Path]
 def test_unknown_engine_is_named(tiny_models: dict[str, Path]) -> None:
     with pytest.raises(PersynError, match="unknown engine 'tgi'"):
         engines.load("tgi", models.resolve(f"local:{tiny_models['student']}"))
+
+
+def test_engine_options_are_checked_and_only_answer_changing_ones_enter_the_key() -> None:
+    with pytest.raises(PersynError, match="engine 'transformers' has no option 'tensor_parallel_size'"):
+        engines.parse_options("transformers", {"tensor_parallel_size": 2})
+    with pytest.raises(PersynError, match="engine 'transformers' options: dtype must be auto or one of"):
+        engines.parse_options("transformers", {"dtype": "int3"})
+    with pytest.raises(PersynError, match="engine 'vllm' options: gpu_memory_utilization must be in"):
+        engines.parse_options("vllm", {"gpu_memory_utilization": 1.5})
+    assert output_options("transformers", {}) == {} and output_options("vllm", {"tensor_parallel_size": 8}) == {}
+    assert output_options("transformers", {"dtype": "bfloat16"}) == {"engine_options": {"dtype": "bfloat16"}}
+
+
+def test_vllm_on_a_cpu_is_one_clear_error(tiny_models: dict[str, Path]) -> None:
+    with pytest.raises(PersynError, match="engine 'vllm' runs on GPUs; set device = 'cuda'"):
+        engines.load("vllm", models.resolve(f"local:{tiny_models['student']}"), "cpu")
+    with pytest.raises(PersynError, match="an api: model is served by an endpoint; use engine = 'openai'"):
+        engines.load("transformers", models.resolve("api:gpt-x"))
+    with pytest.raises(PersynError, match="quality.engine = 'openai' cannot run a reward model"):
+        engines.load_reward("openai", models.resolve("api:gpt-x"), "cpu", 64, {"base_url": "http://127.0.0.1:9/v1"})
+
+
+def test_usage_counts_real_tokens(engine) -> None:
+    before = engine.usage.prompt_tokens, engine.usage.completion_tokens, engine.usage.requests
+    engine.generate([GenerationRequest(messages=USER)], Sampling(max_tokens=5))
+    prompt = len(engine._prompt_ids(GenerationRequest(messages=USER)))
+    assert engine.usage.prompt_tokens - before[0] == prompt and engine.usage.requests - before[2] == 1
+    assert 1 <= engine.usage.completion_tokens - before[1] <= 5

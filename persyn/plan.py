@@ -1,0 +1,112 @@
+"""`persyn plan`: what a build will cost, before anything runs.
+
+Route-then-Generate makes N·|S| generations on the router subset S (every teacher answers it) plus
+one per pool prompt; Generate-then-Select makes N·(|S| + |P|). Token counts are upper bounds
+(every answer at max_tokens) and prompt tokens are estimated at 4 characters per token, since the
+teachers' tokenizers may not be on this machine yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from persyn import engines, io, prompts
+from persyn.config import Params
+from persyn.errors import PersynError
+
+CHARACTERS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Split:
+    """How many prompts each role gets, and where that number came from."""
+
+    router: int
+    pool: int
+    eval: int
+    prompt_characters: float
+    source: str
+
+
+def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> Split:
+    """Exact sizes from the prompt source when it is local (the prompts stage's own code), from a
+    built data/prompts.parquet for a hub dataset, else the configured count as an upper bound."""
+    config = params.prompts
+    if config.source == "hf" and built.is_file():
+        records = io.read_parquet(built, "prompt")
+        origin = f"{built} (built earlier)"
+    elif config.source == "hf":
+        if not config.count:
+            raise PersynError("plan: prompts.source = 'hf' with count = 0; set prompts.count or run "
+                              "`dvc repro prompts` first so the plan can count the prompts")
+        pool = config.count - config.router_size - config.eval_size
+        return Split(config.router_size, pool, config.eval_size, 0.0, f"prompts.count = {config.count} (at most)")
+    else:
+        records = prompts.build(config)
+        origin = config.path or config.source
+    counts = {role: sum(r["split"] == role for r in records) for role in ("router", "pool", "eval")}
+    characters = sum(len(m["content"]) for r in records for m in r["messages"]) / max(len(records), 1)
+    return Split(counts["router"], counts["pool"], counts["eval"], characters, origin)
+
+
+def plan(params: Params, built: Path = Path("data/prompts.parquet")) -> dict[str, Any]:
+    """Generations, token upper bounds and cost per teacher, for this strategy and Generate-then-Select."""
+    split = split_sizes(params, built)
+    oracle = params.route.strategy == "oracle"
+    teachers = {}
+    for name, teacher in params.teachers.items():
+        sampling = teacher.sampling
+        system = len(teacher.system_prompt or teacher.prompt_template or "")
+        prompt_tokens = (split.prompt_characters + system) / CHARACTERS_PER_TOKEN
+        most = split.router + split.pool
+        options = engines.parse_options(sampling.engine, sampling.engine_options)
+        price_in = getattr(options, "cost_per_million_prompt_tokens", 0.0)
+        price_out = getattr(options, "cost_per_million_completion_tokens", 0.0)
+        teachers[name] = {
+            "engine": sampling.engine,
+            "model": teacher.model,
+            "fewest": split.router if not oracle else most,
+            "most": most,
+            "max_completion_tokens": most * sampling.max_tokens,
+            "prompt_tokens_per_request": round(prompt_tokens),
+            "cost_per_generation_usd": (prompt_tokens * price_in + sampling.max_tokens * price_out) / 1e6,
+        }
+    n = len(teachers)
+    ours = n * (split.router + split.pool) if oracle else n * split.router + split.pool
+    select_all = n * (split.router + split.pool)
+    cost_each = {name: t["cost_per_generation_usd"] for name, t in teachers.items()}
+    return {
+        "strategy": params.route.strategy,
+        "prompts": {"router": split.router, "pool": split.pool, "eval": split.eval, "source": split.source},
+        "teachers": teachers,
+        "generations": {"planned": ours, "generate_then_select": select_all,
+                        "saved_fraction": 1 - ours / select_all if select_all else 0.0},
+        "learnability_scores": n * split.router if not oracle else select_all,
+        "cost_usd_at_most": (sum(cost_each.values()) * split.router + max(cost_each.values(), default=0.0) * split.pool
+                             if not oracle else sum(cost_each.values()) * (split.router + split.pool)),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    """The plan as a terminal table."""
+    p, g = result["prompts"], result["generations"]
+    lines = [
+        f"prompts: {p['router']} router subset S, {p['pool']} pool P, {p['eval']} eval (from {p['source']})",
+        f"strategy: {result['strategy']}",
+        "",
+        f"{'teacher':<12} {'engine':<13} {'generations':>17} {'max completion tokens':>22}  model",
+    ]
+    for name, t in result["teachers"].items():
+        span = f"{t['fewest']}–{t['most']}" if t["fewest"] != t["most"] else str(t["most"])
+        lines.append(f"{name:<12} {t['engine']:<13} {span:>17} {t['max_completion_tokens']:>22}  {t['model']}")
+    lines += [
+        "",
+        f"generations: {g['planned']} planned against {g['generate_then_select']} for Generate-then-Select "
+        f"({g['saved_fraction']:.0%} saved)",
+        f"student log-likelihood scores: {result['learnability_scores']}",
+    ]
+    if result["cost_usd_at_most"]:
+        lines.append(f"API cost: at most ${result['cost_usd_at_most']:.2f} (every answer at max_tokens)")
+    return "\n".join(lines)

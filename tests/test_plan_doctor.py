@@ -1,0 +1,73 @@
+"""`persyn plan` counts what the build will generate; `persyn doctor` probes every configured engine."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from test_pipeline import params_toml
+
+from persyn import cli, config, doctor, plan
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+
+def params(tiny_models: dict[str, Path], **tables: dict) -> config.Params:
+    raw = tomllib.loads(params_toml(tiny_models))
+    for name, table in tables.items():
+        section, _, key = name.partition("__")
+        target = raw[section][key] if key else raw[section]
+        target.update(table)
+    return config.parse(raw)
+
+
+def test_plan_counts_what_the_pipeline_generates(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    result = plan.plan(params(tiny_models), tmp_path / "absent.parquet")
+    # the same numbers test_pipeline asserts on metrics/dataset.json after a real dvc repro
+    assert result["prompts"] | {"source": None} == {"router": 10, "pool": 14, "eval": 4, "source": None}
+    assert result["generations"] == {"planned": 2 * 10 + 14, "generate_then_select": 2 * 24,
+                                     "saved_fraction": 1 - 34 / 48}
+    assert result["teachers"]["a"]["fewest"] == 10 and result["teachers"]["a"]["most"] == 24
+    assert result["teachers"]["a"]["max_completion_tokens"] == 24 * 8
+    oracle = plan.plan(params(tiny_models, route={"strategy": "oracle"}), tmp_path / "absent.parquet")
+    assert oracle["generations"]["planned"] == 48 and oracle["learnability_scores"] == 48
+
+
+def test_plan_prices_an_api_teacher(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    api = {"model": "api:big-model", "engine": "openai", "max_tokens": 100,
+           "engine_options": {"base_url": "http://127.0.0.1:9/v1", "cost_per_million_prompt_tokens": 2.0,
+                              "cost_per_million_completion_tokens": 10.0}}
+    result = plan.plan(params(tiny_models, teachers__a=api), tmp_path / "absent.parquet")
+    each = result["teachers"]["a"]["cost_per_generation_usd"]
+    prompt_tokens = each * 1e6 - 100 * 10.0
+    assert 5 < prompt_tokens / 2.0 < 100  # a short arithmetic question plus the system prompt, in tokens
+    assert result["cost_usd_at_most"] == pytest.approx(each * 24)  # S plus, at most, every pool prompt
+    assert "API cost: at most $" in plan.render(result)
+
+
+def test_plan_command_writes_json(tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.toml").write_text(params_toml(tiny_models))
+    cli.main(["plan", "--json", "plan.json"])
+    assert "34 planned against 48 for Generate-then-Select (29% saved)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "plan.json").read_text())["generations"]["planned"] == 34
+
+
+def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[str, Path]) -> None:
+    healthy = doctor.run(params(tiny_models))
+    assert [(f.role, f.ok) for f in healthy] == [("teacher a", True), ("teacher base", True), ("student", True),
+                                                  ("embed", True)]
+    assert "log-likelihood" in healthy[2].detail
+    dead_endpoint = {"model": "api:gone", "engine": "openai",
+                     "engine_options": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2}}
+    broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, student={"engine": "openai",
+                                                                             "engine_options": dead_endpoint["engine_options"]}))
+    by_role = {f.role: f for f in broken}
+    assert not by_role["teacher a"].ok and "127.0.0.1:9" in by_role["teacher a"].detail
+    assert not by_role["student"].ok and "cannot score" in by_role["student"].detail
+    assert by_role["teacher base"].ok and by_role["embed"].ok
+    assert "FAILED" in doctor.render(broken)
