@@ -31,18 +31,19 @@ class Split:
 
 
 def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> Split:
-    """Exact sizes from the prompt source when it is local (the prompts stage's own code), from a
-    built data/prompts.parquet for a hub dataset, else the configured count as an upper bound."""
+    """Exact sizes from the prompt source when it is local (the prompts stage's own code); for a hub
+    dataset, prompts.count as an upper bound (before dedupe), or, with count = 0, the built
+    data/prompts.parquet."""
     config = params.prompts
-    if config.source == "hf" and built.is_file():
-        records = io.read_parquet(built, "prompt")
-        origin = f"{built} (built earlier)"
-    elif config.source == "hf":
-        if not config.count:
+    if config.source == "hf" and config.count:
+        pool = config.count - config.router_size - config.eval_size
+        return Split(config.router_size, pool, config.eval_size, 0.0, f"prompts.count = {config.count}, at most")
+    if config.source == "hf":
+        if not built.is_file():
             raise PersynError("plan: prompts.source = 'hf' with count = 0; set prompts.count or run "
                               "`dvc repro prompts` first so the plan can count the prompts")
-        pool = config.count - config.router_size - config.eval_size
-        return Split(config.router_size, pool, config.eval_size, 0.0, f"prompts.count = {config.count} (at most)")
+        records = io.read_parquet(built, "prompt")
+        origin = f"{built}, built earlier: rerun `dvc repro prompts` after changing [prompts]"
     else:
         records = prompts.build(config)
         origin = config.path or config.source

@@ -71,3 +71,13 @@ def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[s
     assert not by_role["student"].ok and "cannot score" in by_role["student"].detail
     assert by_role["teacher base"].ok and by_role["embed"].ok
     assert "FAILED" in doctor.render(broken)
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parents[1] / "examples").iterdir()
+                                           if (p / "params.toml").is_file()))
+def test_paper_scale_examples_validate_and_plan(example: str, tmp_path: Path) -> None:
+    loaded = config.load(Path(__file__).parents[1] / "examples" / example / "params.toml")
+    assert all(t.model.startswith("hf:") for t in loaded.teachers.values()), "examples pin real hub revisions"
+    result = plan.plan(loaded, tmp_path / "absent.parquet")
+    n, s, pool = len(loaded.teachers), loaded.prompts.router_size, result["prompts"]["pool"]
+    assert result["generations"]["planned"] == n * s + pool < result["generations"]["generate_then_select"]
