@@ -7,6 +7,20 @@ from typing import Any
 from persyn.errors import PersynError
 
 Messages = list[dict[str, str]]
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """End of sequence and every end-of-turn token the vocabulary knows: where an answer ends."""
+    vocabulary = tokenizer.get_vocab()
+    return sorted({tokenizer.eos_token_id, *(vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary)})
+
+
+def prompt_ids(tokenizer: Any, messages: Messages | None, text: str | None, model: str) -> list[int]:
+    """A chat request through the chat template, or a raw completion prompt as it is."""
+    if messages is not None:
+        return chat_ids(tokenizer, messages, True, model)
+    return list(tokenizer(text)["input_ids"])
 
 
 def chat_ids(tokenizer: Any, messages: Messages, add_generation_prompt: bool, model: str) -> list[int]:

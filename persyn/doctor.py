@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 from persyn import embed, engines
@@ -57,12 +58,9 @@ def _teacher_probe(params: Params, name: str) -> Callable[[], str]:
     def probe() -> str:
         model = resolve(teacher.model)
         payload = teacher_payload(teacher, model, PROBE)
-        engine = engines.load(sampling.engine, model, sampling.device, 1, options=sampling.engine_options)
-        try:
-            request = GenerationRequest(messages=payload.get("messages"), text=payload.get("text"), seed=sampling.seed)
+        request = GenerationRequest(messages=payload.get("messages"), text=payload.get("text"), seed=sampling.seed)
+        with closing(engines.load(sampling.engine, model, sampling.device, 1, options=sampling.engine_options)) as engine:
             answer = engine.generate([request], Sampling(sampling.temperature, sampling.top_p, 32, sampling.stop))[0]
-        finally:
-            engine.close()
         return f"answered {answer[:60]!r}"
 
     return probe
@@ -74,12 +72,9 @@ def _student_probe(params: Params) -> Callable[[], str]:
     def probe() -> str:
         if not engines.scores_loglikelihood(student.engine):
             raise ValueError(f"engine '{student.engine}' cannot score log-likelihoods (learnability needs them)")
-        engine = engines.load(student.engine, resolve(student.model), student.device, 1, student.max_length,
-                              student.engine_options)
-        try:
+        with closing(engines.load(student.engine, resolve(student.model), student.device, 1, student.max_length,
+                                  student.engine_options)) as engine:
             value = engine.loglikelihood([ScoreRequest(PROBE, PROBE_ANSWER)])[0]
-        finally:
-            engine.close()
         return f"log-likelihood {value:.3f} per token"
 
     return probe
@@ -89,12 +84,9 @@ def _reward_probe(params: Params) -> Callable[[], str]:
     quality = params.quality
 
     def probe() -> str:
-        scorer = engines.load_reward(quality.engine, resolve(str(quality.reward_model)), quality.device,
-                                     quality.max_length, quality.engine_options)
-        try:
+        with closing(engines.load_reward(quality.engine, resolve(str(quality.reward_model)), quality.device,
+                                         quality.max_length, quality.engine_options)) as scorer:
             return f"reward {scorer.score([(PROBE, PROBE_ANSWER)])[0]:.3f}"
-        finally:
-            scorer.close()
 
     return probe
 

@@ -58,10 +58,11 @@ def test_plan_command_writes_json(tiny_models: dict[str, Path], tmp_path: Path, 
 
 
 def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[str, Path]) -> None:
-    healthy = doctor.run(params(tiny_models))
+    scored = {"kind": "reward_model", "reward_model": f"local:{tiny_models['reward']}"}
+    healthy = doctor.run(params(tiny_models, quality=scored))
     assert [(f.role, f.ok) for f in healthy] == [("teacher a", True), ("teacher base", True), ("student", True),
-                                                  ("embed", True)]
-    assert "log-likelihood" in healthy[2].detail
+                                                  ("reward model", True), ("embed", True)]
+    assert "log-likelihood" in healthy[2].detail and healthy[3].detail.startswith("reward ")
     dead_endpoint = {"model": "api:gone", "engine": "openai",
                      "engine_options": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2}}
     broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, student={"engine": "openai",

@@ -20,14 +20,13 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from persyn.chat import chat_ids, response_tokens
+from persyn.chat import prompt_ids, response_tokens, stop_token_ids
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.transformers")
 
-END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 SCORES_LOGLIKELIHOOD = True
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,13 +92,10 @@ class TransformersEngine:
         ).to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        vocabulary = self.tokenizer.get_vocab()
-        self.stop_ids = sorted({self.tokenizer.eos_token_id, *(vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary)})
+        self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        if request.messages is not None:
-            return chat_ids(self.tokenizer, request.messages, True, self.model.spec)
-        return list(self.tokenizer(request.text)["input_ids"])
+        return prompt_ids(self.tokenizer, request.messages, request.text, self.model.spec)
 
     def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in sequences)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persyn.chat import chat_ids, response_tokens
+from persyn.chat import chat_ids, prompt_ids, response_tokens, stop_token_ids
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -28,7 +28,6 @@ from persyn.models import ResolvedModel
 log = logging.getLogger("persyn.engines.vllm")
 
 SCORES_LOGLIKELIHOOD = True
-END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 
 
 @dataclass(frozen=True)
@@ -110,13 +109,10 @@ class VllmEngine:
         self.model, self.batch_size, self.max_length = model, batch_size, max_length
         self.usage = Usage()
         self.llm, self.tokenizer = _open(model, device, options)
-        vocabulary = self.tokenizer.get_vocab()
-        self.stop_ids = sorted({self.tokenizer.eos_token_id, *(vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary)})
+        self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        if request.messages is not None:
-            return chat_ids(self.tokenizer, request.messages, True, self.model.spec)
-        return list(self.tokenizer(request.text)["input_ids"])
+        return prompt_ids(self.tokenizer, request.messages, request.text, self.model.spec)
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
         from vllm import SamplingParams
