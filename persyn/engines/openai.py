@@ -1,0 +1,277 @@
+"""The OpenAI-compatible engine: any /v1/chat/completions endpoint (vLLM, SGLang, llama.cpp, hosted APIs).
+
+Requests run on a bounded thread pool, starts are spaced by an optional per-teacher rate limit, and
+transient failures (429, 5xx, timeouts, dropped connections, malformed replies) are retried with
+exponential backoff, full jitter and the server's Retry-After. Standard library only, so options can
+be checked and requests sent on a machine without torch. An endpoint returns samples, not the
+log-likelihood of a given response, so this engine cannot score the student.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Sequence
+
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
+from persyn.errors import PersynError
+from persyn.models import ResolvedModel
+
+log = logging.getLogger("persyn.engines.openai")
+
+SCORES_LOGLIKELIHOOD = False
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+RESERVED_BODY_KEYS = frozenset({"model", "messages", "prompt", "temperature", "top_p", "max_tokens", "stop", "seed",
+                                "stream", "n"})
+MAX_STOP = 4  # the OpenAI API refuses more; the rest are still cut locally
+
+
+def _check(name: str, value: Any, minimum: float, integer: bool = False, above: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum or (above and value == minimum):
+        bound = f"{'>' if above else '>='} {minimum}"
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where the endpoint is and how hard to push it; only extra_body can change answers."""
+
+    base_url: str = ""
+    api_key_env: str | None = None
+    served_model: str | None = None
+    max_concurrency: int = 8
+    requests_per_minute: float = 0.0
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    cost_per_million_prompt_tokens: float = 0.0
+    cost_per_million_completion_tokens: float = 0.0
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url is required and must start with http:// or https:// (e.g. http://localhost:8000/v1)")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(self.api_key_env)):
+            # never echo the value: it may be the key itself, pasted by mistake
+            raise ValueError("api_key_env must be the NAME of an environment variable holding the key, not the key")
+        if self.served_model is not None and (not isinstance(self.served_model, str) or not self.served_model):
+            raise ValueError("served_model must be a non-empty string")
+        _check("max_concurrency", self.max_concurrency, 1, integer=True)
+        _check("max_retries", self.max_retries, 0, integer=True)
+        _check("timeout_s", self.timeout_s, 0, above=True)
+        for name in ("requests_per_minute", "backoff_s", "max_backoff_s", "cost_per_million_prompt_tokens",
+                     "cost_per_million_completion_tokens"):
+            _check(name, getattr(self, name), 0)
+        if not isinstance(self.extra_body, dict):
+            raise ValueError("extra_body must be a table of request fields, e.g. { top_k = 20 }")
+        if RESERVED_BODY_KEYS & set(self.extra_body):
+            raise ValueError(f"extra_body may not set {', '.join(sorted(RESERVED_BODY_KEYS & set(self.extra_body)))}: "
+                             "persyn sets these from the generation settings")
+
+    def answers_depend_on(self) -> dict[str, Any]:
+        return {"extra_body": self.extra_body} if self.extra_body else {}
+
+
+class _Transient(Exception):
+    """A failure worth retrying, with the wait the server asked for, if any."""
+
+    def __init__(self, what: str, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class RateLimiter:
+    """Spaces request starts 60/requests_per_minute seconds apart across all threads of one engine."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float]) -> None:
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self.clock, self.next_start, self.lock = clock, 0.0, threading.Lock()
+
+    def delay(self) -> float:
+        """Reserve the next start slot; the seconds to wait for it."""
+        if not self.interval:
+            return 0.0
+        with self.lock:
+            now = self.clock()
+            start = max(now, self.next_start)
+            self.next_start = start + self.interval
+        return start - now
+
+
+class OpenAIEngine:
+    def __init__(self, model: ResolvedModel, batch_size: int, options: Options,
+                 sleep: Callable[[float], Any] | None = None, rng: random.Random | None = None) -> None:
+        if model.spec.startswith(("packaged:", "local:")) and options.served_model is None:
+            raise PersynError(f"{model.spec}: the openai engine sends a model name to an endpoint; set "
+                              "engine_options.served_model to the name the server serves these weights under")
+        self.model, self.batch_size, self.options, self.usage = model, batch_size, options, Usage()
+        self.served_model = options.served_model or model.path
+        self.base_url = options.base_url.rstrip("/")
+        self.headers = {"Content-Type": "application/json"}
+        self._key = ""
+        if options.api_key_env:
+            self._key = os.environ.get(options.api_key_env, "")
+            if not self._key:
+                raise PersynError(f"engine 'openai': environment variable {options.api_key_env} (api_key_env) "
+                                  "is not set or empty")
+            self.headers["Authorization"] = f"Bearer {self._key}"
+        self.sleep, self.rng = sleep, rng or random.Random()
+        self.limiter = RateLimiter(options.requests_per_minute, time.monotonic)
+        self.lock, self.warned_no_usage = threading.Lock(), False
+        self.executor: ThreadPoolExecutor | None = ThreadPoolExecutor(options.max_concurrency, "persyn-openai")
+        log.info("openai engine: %s at %s (at most %d concurrent requests)", self.served_model, self.base_url,
+                 options.max_concurrency)
+
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
+        if self.executor is None:
+            raise PersynError("openai engine: generate after close")
+        abort = threading.Event()  # one fatal error stops the other requests of this call
+        futures = [self.executor.submit(self._answer, request, sampling, abort) for request in requests]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            abort.set()  # also for an interrupt in this thread
+            for future in futures:
+                future.cancel()
+            raise
+
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        raise PersynError("engine 'openai': an OpenAI-compatible chat endpoint cannot score the log-likelihood of a "
+                          "given response, which learnability needs; run the student on transformers, vllm or ray")
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+    def _pause(self, seconds: float, abort: threading.Event) -> None:
+        if seconds > 0:
+            (abort.wait if self.sleep is None else self.sleep)(seconds)
+
+    def _answer(self, request: GenerationRequest, sampling: Sampling, abort: threading.Event) -> str:
+        try:
+            return self._attempts(request, sampling, abort)
+        except BaseException:
+            abort.set()  # before this worker picks up the next request
+            raise
+
+    def _attempts(self, request: GenerationRequest, sampling: Sampling, abort: threading.Event) -> str:
+        body: dict[str, Any] = {"model": self.served_model, "temperature": sampling.temperature,
+                                "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": request.seed}
+        if sampling.stop:
+            body["stop"] = list(sampling.stop[:MAX_STOP])
+        if request.messages is not None:
+            url, body["messages"] = f"{self.base_url}/chat/completions", request.messages
+        else:
+            url, body["prompt"] = f"{self.base_url}/completions", request.text
+        data = json.dumps({**body, **self.options.extra_body}).encode("utf-8")
+        attempts = self.options.max_retries + 1
+        for attempt in range(attempts):
+            self._pause(self.limiter.delay(), abort)
+            if abort.is_set():
+                return ""  # never used: the failure that set abort raises in generate
+            try:
+                reply = self._post(url, data)
+                choice = reply["choices"][0]
+                text = choice["message"]["content"] if request.messages is not None else choice["text"]
+                if text is not None and not isinstance(text, str):
+                    raise TypeError("content is not a string")
+            except (KeyError, IndexError, TypeError) as error:
+                failure = _Transient(f"malformed reply (no choices[0] text: {error!r})")
+            except _Transient as error:
+                failure = error
+            else:
+                self._count(reply.get("usage"))
+                return truncate_at_stop(text or "", sampling.stop)
+            if attempt + 1 == attempts:
+                break
+            wait = self.rng.uniform(0, min(self.options.max_backoff_s, self.options.backoff_s * 2 ** min(attempt, 30)))
+            if failure.retry_after is not None:
+                wait = max(wait, min(failure.retry_after, self.options.max_backoff_s))
+            with self.lock:
+                self.usage.retries += 1
+            log.warning("openai engine: POST %s: %s; retry %d/%d in %.1f s", url, failure, attempt + 1,
+                        self.options.max_retries, wait)
+            self._pause(wait, abort)
+        raise PersynError(f"openai engine: POST {url} failed after {attempts} attempts; last error: {failure}")
+
+    def _post(self, url: str, data: bytes) -> Any:
+        """One attempt: the parsed JSON reply, _Transient for what may pass, PersynError for what will not."""
+        request = urllib.request.Request(url, data=data, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            what = f"HTTP {error.code}: {self._server_message(error)}"
+            if error.code in RETRY_STATUS:
+                raise _Transient(what, _retry_after(error.headers.get("Retry-After"))) from None
+            raise PersynError(f"openai engine: POST {url}: {what}") from None
+        except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets, drops
+            if isinstance(reason := getattr(error, "reason", error), TimeoutError):
+                raise _Transient(f"no response within {self.options.timeout_s} s") from None
+            raise _Transient(f"connection failed: {self._scrub(repr(reason))}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise _Transient(f"malformed JSON reply: {self._scrub(raw[:200].decode('utf-8', 'replace'))!r}") from None
+
+    def _server_message(self, error: urllib.error.HTTPError) -> str:
+        """The server's own error message (OpenAI, vLLM or plain text), short and without the key."""
+        try:
+            raw = error.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            return str(error.reason)
+        try:
+            reply = json.loads(raw)
+            message = reply.get("error", reply)
+            message = message.get("message", message) if isinstance(message, dict) else message
+        except (ValueError, AttributeError):
+            message = raw
+        return self._scrub(str(message).strip())[:300]
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _count(self, usage: Any) -> None:
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        with self.lock:
+            if not usage and not self.warned_no_usage:
+                self.warned_no_usage = True
+                log.debug("openai engine: %s returns no usage; its tokens and cost count as 0", self.base_url)
+            self.usage.add(Usage(requests=1, prompt_tokens=prompt, completion_tokens=completion, cost_usd=(
+                prompt * self.options.cost_per_million_prompt_tokens
+                + completion * self.options.cost_per_million_completion_tokens) / 1e6))
+
+
+def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> OpenAIEngine:
+    """device and max_length are the endpoint's business."""
+    return OpenAIEngine(model, batch_size, options)
