@@ -70,7 +70,7 @@ def _student_probe(params: Params) -> Callable[[], str]:
     student = params.student
 
     def probe() -> str:
-        if not engines.scores_loglikelihood(student.engine):
+        if not engines.scores_loglikelihood(student.engine, student.engine_options):
             raise ValueError(f"engine '{student.engine}' cannot score log-likelihoods (learnability needs them)")
         with closing(engines.load(student.engine, resolve(student.model), student.device, 1, student.max_length,
                                   student.engine_options)) as engine:

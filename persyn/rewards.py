@@ -15,7 +15,7 @@ from persyn.config import Params, QualityConfig
 from persyn.errors import PersynError
 from persyn.models import resolve
 from persyn import engines
-from persyn.synthesis import Answers, learnability, output_options, run_cached
+from persyn.synthesis import Answers, engine_identity, learnability, run_cached
 
 NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 
@@ -92,10 +92,12 @@ def reward_model_quality(
 ) -> Answers:
     """Reward-model scores through the request cache; the model loads only if something is missing."""
     model = resolve(str(config.reward_model))
-    engine = {} if config.engine == "transformers" else {"engine": config.engine}
+    engine = engine_identity(config.engine, config.engine_options)
+    if engine == {"engine": "transformers"}:
+        del engine["engine"]  # reward keys predate the engine choice: a default build keeps its cache
     payloads: list[dict[str, Any]] = [
         {"kind": "reward", "model": model.identity, **engine, "device": config.device, "max_length": config.max_length,
-         "messages": messages, "response": response, **output_options(config.engine, config.engine_options)}
+         "messages": messages, "response": response}
         for messages, response in pairs
     ]
     holder: dict[str, engines.RewardScorer] = {}

@@ -105,11 +105,13 @@ def stats_record(teacher: str, written: int, carried: int, stats: CacheStats) ->
             "generated": stats.computed, "reused": stats.reused, "usage": asdict(stats.usage)}
 
 
-def output_options(engine: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The engine options that change answers (a dtype, say; never a concurrency or an address), for
-    the cache key; empty at the defaults, so the keys of a default build never move."""
+def engine_identity(engine: str, options: dict[str, Any]) -> dict[str, Any]:
+    """What the cache key holds of the engine: the one that computes the answers (ray's inner
+    engine) and its options that change answers (a dtype, say; never a concurrency or an address),
+    the latter only when set, so the keys of a default build never move."""
+    engine, options = engines.answering_engine(engine, options)
     changed = engines.parse_options(engine, options).answers_depend_on()
-    return {"engine_options": changed} if changed else {}
+    return {"engine": engine, **({"engine_options": changed} if changed else {})}
 
 
 def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list[dict[str, str]]) -> dict[str, Any]:
@@ -118,10 +120,9 @@ def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list
     payload: dict[str, Any] = {
         "kind": "generate",
         "model": model.identity,
-        "engine": sampling.engine,
+        **engine_identity(sampling.engine, sampling.engine_options),
         "device": sampling.device,
         "sampling": asdict(Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)),
-        **output_options(sampling.engine, sampling.engine_options),
     }
     if teacher.prompt_template is not None:
         user = "\n".join(m["content"] for m in messages if m["role"] == "user")
@@ -165,16 +166,15 @@ def learnability(
     student: StudentConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
 ) -> Answers:
     """The student's mean per-token log-likelihood of each (prompt messages, response)."""
-    if not engines.scores_loglikelihood(student.engine):
+    if not engines.scores_loglikelihood(student.engine, student.engine_options):
         raise PersynError(
             f"params.toml: student.engine = '{student.engine}' cannot score log-likelihoods of a given response, "
             "which learnability needs; run the student on transformers, vllm or ray"
         )
     model = resolve(student.model)
     payloads = [
-        {"kind": "loglikelihood", "model": model.identity, "engine": student.engine, "device": student.device,
-         "max_length": student.max_length, "messages": messages, "response": response,
-         **output_options(student.engine, student.engine_options)}
+        {"kind": "loglikelihood", "model": model.identity, **engine_identity(student.engine, student.engine_options),
+         "device": student.device, "max_length": student.max_length, "messages": messages, "response": response}
         for messages, response in pairs
     ]
     requests = [ScoreRequest(messages, response) for messages, response in pairs]

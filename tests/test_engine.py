@@ -8,7 +8,7 @@ from persyn import engines, models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.engines import truncate_at_stop
 from persyn.errors import PersynError
-from persyn.synthesis import output_options
+from persyn.synthesis import engine_identity
 
 USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]
 
@@ -98,8 +98,10 @@ def test_engine_options_are_checked_and_only_answer_changing_ones_enter_the_key(
         engines.parse_options("transformers", {"dtype": "int3"})
     with pytest.raises(PersynError, match="engine 'vllm' options: gpu_memory_utilization must be in"):
         engines.parse_options("vllm", {"gpu_memory_utilization": 1.5})
-    assert output_options("transformers", {}) == {} and output_options("vllm", {"tensor_parallel_size": 8}) == {}
-    assert output_options("transformers", {"dtype": "bfloat16"}) == {"engine_options": {"dtype": "bfloat16"}}
+    assert engine_identity("transformers", {}) == {"engine": "transformers"}
+    assert engine_identity("vllm", {"tensor_parallel_size": 8}) == {"engine": "vllm"}
+    assert engine_identity("transformers", {"dtype": "bfloat16"}) == {"engine": "transformers",
+                                                                     "engine_options": {"dtype": "bfloat16"}}
 
 
 def test_vllm_on_a_cpu_is_one_clear_error(tiny_models: dict[str, Path]) -> None:

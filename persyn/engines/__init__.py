@@ -3,6 +3,7 @@
 An engine named `x` lives in persyn/engines/x.py and exposes
   Options                 a frozen dataclass of its own settings (params.toml `engine_options`)
                           with `answers_depend_on()`: the settings that change answers (cache key),
+                          and, for an engine that wraps another, `answered_by()`: (inner, options),
   SCORES_LOGLIKELIHOOD    whether it can score a given response (learnability needs it),
   load(model, device, batch_size, max_length, options) -> Engine,
   load_reward(model, device, max_length, options) -> RewardScorer   (only engines that run reward models).
@@ -123,9 +124,16 @@ def parse_options(engine: str, options: dict[str, Any]) -> Any:
         raise PersynError(f"params.toml: engine '{engine}' options: {error}") from None
 
 
-def scores_loglikelihood(engine: str) -> bool:
+def answering_engine(engine: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The engine that computes the answers, and its options: a wrapper (ray) names its inner
+    engine, so cache keys and capabilities follow the engine that really answers."""
+    parsed = parse_options(engine, options)
+    return parsed.answered_by() if hasattr(parsed, "answered_by") else (engine, options)
+
+
+def scores_loglikelihood(engine: str, options: dict[str, Any] | None = None) -> bool:
     """Whether the engine can score a given response (an HTTP chat endpoint generally cannot)."""
-    return bool(module(engine).SCORES_LOGLIKELIHOOD)
+    return bool(module(answering_engine(engine, options or {})[0]).SCORES_LOGLIKELIHOOD)
 
 
 def load(
