@@ -21,6 +21,12 @@ from persyn.errors import PersynError
 from persyn.schemas import check, check_records, validator
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
@@ -28,6 +34,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
+    os.chmod(scratch, 0o666 & ~current_umask())  # mkstemp's 0600 would make every artifact private
     try:
         yield Path(scratch)
         os.replace(scratch, path)
@@ -42,6 +49,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    scratch.chmod(0o777 & ~current_umask())
     try:
         yield scratch
         if path.exists():

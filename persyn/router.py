@@ -136,6 +136,14 @@ def reward_matrices(scores: list[dict], teachers: list[str], source: str) -> tup
     return ids, quality, learn
 
 
+def split(count: int, config: RouterConfig) -> tuple[list[int], list[int]]:
+    """Seeded validation and training rows of S (the report redraws the same split)."""
+    order = list(range(count))
+    random.Random(config.seed).shuffle(order)
+    held = int(round(count * config.validation_fraction))
+    return sorted(order[:held]), sorted(order[held:])
+
+
 def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[str], config: RouterConfig,
         source: str = "data/scores") -> tuple[Router, dict[str, object]]:
     """Split S into train/validation (seeded), train on one, report metrics on the other."""
@@ -144,10 +152,7 @@ def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[st
     if missing:
         raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]}")
     reward = combined_reward(quality, learn, config.alpha, config.normalisation)
-    order = list(range(len(ids)))
-    random.Random(config.seed).shuffle(order)
-    held = int(round(len(ids) * config.validation_fraction))
-    validation, training = sorted(order[:held]), sorted(order[held:])
+    validation, training = split(len(ids), config)
     x = np.stack([embeddings[i] for i in ids])
     train_pairs = preference_pairs(reward[training], config.tie_margin)
     router = train(x[training], train_pairs, teachers, config)
