@@ -112,14 +112,16 @@ def test_a_new_prompt_file_invalidates_the_prompts_stage(project: Project) -> No
 
 
 def without_cache_counts(metrics: dict) -> dict:
+    """Counters of this run's work (generated now, reused, what the generating cost) removed."""
+    metrics.pop("usage")
     for teacher in metrics["teachers"].values():
-        teacher.pop("generated"), teacher.pop("reused")
+        teacher.pop("generated"), teacher.pop("reused"), teacher.pop("usage")
     return metrics
 
 
 def test_same_params_same_bytes(project: Project) -> None:
     """A forced rebuild (answers now come from the request cache) reproduces every artifact exactly;
-    only the cache counters (generated vs reused) say that this run was different."""
+    only the cache counters (generated vs reused, and what generating cost) say that this run was different."""
     before = project.lock_hashes()
     metrics_before = json.loads(project.file_bytes("metrics/dataset.json"))
     assert project.repro("--force") == ALL_STAGES
@@ -129,6 +131,9 @@ def test_same_params_same_bytes(project: Project) -> None:
            {p: h for p, h in after.items() if p not in run_specific}
     metrics_after = json.loads(project.file_bytes("metrics/dataset.json"))
     assert sum(t["generated"] for t in metrics_after["teachers"].values()) == 0
+    assert metrics_before["usage"]["requests"] == metrics_before["generations"]["used"]  # cold: each once
+    assert metrics_after["usage"] == {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0,
+                                      "cost_usd": 0.0}  # answers from the cache cost nothing
     assert without_cache_counts(metrics_before) == without_cache_counts(metrics_after)
 
 
