@@ -29,7 +29,7 @@ class PromptsConfig:
     count: int = 0
     path: str | None = None
     hf: dict[str, str] | None = None
-    fields: dict[str, str] = field(default_factory=lambda: {"prompt": "prompt", "reference": "reference"})
+    fields: dict[str, Any] = field(default_factory=lambda: {"prompt": "prompt", "reference": "reference"})
 
     def __post_init__(self) -> None:
         if self.source in ("jsonl", "parquet") and not self.path:

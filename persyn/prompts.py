@@ -93,6 +93,16 @@ def _field(source: str, label: str, record: dict[str, Any], name: str, required:
     return value
 
 
+def _prompt(source: str, label: str, record: dict[str, Any], names: str | list[str]) -> str:
+    """One field, or several joined by a blank line (Alpaca: instruction, then input): the first is
+    required, the others are left out where missing or empty."""
+    if isinstance(names, str):
+        names = [names]
+    first = _field(source, label, record, names[0], required=True)
+    rest = [_field(source, label, record, name, False) for name in names[1:] if str(record.get(name) or "").strip()]
+    return "\n\n".join([str(first), *(str(part) for part in rest)])
+
+
 def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]]:
     """The configured source as [{'prompt', 'reference'}] plus a name for messages."""
     if config.source == "builtin:arithmetic":
@@ -109,7 +119,7 @@ def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]
     rows = []
     for label, record in raws:
         rows.append({
-            "prompt": _field(source, label, record, prompt_field, required=True),
+            "prompt": _prompt(source, label, record, prompt_field),
             "reference": _field(source, label, record, reference_field, False) if reference_field else None,
         })
     return source, rows

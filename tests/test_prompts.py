@@ -113,3 +113,16 @@ def test_hf_datasets_source(tmp_path: Path) -> None:
 def test_builtin_source() -> None:
     built = prompts.build(PromptsConfig(source="builtin:arithmetic", count=40, seed=3, router_size=8, eval_size=4))
     assert len(built) <= 40 and sum(r["split"] == "pool" for r in built) == len(built) - 12
+
+
+def test_several_prompt_fields_are_joined(tmp_path: Path) -> None:
+    """Alpaca-style rows: the instruction, then the input where there is one."""
+    source = tmp_path / "alpaca.jsonl"
+    write_jsonl(source, [{"instruction": f"Task {i}.", "input": "" if i % 2 else f"Text {i}.", "answer": str(i)}
+                         for i in range(6)])
+    records = prompts.build(config(source, fields={"prompt": ["instruction", "input"], "reference": "answer"}))
+    texts = {r["reference"]: r["messages"][0]["content"] for r in records}
+    assert texts["0"] == "Task 0.\n\nText 0." and texts["1"] == "Task 1."
+    write_jsonl(source, [{"input": "only input"}] * 4)
+    with pytest.raises(PersynError, match="alpaca.jsonl: line 1: field 'instruction': missing"):
+        prompts.build(config(source, fields={"prompt": ["instruction", "input"]}))
