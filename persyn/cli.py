@@ -25,7 +25,14 @@ def configured_specs(params: config.Params) -> dict[str, str]:
 
 
 def check(args: argparse.Namespace) -> None:
+    """The schema check every stage runs, plus every engine's options (checked without loading)."""
+    from persyn import engines
+
     params = config.load(args.params)
+    for teacher in params.teachers.values():
+        engines.answering_engine(teacher.sampling.engine, teacher.sampling.engine_options)
+    engines.answering_engine(params.student.engine, params.student.engine_options)
+    engines.answering_engine(params.quality.engine, params.quality.engine_options)
     print(f"{args.params}: valid; {len(params.teachers)} teachers: {', '.join(params.teachers)}; "
           f"alpha {params.router.alpha}; strategy {params.route.strategy}")
 

@@ -82,3 +82,13 @@ def test_paper_scale_examples_validate_and_plan(example: str, tmp_path: Path) ->
     result = plan.plan(loaded, tmp_path / "absent.parquet")
     n, s, pool = len(loaded.teachers), loaded.prompts.router_size, result["prompts"]["pool"]
     assert result["generations"]["planned"] == n * s + pool < result["generations"]["generate_then_select"]
+
+
+def test_check_validates_engine_options_without_loading(tiny_models: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    params_file = tmp_path / "params.toml"
+    params_file.write_text(params_toml(tiny_models) + '\n[teachers.a.engine_options]\ntensor_parallel_size = 2\n')
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--params", str(params_file), "check"])
+    assert stopped.value.code == 2
+    assert "engine 'transformers' has no option 'tensor_parallel_size'" in capsys.readouterr().err
