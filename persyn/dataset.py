@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from persyn.config import RouterConfig
+from persyn.engines import Usage
 from persyn.errors import PersynError
 from persyn.rewards import is_correct
 from persyn.router import combined_reward
@@ -109,8 +111,10 @@ def read(directory: Path) -> list[dict[str, Any]]:
 
 def total_usage(stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the usage blocks of several stats records (a teacher's sample and generate stages)."""
-    fields = ("requests", "prompt_tokens", "completion_tokens", "retries", "cost_usd")
-    return {f: sum(s["usage"][f] for s in stats) for f in fields}
+    total = Usage()
+    for record in stats:
+        total.add(Usage(**record["usage"]))
+    return asdict(total)
 
 
 def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts: list[dict[str, Any]],

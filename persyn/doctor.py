@@ -18,7 +18,7 @@ from persyn import embed, engines
 from persyn.config import Params
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.models import resolve
-from persyn.synthesis import teacher_payload
+from persyn.synthesis import teacher_payloads
 
 log = logging.getLogger("persyn.doctor")
 
@@ -57,7 +57,7 @@ def _teacher_probe(params: Params, name: str) -> Callable[[], str]:
 
     def probe() -> str:
         model = resolve(teacher.model)
-        payload = teacher_payload(teacher, model, PROBE)
+        payload = teacher_payloads(teacher, model, [PROBE])[0]
         request = GenerationRequest(messages=payload.get("messages"), text=payload.get("text"), seed=sampling.seed)
         with closing(engines.load(sampling.engine, model, sampling.device, 1, options=sampling.engine_options)) as engine:
             answer = engine.generate([request], Sampling(sampling.temperature, sampling.top_p, 32, sampling.stop))[0]

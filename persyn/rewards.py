@@ -93,8 +93,6 @@ def reward_model_quality(
     """Reward-model scores through the request cache; the model loads only if something is missing."""
     model = resolve(str(config.reward_model))
     engine = engine_identity(config.engine, config.engine_options)
-    if engine == {"engine": "transformers"}:
-        del engine["engine"]  # reward keys predate the engine choice: a default build keeps its cache
     payloads: list[dict[str, Any]] = [
         {"kind": "reward", "model": model.identity, **engine, "device": config.device, "max_length": config.max_length,
          "messages": messages, "response": response}

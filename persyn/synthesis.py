@@ -114,25 +114,27 @@ def engine_identity(engine: str, options: dict[str, Any]) -> dict[str, Any]:
     return {"engine": engine, **({"engine_options": changed} if changed else {})}
 
 
-def teacher_payload(teacher: TeacherConfig, model: ResolvedModel, messages: list[dict[str, str]]) -> dict[str, Any]:
-    """Everything that determines a teacher's answer to one prompt."""
+def teacher_payloads(teacher: TeacherConfig, model: ResolvedModel,
+                     conversations: Sequence[list[dict[str, str]]]) -> list[dict[str, Any]]:
+    """Everything that determines a teacher's answer to each prompt (the request-cache payloads)."""
     sampling = teacher.sampling
-    payload: dict[str, Any] = {
+    common: dict[str, Any] = {
         "kind": "generate",
         "model": model.identity,
         **engine_identity(sampling.engine, sampling.engine_options),
         "device": sampling.device,
         "sampling": asdict(Sampling(sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.stop)),
+        **({"seed": sampling.seed} if sampling.temperature > 0 else {}),
     }
-    if teacher.prompt_template is not None:
-        user = "\n".join(m["content"] for m in messages if m["role"] == "user")
-        payload["text"] = teacher.prompt_template.replace("{prompt}", user)
-    else:
-        system = [{"role": "system", "content": teacher.system_prompt}] if teacher.system_prompt else []
-        payload["messages"] = system + messages
-    if sampling.temperature > 0:
-        payload["seed"] = sampling.seed
-    return payload
+    system = [{"role": "system", "content": teacher.system_prompt}] if teacher.system_prompt else []
+    payloads = []
+    for messages in conversations:
+        if teacher.prompt_template is not None:
+            user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+            payloads.append({**common, "text": teacher.prompt_template.replace("{prompt}", user)})
+        else:
+            payloads.append({**common, "messages": system + messages})
+    return payloads
 
 
 def generate(
@@ -141,7 +143,7 @@ def generate(
     """The teacher's response to each prompt record, as {id, teacher, model, response, request}."""
     model = resolve(teacher.model)
     sampling = teacher.sampling
-    payloads = [teacher_payload(teacher, model, p["messages"]) for p in prompts]
+    payloads = teacher_payloads(teacher, model, [p["messages"] for p in prompts])
     requests = [
         GenerationRequest(messages=pl.get("messages"), text=pl.get("text"), seed=derived_seed(pl)) for pl in payloads
     ]
@@ -172,11 +174,9 @@ def learnability(
             "which learnability needs; run the student on transformers, vllm or ray"
         )
     model = resolve(student.model)
-    payloads = [
-        {"kind": "loglikelihood", "model": model.identity, **engine_identity(student.engine, student.engine_options),
-         "device": student.device, "max_length": student.max_length, "messages": messages, "response": response}
-        for messages, response in pairs
-    ]
+    common = {"kind": "loglikelihood", "model": model.identity, **engine_identity(student.engine, student.engine_options),
+              "device": student.device, "max_length": student.max_length}
+    payloads = [{**common, "messages": messages, "response": response} for messages, response in pairs]
     requests = [ScoreRequest(messages, response) for messages, response in pairs]
     lazy = LazyEngine(student.engine, model, student.device, student.batch_size, student.max_length,
                       student.engine_options)

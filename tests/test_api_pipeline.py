@@ -3,13 +3,12 @@ drops and fails some requests): its token usage, retries and cost reach metrics/
 API key reaches no file the build writes."""
 
 import json
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from dvcproject import Project, make_project
-from test_openai_engine import SECRET, FakeServer
+from test_openai_engine import SECRET, FakeServer, serving
 from test_pipeline import params_toml
 
 PRICE_IN, PRICE_OUT = 2.0, 10.0
@@ -17,12 +16,8 @@ PRICE_IN, PRICE_OUT = 2.0, 10.0
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeServer]:
-    fake = FakeServer()
-    thread = threading.Thread(target=fake.http.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fake
-    fake.http.shutdown()
-    fake.http.server_close()
+    with serving() as fake:
+        yield fake
 
 
 def api_params(models: dict[str, Path], url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -111,15 +112,23 @@ def reply(body: dict[str, Any], usage: bool = True) -> dict[str, Any]:
     return answer
 
 
+@contextlib.contextmanager
+def serving() -> Iterator[FakeServer]:
+    """A FakeServer answering on a background thread for the duration of the block."""
+    fake = FakeServer()
+    threading.Thread(target=fake.http.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield fake
+    finally:
+        fake.http.shutdown()
+        fake.http.server_close()
+
+
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    fake = FakeServer()
-    thread = threading.Thread(target=fake.http.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield fake
-    fake.http.shutdown()
-    fake.http.server_close()
+    with serving() as fake:
+        yield fake
 
 
 class Sleeps(list):

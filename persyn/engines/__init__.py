@@ -67,8 +67,8 @@ class Usage:
     cost_usd: float = 0.0
 
     def add(self, other: "Usage") -> None:
-        for name in ("requests", "prompt_tokens", "completion_tokens", "retries", "cost_usd"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for spent in dataclasses.fields(self):
+            setattr(self, spent.name, getattr(self, spent.name) + getattr(other, spent.name))
 
 
 class Engine(Protocol):
