@@ -12,9 +12,11 @@ import hashlib
 import json
 import sqlite3
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from persyn.engines import Completion
 from persyn.models import cache_root
 
 SCHEMA = """
@@ -26,6 +28,40 @@ CREATE TABLE IF NOT EXISTS requests (
     created REAL NOT NULL
 )
 """
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one kind of result is kept in the request cache: `decode` raises (TypeError, ValueError,
+    KeyError) on a value it cannot read, which then counts as missing."""
+
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"not a number: {value!r:.40}")
+    return float(value)
+
+
+def _logprob(value: Any) -> float:
+    if _number(value) > 0:
+        raise ValueError(f"a mean log-probability is never positive: {value!r}")
+    return float(value)
+
+
+def _completion(value: Any) -> Completion:
+    if not isinstance(value, dict):
+        raise TypeError(f"not a completion record: {value!r:.40}")
+    return Completion(**value)
+
+
+CODECS = {
+    "generate": Codec(asdict, _completion),
+    "loglikelihood": Codec(lambda score: score.logprob, _logprob),
+    "reward": Codec(float, _number),
+}
 
 
 def request_key(payload: dict[str, Any]) -> str:
@@ -102,16 +138,17 @@ class RequestCache:
     def verify(self) -> list[str]:
         """Problems found: SQLite integrity, undecodable values, values of the wrong type for their kind."""
         problems = [row[0] for row in self.connection.execute("PRAGMA integrity_check") if row[0] != "ok"]
-        expected = {"generate": str, "loglikelihood": float, "reward": float}
         for key, kind, value in self.connection.execute("SELECT key, kind, value FROM requests"):
             try:
                 decoded = json.loads(value)
             except json.JSONDecodeError:
                 problems.append(f"{key}: value is not valid JSON")
                 continue
-            wanted = expected.get(kind)
-            if wanted is None:
+            if kind not in CODECS:
                 problems.append(f"{key}: unknown kind '{kind}'")
-            elif not isinstance(decoded, wanted) or (kind == "loglikelihood" and decoded > 0):
+                continue
+            try:
+                CODECS[kind].decode(decoded)
+            except (TypeError, ValueError, KeyError):
                 problems.append(f"{key}: a {kind} entry holds {decoded!r:.40}")
         return problems

@@ -146,6 +146,7 @@ class AssembleConfig:
     name: str = "persyn-dataset"
     shard_size: int = 5000
     license: str = "other"
+    drop_truncated: bool = True
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,12 @@ def assemble(
     generated: dict[str, list[dict[str, Any]]],
     scores: list[dict[str, Any]],
     router: RouterConfig,
+    drop_truncated: bool = True,
 ) -> list[dict[str, Any]]:
     """One record per routed prompt. Where several teachers answered a prompt (the oracle strategy),
-    the answer with the best combined reward r is kept; `scores` must then cover every answer."""
+    the answer with the best combined reward r is kept; `scores` must then cover every answer.
+    With `drop_truncated`, answers cut at max_tokens are left out (a prompt with no other answer
+    then has no record)."""
     by_id = {p["id"]: p for p in prompts}
     known = {(s["id"], s["teacher"]): s for s in scores}
     routed = {(prompt_id, teacher) for teacher, ids in routes.items() for prompt_id in ids}
@@ -56,6 +59,10 @@ def assemble(
         raise PersynError(f"data/generated/{teacher}.parquet: record {prompt_id}: routed but not generated")
     records = []
     for prompt_id, answers in sorted(candidates.items()):
+        if drop_truncated:
+            answers = [a for a in answers if a["finish_reason"] != "length"]
+            if not answers:
+                continue
         row = answers[0] if len(answers) == 1 else best_answer(answers, known, router)
         prompt = by_id[prompt_id]
         score = known.get((prompt_id, row["teacher"]), {})
@@ -70,6 +77,7 @@ def assemble(
             "quality": quality,
             "learnability": score.get("learnability"),
             "split": prompt["split"],
+            "finish_reason": row["finish_reason"],
         })
     return records
 
@@ -118,10 +126,10 @@ def total_usage(stats: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts: list[dict[str, Any]],
-            generation_stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Counts, teacher shares, this build's generations (generated now vs reused from the request
-    cache) and what they cost, and the generations the strategy needs against Generate-then-Select
-    (N·P)."""
+            generation_stats: dict[str, dict[str, Any]], generated: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Counts, teacher shares, truncated answers, this build's generations (generated now vs
+    reused from the request cache) and what they cost, and the generations the strategy needs
+    against Generate-then-Select (N·P)."""
     total = len(records)
     teachers = sorted(routes)
     pool = {p["id"] for p in prompts if p["split"] == "pool"}
@@ -134,12 +142,15 @@ def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts
             "records": len(mine),
             "share": len(mine) / total if total else 0.0,
             "mean_quality": sum(checked) / len(checked) if checked else None,
+            "truncated": sum(row["finish_reason"] == "length" for row in generated[teacher]),
             **generation_stats[teacher],
         }
     used = len(teachers) * subset_size + sum(len(set(ids) & pool) for ids in routes.values())
     select_all = len(teachers) * total
     return {
         "records": total,
+        "routed_prompts": len({row["id"] for rows in generated.values() for row in rows}),
+        "truncated": sum(t["truncated"] for t in per_teacher.values()),
         "teachers": per_teacher,
         "usage": total_usage(list(per_teacher.values())),
         "generations": {

@@ -61,7 +61,7 @@ def _teacher_probe(params: Params, name: str) -> Callable[[], str]:
         request = GenerationRequest(messages=payload.get("messages"), text=payload.get("text"), seed=sampling.seed)
         with closing(engines.load(sampling.engine, model, sampling.device, 1, options=sampling.engine_options)) as engine:
             answer = engine.generate([request], Sampling(sampling.temperature, sampling.top_p, 32, sampling.stop))[0]
-        return f"answered {answer[:60]!r}"
+        return f"answered {answer.text[:60]!r} ({answer.finish_reason})"
 
     return probe
 
@@ -75,7 +75,7 @@ def _student_probe(params: Params) -> Callable[[], str]:
         with closing(engines.load(student.engine, resolve(student.model), student.device, 1, student.max_length,
                                   student.engine_options)) as engine:
             value = engine.loglikelihood([ScoreRequest(PROBE, PROBE_ANSWER)])[0]
-        return f"log-likelihood {value:.3f} per token"
+        return f"log-likelihood {value.logprob:.3f} per token"
 
     return probe
 

@@ -1,7 +1,9 @@
 """Teacher generation and student scoring, batched by length and routed through the request cache.
 
 The engine is loaded only when some request is missing from the cache, and every finished batch
-is committed before the next starts: a killed stage loses at most the batch in flight.
+is committed before the next starts: a killed stage loses at most the batch in flight. A cached
+value that cannot be read back as its kind's result (damaged, or from an older format) counts as
+missing and is computed again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from tqdm import tqdm
 
 from persyn import engines
-from persyn.cache import RequestCache, derived_seed, request_key
+from persyn.cache import CODECS, RequestCache, derived_seed, request_key
 from persyn.config import StudentConfig, TeacherConfig
 from persyn.engines import Engine, GenerationRequest, Sampling, ScoreRequest, Usage
 from persyn.errors import PersynError
@@ -44,7 +46,7 @@ class Answers:
 
 
 class LazyEngine:
-    """Loads the engine on first use, so a fully cached stage never loads a model; keeps what it spent."""
+    """Loads the engine on first use, so a fully cached stage never loads a model."""
 
     def __init__(self, name: str, model: ResolvedModel, device: str, batch_size: int, max_length: int = 2048,
                  options: dict[str, Any] | None = None):
@@ -52,7 +54,6 @@ class LazyEngine:
         self.batch_size, self.max_length, self.options = batch_size, max_length, options or {}
         engines.parse_options(name, self.options)
         self._engine: Engine | None = None
-        self.usage = Usage()
 
     @property
     def engine(self) -> Engine:
@@ -63,9 +64,20 @@ class LazyEngine:
 
     def close(self) -> None:
         if self._engine is not None:
-            self.usage.add(self._engine.usage)
             self._engine.close()
             self._engine = None
+
+
+def _readable(kind: str, found: dict[str, Any], model: str) -> dict[str, Any]:
+    """The cached values decoded; one that cannot be read is dropped (recomputed) with a warning."""
+    codec, readable = CODECS[kind], {}
+    for key, value in found.items():
+        try:
+            readable[key] = codec.decode(value)
+        except (TypeError, ValueError, KeyError) as error:
+            log.warning("request cache: %s entry %s of %s cannot be read (%s); computing it again",
+                        kind, key[:16], model, error)
+    return readable
 
 
 def run_cached(
@@ -78,9 +90,12 @@ def run_cached(
     batch_size: int,
     description: str,
 ) -> Answers:
-    """Answer every request: cached ones from the cache, the rest in length-sorted batches."""
+    """Answer every request: cached ones from the cache, the rest in length-sorted batches. Fresh
+    and cached answers both come back through the kind's codec, so a resumed build reads the
+    same values as an uninterrupted one."""
+    codec = CODECS[kind]
     keys = [request_key(payload) for payload in payloads]
-    found = cache.get_many(set(keys))
+    found = _readable(kind, cache.get_many(set(keys)), model)
     first_missing: dict[str, int] = {}
     for index, key in enumerate(keys):
         if key not in found:
@@ -91,10 +106,11 @@ def run_cached(
     with tqdm(total=len(pending), desc=description, unit="req", disable=not pending) as progress:
         for start in range(0, len(pending), batch_size):
             batch = pending[start: start + batch_size]
-            answers = call([requests[i] for i in batch])
-            computed = {keys[i]: answer for i, answer in zip(batch, answers)}
+            results = call([requests[i] for i in batch])
+            stats.usage.add(Usage.of(results) if kind != "reward" else Usage(requests=len(results)))
+            computed = {keys[i]: codec.encode(result) for i, result in zip(batch, results)}
             cache.put_many(kind, model, computed)
-            found.update(computed)
+            found.update((key, codec.decode(value)) for key, value in computed.items())
             progress.update(len(batch))
     return Answers([found[key] for key in keys], keys, stats)
 
@@ -140,7 +156,8 @@ def teacher_payloads(teacher: TeacherConfig, model: ResolvedModel,
 def generate(
     teacher: TeacherConfig, prompts: Sequence[dict[str, Any]], cache: RequestCache
 ) -> tuple[list[dict[str, Any]], CacheStats]:
-    """The teacher's response to each prompt record, as {id, teacher, model, response, request}."""
+    """The teacher's response to each prompt record, as {id, teacher, model, response,
+    finish_reason, completion_tokens, request}."""
     model = resolve(teacher.model)
     sampling = teacher.sampling
     payloads = teacher_payloads(teacher, model, [p["messages"] for p in prompts])
@@ -156,10 +173,11 @@ def generate(
         )
     finally:
         lazy.close()
-    answers.stats.usage = lazy.usage
     records = [
-        {"id": p["id"], "teacher": teacher.name, "model": model.identity, "response": response, "request": key}
-        for p, response, key in zip(prompts, answers.values, answers.keys)
+        {"id": p["id"], "teacher": teacher.name, "model": model.identity, "response": completion.text,
+         "finish_reason": completion.finish_reason, "completion_tokens": completion.completion_tokens,
+         "request": key}
+        for p, completion, key in zip(prompts, answers.values, answers.keys)
     ]
     return records, answers.stats
 

@@ -23,13 +23,13 @@ def main() -> None:
                 params, t, generated[t], by_id, cache, f"data/generated/{t}.parquet")]
     else:
         scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
-    records = dataset.assemble(prompts, routes, generated, scores, params.router)
+    records = dataset.assemble(prompts, routes, generated, scores, params.router, params.assemble.drop_truncated)
     with io.atomic_directory("data/dataset") as out:
         dataset.write(records, out, params.assemble.name, params.assemble.shard_size)
     sampled = {t: io.read_json(f"data/sample/{t}.stats.json", "generation_stats") for t in teachers}
     generation = {t: {"generated": s["generated"], "reused": s["reused"],
                       "usage": dataset.total_usage([s, sampled[t]])} for t, s in stats.items()}
-    summary = dataset.metrics(records, routes, prompts, generation)
+    summary = dataset.metrics(records, routes, prompts, generation, generated)
     io.write_json("metrics/dataset.json", summary, "dataset_metrics")
     io.write_csv("plots/teacher_shares.csv",
                  [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])

@@ -86,7 +86,8 @@ def test_cache_command_stats_gc_verify(tmp_path: Path, capsys) -> None:
     db = tmp_path / "c.sqlite"
     keys = [f"{i:064x}" for i in range(4)]
     with RequestCache(db) as cache:
-        cache.put_many("generate", "m@1", {keys[0]: "kept answer", keys[1]: "unreferenced"})
+        answer = {"text": "kept answer", "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 2}
+        cache.put_many("generate", "m@1", {keys[0]: answer, keys[1]: {**answer, "text": "unreferenced"}})
         cache.put_many("loglikelihood", "s@1", {keys[2]: -1.5, keys[3]: -0.5})
     (tmp_path / "data").mkdir()
     pl.DataFrame({"request": [keys[0]]}).write_parquet(tmp_path / "data/sample.parquet")

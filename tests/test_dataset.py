@@ -10,9 +10,9 @@ PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"q{i}"}
 ID = [p["id"] for p in PROMPTS]
 
 
-def answer(i: int, teacher: str, response: str) -> dict:
+def answer(i: int, teacher: str, response: str, finish_reason: str = "stop") -> dict:
     return {"id": ID[i], "teacher": teacher, "model": f"local:{teacher}@sha256:0", "response": response,
-            "request": "0" * 64}
+            "finish_reason": finish_reason, "completion_tokens": 5, "request": "0" * 64}
 
 
 def test_routed_answers_become_records_with_rewards() -> None:
@@ -27,7 +27,7 @@ def test_routed_answers_become_records_with_rewards() -> None:
     spent = {"requests": 2, "prompt_tokens": 30, "completion_tokens": 12, "retries": 1, "cost_usd": 0.25}
     usage = {"a": dataset.total_usage([{"usage": spent}, {"usage": spent}]), "b": dataset.total_usage([{"usage": spent}])}
     stats = {t: {"generated": 1, "reused": 0, "usage": usage[t]} for t in "ab"}
-    summary = dataset.metrics(records, routes, PROMPTS, stats)
+    summary = dataset.metrics(records, routes, PROMPTS, stats, generated)
     check(summary, "dataset_metrics", "metrics/dataset.json")
     assert summary["generations"] == {"used": 2 * 2 + 2, "generate_then_select": 8, "saved_fraction": 0.25}
     assert summary["teachers"]["a"]["mean_quality"] == 0.5
@@ -56,3 +56,25 @@ def test_stale_and_missing_answers_are_named() -> None:
                          RouterConfig(alpha=0.4))
     with pytest.raises(PersynError, match=f"data/generated/a.parquet: record {ID[2]}: routed but not generated"):
         dataset.assemble(PROMPTS, {"a": [ID[0], ID[2]]}, {"a": [answer(0, "a", "1")]}, [], RouterConfig(alpha=0.4))
+
+
+def test_truncated_answers_are_dropped_and_counted() -> None:
+    routes = {"a": [ID[0], ID[2]], "b": [ID[1], ID[3]]}
+    generated = {"a": [answer(0, "a", "The answer is 0."), answer(2, "a", "The answer i", "length")],
+                 "b": [answer(1, "b", "1", "length"), answer(3, "b", "The answer is 3.")]}
+    stats = {t: {"generated": 2, "reused": 0, "usage": dataset.total_usage([])} for t in "ab"}
+    kept = dataset.assemble(PROMPTS, routes, generated, [], RouterConfig(alpha=0.4))
+    assert [r["id"] for r in kept] == [ID[0], ID[3]] and {r["finish_reason"] for r in kept} == {"stop"}
+    summary = dataset.metrics(kept, routes, PROMPTS, stats, generated)
+    check(summary, "dataset_metrics", "metrics/dataset.json")
+    assert (summary["records"], summary["routed_prompts"], summary["truncated"]) == (2, 4, 2)
+    assert summary["teachers"]["a"]["truncated"] == summary["teachers"]["b"]["truncated"] == 1
+    everything = dataset.assemble(PROMPTS, routes, generated, [], RouterConfig(alpha=0.4), drop_truncated=False)
+    assert [r["finish_reason"] for r in everything] == ["stop", "length", "length", "stop"]
+
+
+def test_oracle_falls_back_to_an_untruncated_answer() -> None:
+    routes = {"a": ID[:1], "b": ID[:1]}
+    generated = {"a": [answer(0, "a", "The answer i", "length")], "b": [answer(0, "b", "The answer is 0.")]}
+    scores = [{"id": ID[0], "teacher": t, "quality": q, "learnability": -1.0, "requests": []} for t, q in (("a", 1.0), ("b", 0.0))]
+    assert [r["teacher"] for r in dataset.assemble(PROMPTS, routes, generated, scores, RouterConfig(alpha=0.4))] == ["b"]

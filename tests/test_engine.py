@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from persyn import engines, models
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest
-from persyn.engines import truncate_at_stop
+from persyn.engines import Completion, GenerationRequest, Sampling, ScoreRequest, Usage
+from persyn.engines import token_completion, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.synthesis import engine_identity
 
@@ -41,9 +41,10 @@ def test_loglikelihood_masks_the_prompt_exactly(engine) -> None:
     pairs = [(USER, "3 + 4 = 7. The answer is 7."), ([{"role": "user", "content": "hi"}], "Ok"),
              (USER, "The answer is 12, since Ava buys 4 more coins and then 5 more.")]
     batched = engine.loglikelihood([ScoreRequest(m, r) for m, r in pairs])
-    for (messages, response), value in zip(pairs, batched):
-        assert value == pytest.approx(hand_loglikelihood(engine, messages, response), abs=1e-4)
-        assert value == pytest.approx(engine.loglikelihood([ScoreRequest(messages, response)])[0], abs=1e-5)
+    for (messages, response), score in zip(pairs, batched):
+        assert score.logprob == pytest.approx(hand_loglikelihood(engine, messages, response), abs=1e-4)
+        alone = engine.loglikelihood([ScoreRequest(messages, response)])[0]
+        assert score.logprob == pytest.approx(alone.logprob, abs=1e-5) and score.tokens == alone.tokens
 
 
 def test_greedy_generation_is_deterministic_and_batch_independent(engine) -> None:
@@ -59,7 +60,7 @@ def test_sampling_is_seeded_per_request(engine) -> None:
     with_others = engine.generate([GenerationRequest(messages=[{"role": "user", "content": "Q"}], seed=5),
                                    GenerationRequest(messages=USER, seed=11)], sampling)[1]
     assert alone == with_others
-    others = {engine.generate([GenerationRequest(messages=USER, seed=s)], sampling)[0] for s in range(4)}
+    others = {engine.generate([GenerationRequest(messages=USER, seed=s)], sampling)[0].text for s in range(4)}
     assert len(others) > 1
 
 
@@ -113,9 +114,23 @@ def test_vllm_on_a_cpu_is_one_clear_error(tiny_models: dict[str, Path]) -> None:
         engines.load_reward("openai", models.resolve("api:gpt-x"), "cpu", 64, {"base_url": "http://127.0.0.1:9/v1"})
 
 
-def test_usage_counts_real_tokens(engine) -> None:
-    before = engine.usage.prompt_tokens, engine.usage.completion_tokens, engine.usage.requests
-    engine.generate([GenerationRequest(messages=USER)], Sampling(max_tokens=5))
-    prompt = len(engine._prompt_ids(GenerationRequest(messages=USER)))
-    assert engine.usage.prompt_tokens - before[0] == prompt and engine.usage.requests - before[2] == 1
-    assert 1 <= engine.usage.completion_tokens - before[1] <= 5
+def test_completions_count_real_tokens_and_say_why_they_ended(engine) -> None:
+    requests = [GenerationRequest(messages=USER), GenerationRequest(messages=[{"role": "user", "content": "Q"}])]
+    completions = engine.generate(requests, Sampling(max_tokens=5))
+    usage = Usage.of(completions)
+    prompts = [len(engine._prompt_ids(r)) for r in requests]
+    assert usage.requests == 2 and [c.prompt_tokens for c in completions] == prompts
+    for completion in completions:
+        assert 1 <= completion.completion_tokens <= 5
+        # a random tiny model rarely emits its end token: "length" exactly when it ran to max_tokens
+        assert (completion.finish_reason == "length") == (completion.completion_tokens == 5)
+
+
+def test_finish_reason_from_tokens() -> None:
+    sampling = Sampling(max_tokens=4, stop=("\nQuestion:",))
+    assert token_completion("a b c d", [5, 6, 7, 8], [2], sampling, 9) == Completion("a b c d", "length", 9, 4)
+    assert token_completion("a b", [5, 6, 2], [2], sampling, 9).finish_reason == "stop"  # end token
+    cut = token_completion("7.\nQuestion: x", [5, 6, 7, 8], [2], sampling, 9)  # stop string at max_tokens
+    assert cut == Completion("7.", "stop", 9, 4)
+    with pytest.raises(ValueError, match="finish_reason must be one of"):
+        Completion("x", "eos", 1, 1)

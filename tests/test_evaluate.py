@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+from dataclasses import asdict
 
 from persyn import config, evaluate
 from persyn.cache import RequestCache
+from persyn.engines import Completion
 from persyn.config import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +26,8 @@ def test_planted_answers_give_the_exact_accuracy(tiny_models: dict[str, Path], t
     with RequestCache(tmp_path / "c.sqlite") as cache:
         first = evaluate.answers(params.student.model, params, PROMPTS, cache)
         planted = ["The answer is 1.", "2", "so 2 + 1 = 3. The answer is 3.", "The answer is 5."]
-        cache.put_many("generate", "planted", {r["request"]: text for r, text in zip(first, planted)})
+        cache.put_many("generate", "planted", {r["request"]: asdict(Completion(text, "stop", 5, 3))
+                                               for r, text in zip(first, planted)})
         monkeypatch.setattr(evaluate.generate.__globals__["engines"], "load",
                             lambda *a, **k: pytest.fail("every answer is cached: no model may load"))
         again = evaluate.answers(params.student.model, params, PROMPTS, cache)

@@ -7,7 +7,8 @@ import pytest
 from persyn import io
 from persyn.errors import PersynError
 
-GOOD = {"id": "0123456789abcdef", "teacher": "qwen", "model": "local:x@sha256:00", "response": "7", "request": "a" * 64}
+GOOD = {"id": "0123456789abcdef", "teacher": "qwen", "model": "local:x@sha256:00", "response": "7", "finish_reason": "stop",
+        "completion_tokens": 4, "request": "a" * 64}
 
 
 def test_roundtrip_and_stable_bytes(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from persyn import engines, synthesis
 from persyn.cache import RequestCache
 from persyn.config import SamplingConfig, StudentConfig, TeacherConfig
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage
 from persyn.engines.openai import OpenAIEngine, Options, RateLimiter, _retry_after
 from persyn.errors import PersynError
 from persyn.models import resolve
@@ -106,10 +106,15 @@ def reply(body: dict[str, Any], usage: bool = True) -> dict[str, Any]:
     asked = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
     text = f"echo: {asked} seed={body['seed']} temperature={body['temperature']}"
     choice = {"message": {"role": "assistant", "content": text}} if "messages" in body else {"text": text}
+    choice["finish_reason"] = "length" if asked.startswith("cut") else "stop"
     answer: dict[str, Any] = {"choices": [choice]}
     if usage:
         answer["usage"] = {"prompt_tokens": len(asked), "completion_tokens": len(text)}
     return answer
+
+
+def texts(completions: list[Any]) -> list[str]:
+    return [c.text for c in completions]
 
 
 @contextlib.contextmanager
@@ -152,9 +157,9 @@ def test_answers_in_order_with_bounded_concurrency(server: FakeServer) -> None:
     server.delay = lambda body: 0.15 - 0.01 * body["seed"]  # later requests answer first
     sampling = Sampling(temperature=0.7, top_p=0.9, max_tokens=32, stop=("\nQuestion:",))
     loaded = engine(server, max_concurrency=4)
-    texts = loaded.generate([ask(f"q{i}\nQuestion: tail", seed=i) for i in range(12)], sampling)
+    completions = loaded.generate([ask(f"q{i}\nQuestion: tail", seed=i) for i in range(12)], sampling)
     loaded.close()
-    assert texts == [f"echo: q{i}" for i in range(12)]
+    assert [c.text for c in completions] == [f"echo: q{i}" for i in range(12)]
     assert 1 < server.peak <= 4
     assert set(server.paths) == {"/v1/chat/completions"}
     body = next(b for b in server.bodies if b["seed"] == 5)
@@ -163,9 +168,14 @@ def test_answers_in_order_with_bounded_concurrency(server: FakeServer) -> None:
     assert server.auth == [None] * 12
 
 
+def test_finish_reason_comes_from_the_reply(server: FakeServer) -> None:
+    completions = engine(server).generate([ask("cut here"), ask("whole")], Sampling())
+    assert [c.finish_reason for c in completions] == ["length", "stop"]
+
+
 def test_completion_prompts_and_extra_body(server: FakeServer) -> None:
     loaded = engine(server, extra_body={"top_k": 20})
-    assert loaded.generate([GenerationRequest(text="Question: 1+1\nAnswer:", seed=3)], Sampling()) == [
+    assert texts(loaded.generate([GenerationRequest(text="Question: 1+1\nAnswer:", seed=3)], Sampling())) == [
         "echo: Question: 1+1\nAnswer: seed=3 temperature=0.0"]
     assert server.paths == ["/v1/completions"]
     assert server.bodies[0]["prompt"] == "Question: 1+1\nAnswer:" and server.bodies[0]["top_k"] == 20
@@ -178,8 +188,9 @@ def test_every_fault_is_retried(server: FakeServer, caplog: pytest.LogCaptureFix
     sleeps = Sleeps()
     loaded = engine(server, sleep=sleeps, max_retries=len(faults))
     with caplog.at_level(logging.WARNING, "persyn.engines.openai"):
-        assert loaded.generate([ask("one", seed=1)], Sampling()) == ["echo: one seed=1 temperature=0.0"]
-    assert loaded.usage.retries == len(faults) and loaded.usage.requests == 1
+        completions = loaded.generate([ask("one", seed=1)], Sampling())
+    assert texts(completions) == ["echo: one seed=1 temperature=0.0"]
+    assert Usage.of(completions).retries == len(faults) and Usage.of(completions).requests == 1
     assert len(server.bodies) == len(faults) + 1
     assert sleeps[0] >= 2  # Retry-After: 2
     assert all(wait <= 0.01 * 2 ** attempt for attempt, wait in enumerate(sleeps[1:], start=1))
@@ -190,9 +201,9 @@ def test_every_fault_is_retried(server: FakeServer, caplog: pytest.LogCaptureFix
 def test_faults_spread_over_concurrent_requests(server: FakeServer) -> None:
     server.script.extend(["429", "drop", "500", "malformed", "503"])
     loaded = engine(server, sleep=Sleeps(), max_concurrency=3, max_retries=5)
-    assert loaded.generate([ask(f"q{i}") for i in range(6)], Sampling()) == [
-        f"echo: q{i} seed=0 temperature=0.0" for i in range(6)]
-    assert loaded.usage.retries == 5 and loaded.usage.requests == 6
+    completions = loaded.generate([ask(f"q{i}") for i in range(6)], Sampling())
+    assert texts(completions) == [f"echo: q{i} seed=0 temperature=0.0" for i in range(6)]
+    assert Usage.of(completions).retries == 5 and Usage.of(completions).requests == 6
 
 
 def test_retry_after_is_capped_and_read_as_a_date(server: FakeServer) -> None:
@@ -215,7 +226,7 @@ def test_unauthorised_fails_fast_without_the_key(server: FakeServer, monkeypatch
             loaded.generate([ask("a"), ask("b"), ask("c")], Sampling())
         loaded.close()
     assert SECRET not in str(raised.value) and SECRET not in caplog.text and "bad key ***" in caplog.text
-    assert loaded.usage.retries == 1 and len(server.bodies) == 2  # the 401 is not retried; b and c never start
+    assert len(server.bodies) == 2  # one retry after the 500; the 401 is not retried; b and c never start
     assert server.auth == [f"Bearer {SECRET}"] * 2
 
 
@@ -234,7 +245,7 @@ def test_exhausted_retries_name_the_attempts(server: FakeServer) -> None:
     loaded = engine(server, sleep=Sleeps(), max_retries=2)
     with pytest.raises(PersynError, match=r"/v1/chat/completions failed after 3 attempts; last error: HTTP 500"):
         loaded.generate([ask("x")], Sampling())
-    assert len(server.bodies) == 3 and loaded.usage.retries == 2
+    assert len(server.bodies) == 3
 
 
 def test_options_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,14 +275,15 @@ def test_options_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_usage_and_cost(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
     loaded = engine(server, cost_per_million_prompt_tokens=2.5, cost_per_million_completion_tokens=10.0)
-    texts = loaded.generate([ask("ab"), ask("cdef")], Sampling())
-    prompt, completion = len("ab") + len("cdef"), sum(len(t) for t in texts)
-    assert (loaded.usage.prompt_tokens, loaded.usage.completion_tokens) == (prompt, completion)
-    assert loaded.usage.cost_usd == pytest.approx((prompt * 2.5 + completion * 10.0) / 1e6, rel=1e-12)
+    completions = loaded.generate([ask("ab"), ask("cdef")], Sampling())
+    usage = Usage.of(completions)
+    prompt, completion = len("ab") + len("cdef"), sum(len(c.text) for c in completions)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, completion)
+    assert usage.cost_usd == pytest.approx((prompt * 2.5 + completion * 10.0) / 1e6, rel=1e-12)
     server.script.extend(["nousage", "nousage"])
     with caplog.at_level(logging.DEBUG, "persyn.engines.openai"):
-        loaded.generate([ask("g"), ask("h")], Sampling())
-    assert loaded.usage.requests == 4 and loaded.usage.prompt_tokens == prompt
+        unpriced = loaded.generate([ask("g"), ask("h")], Sampling())
+    assert Usage.of(unpriced) == Usage(requests=2)
     assert caplog.text.count("returns no usage") == 1
 
 

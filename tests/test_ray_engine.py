@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine tests need ray: pip inst
 from persyn import engines, models, synthesis  # noqa: E402
 from persyn.cache import RequestCache  # noqa: E402
 from persyn.config import SamplingConfig, TeacherConfig  # noqa: E402
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest  # noqa: E402
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage  # noqa: E402
 from persyn.errors import PersynError  # noqa: E402
 
 PROMPTS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"What is {i} + {2 * i}?" + " Think." * (i % 3)}]}
@@ -78,9 +78,11 @@ def test_sampling_scores_and_usage_match_and_close_kills_the_actors(cluster: Non
     spread = engines.load("ray", model, batch_size=8, options={"workers": 2})
     actors = list(spread.workers)
     try:
-        assert spread.generate(asks, sampling) == single.generate(asks, sampling)
-        assert spread.loglikelihood(scores) == pytest.approx(single.loglikelihood(scores), abs=1e-5)
-        assert spread.usage == single.usage and spread.usage.requests == len(asks) + len(scores)
+        answers = spread.generate(asks, sampling)
+        assert answers == single.generate(asks, sampling)  # texts, finish reasons and token counts
+        spread_scores, single_scores = spread.loglikelihood(scores), single.loglikelihood(scores)
+        assert [s.logprob for s in spread_scores] == pytest.approx([s.logprob for s in single_scores], abs=1e-5)
+        assert Usage.of(spread_scores) == Usage.of(single_scores) and Usage.of(answers).requests == len(asks)
         with pytest.raises(PersynError, match=r"^local:\S+/student: prompt of \d+ tokens exceeds max_length 2048$"):
             spread.loglikelihood([ScoreRequest([{"role": "user", "content": "1 + 1 " * 1500}], "2")])
     finally:

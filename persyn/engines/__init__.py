@@ -56,9 +56,37 @@ class ScoreRequest:
     response: str
 
 
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated answer and what it took, like vLLM's RequestOutput: `finish_reason` is "stop"
+    (an end token or a stop string ended it) or "length" (cut at max_tokens: likely unfinished)."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    retries: int = 0
+    cost_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.finish_reason not in FINISH_REASONS:
+            raise ValueError(f"finish_reason must be one of {FINISH_REASONS}, not {self.finish_reason!r}")
+
+
+@dataclass(frozen=True)
+class Score:
+    """A response's mean per-token log-probability, and the tokens read to compute it."""
+
+    logprob: float
+    tokens: int
+
+
 @dataclass
 class Usage:
-    """What an engine spent on the requests it answered (cached answers cost nothing)."""
+    """What answering some requests cost, summed from their results (cached answers cost nothing)."""
 
     requests: int = 0
     prompt_tokens: int = 0
@@ -70,16 +98,25 @@ class Usage:
         for spent in dataclasses.fields(self):
             setattr(self, spent.name, getattr(self, spent.name) + getattr(other, spent.name))
 
+    @classmethod
+    def of(cls, results: Sequence["Completion | Score"]) -> "Usage":
+        total = cls()
+        for result in results:
+            if isinstance(result, Completion):
+                total.add(cls(1, result.prompt_tokens, result.completion_tokens, result.retries, result.cost_usd))
+            else:
+                total.add(cls(1, result.tokens))
+        return total
+
 
 class Engine(Protocol):
     model: ResolvedModel
     batch_size: int
-    usage: Usage
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         """One completion per request, in request order."""
 
-    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         """Mean per-token log-probability of each response's tokens under the chat template."""
 
     def close(self) -> None:
@@ -98,6 +135,16 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut the text at the first stop string (the model may run past it inside a batch)."""
     cut = min((text.find(s) for s in stop if s in text), default=len(text))
     return text[:cut].strip()
+
+
+def token_completion(text: str, new_tokens: Sequence[int], stop_ids: Sequence[int], sampling: Sampling,
+                     prompt_tokens: int) -> Completion:
+    """A token-level engine's answer: cut at a stop string, and "length" only when neither an end
+    token nor a stop string ended it within max_tokens. `new_tokens` excludes padding."""
+    cut = truncate_at_stop(text, sampling.stop)
+    ended = any(token in stop_ids for token in new_tokens) or any(s in text for s in sampling.stop)
+    finish = "stop" if ended or len(new_tokens) < sampling.max_tokens else "length"
+    return Completion(cut, finish, prompt_tokens, len(new_tokens))
 
 
 def module(engine: str) -> ModuleType:

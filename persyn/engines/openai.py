@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Sequence
 
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
+from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
@@ -132,7 +132,7 @@ class OpenAIEngine:
         if model.spec.startswith(("packaged:", "local:")) and options.served_model is None:
             raise PersynError(f"{model.spec}: the openai engine sends a model name to an endpoint; set "
                               "engine_options.served_model to the name the server serves these weights under")
-        self.model, self.batch_size, self.options, self.usage = model, batch_size, options, Usage()
+        self.model, self.batch_size, self.options = model, batch_size, options
         self.served_model = options.served_model or model.path
         self.base_url = options.base_url.rstrip("/")
         self.headers = {"Content-Type": "application/json"}
@@ -145,12 +145,12 @@ class OpenAIEngine:
             self.headers["Authorization"] = f"Bearer {self._key}"
         self.sleep, self.rng = sleep, rng or random.Random()
         self.limiter = RateLimiter(options.requests_per_minute, time.monotonic)
-        self.lock, self.warned_no_usage = threading.Lock(), False
+        self.warned_no_usage = False
         self.executor: ThreadPoolExecutor | None = ThreadPoolExecutor(options.max_concurrency, "persyn-openai")
         log.info("openai engine: %s at %s (at most %d concurrent requests)", self.served_model, self.base_url,
                  options.max_concurrency)
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         if self.executor is None:
             raise PersynError("openai engine: generate after close")
         abort = threading.Event()  # one fatal error stops the other requests of this call
@@ -163,7 +163,7 @@ class OpenAIEngine:
                 future.cancel()
             raise
 
-    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         raise PersynError("engine 'openai': an OpenAI-compatible chat endpoint cannot score the log-likelihood of a "
                           "given response, which learnability needs; run the student on transformers, vllm or ray")
 
@@ -176,14 +176,14 @@ class OpenAIEngine:
         if seconds > 0:
             (abort.wait if self.sleep is None else self.sleep)(seconds)
 
-    def _answer(self, request: GenerationRequest, sampling: Sampling, abort: threading.Event) -> str:
+    def _answer(self, request: GenerationRequest, sampling: Sampling, abort: threading.Event) -> Completion:
         try:
             return self._attempts(request, sampling, abort)
         except BaseException:
             abort.set()  # before this worker picks up the next request
             raise
 
-    def _attempts(self, request: GenerationRequest, sampling: Sampling, abort: threading.Event) -> str:
+    def _attempts(self, request: GenerationRequest, sampling: Sampling, abort: threading.Event) -> Completion:
         body: dict[str, Any] = {"model": self.served_model, "temperature": sampling.temperature,
                                 "top_p": sampling.top_p, "max_tokens": sampling.max_tokens, "seed": request.seed}
         if sampling.stop:
@@ -196,8 +196,8 @@ class OpenAIEngine:
         attempts = self.options.max_retries + 1
         for attempt in range(attempts):
             self._pause(self.limiter.delay(), abort)
-            if abort.is_set():
-                return ""  # never used: the failure that set abort raises in generate
+            if abort.is_set():  # never used: the failure that set abort raises in generate
+                return Completion("", "stop", 0, 0)
             try:
                 reply = self._post(url, data)
                 choice = reply["choices"][0]
@@ -209,15 +209,12 @@ class OpenAIEngine:
             except _Transient as error:
                 failure = error
             else:
-                self._count(reply.get("usage"))
-                return truncate_at_stop(text or "", sampling.stop)
+                return self._completion(reply, truncate_at_stop(text or "", sampling.stop), retries=attempt)
             if attempt + 1 == attempts:
                 break
             wait = self.rng.uniform(0, min(self.options.max_backoff_s, self.options.backoff_s * 2 ** min(attempt, 30)))
             if failure.retry_after is not None:
                 wait = max(wait, min(failure.retry_after, self.options.max_backoff_s))
-            with self.lock:
-                self.usage.retries += 1
             log.warning("openai engine: POST %s: %s; retry %d/%d in %.1f s", url, failure, attempt + 1,
                         self.options.max_retries, wait)
             self._pause(wait, abort)
@@ -260,16 +257,17 @@ class OpenAIEngine:
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    def _count(self, usage: Any) -> None:
-        usage = usage if isinstance(usage, dict) else {}
+    def _completion(self, reply: dict[str, Any], text: str, retries: int) -> Completion:
+        """The answer with the server's finish_reason and token usage, priced by the options."""
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        with self.lock:
-            if not usage and not self.warned_no_usage:
-                self.warned_no_usage = True
-                log.debug("openai engine: %s returns no usage; its tokens and cost count as 0", self.base_url)
-            self.usage.add(Usage(requests=1, prompt_tokens=prompt, completion_tokens=completion, cost_usd=(
-                prompt * self.options.cost_per_million_prompt_tokens
-                + completion * self.options.cost_per_million_completion_tokens) / 1e6))
+        if not usage and not self.warned_no_usage:
+            self.warned_no_usage = True
+            log.debug("openai engine: %s returns no usage; its tokens and cost count as 0", self.base_url)
+        cost = (prompt * self.options.cost_per_million_prompt_tokens
+                + completion * self.options.cost_per_million_completion_tokens) / 1e6
+        finish = "length" if reply["choices"][0].get("finish_reason") == "length" else "stop"
+        return Completion(text, finish, prompt, completion, retries, cost)
 
 
 def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> OpenAIEngine:

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 from persyn import engines
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage
+from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
@@ -70,7 +70,7 @@ class Options:
 
 
 class Worker:
-    """One inner engine in one Ray actor; each call returns its answers and what they cost."""
+    """One inner engine in one Ray actor; each call returns its answers (results carry their cost)."""
 
     def __init__(self) -> None:
         self.engine: engines.Engine | None = None
@@ -85,15 +85,13 @@ class Worker:
         self.engine = engines.load(inner, model, device, batch_size, max_length, options)
         return host
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> tuple[list[str], Usage]:
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         assert self.engine is not None
-        self.engine.usage = Usage()
-        return self.engine.generate(requests, sampling), self.engine.usage
+        return self.engine.generate(requests, sampling)
 
-    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> tuple[list[float], Usage]:
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         assert self.engine is not None
-        self.engine.usage = Usage()
-        return self.engine.loglikelihood(requests), self.engine.usage
+        return self.engine.loglikelihood(requests)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -114,7 +112,7 @@ class RayEngine:
         if device == "cuda" and options.gpus_per_worker == 0:
             raise PersynError("device = 'cuda' on engine 'ray' needs engine_options.gpus_per_worker > 0")
         self.ray = import_ray()
-        self.model, self.batch_size, self.usage = model, batch_size, Usage()
+        self.model, self.batch_size = model, batch_size
         self.inner = options.inner
         self.owns_ray = not self.ray.is_initialized()
         if self.owns_ray:
@@ -155,15 +153,14 @@ class RayEngine:
         refs = [getattr(worker, method).remote(requests[start: start + size], *args)
                 for worker, start in zip(self.workers, range(0, len(requests), size))]
         answers: list[Any] = []
-        for chunk, usage in self._get(refs):
+        for chunk in self._get(refs):
             answers.extend(chunk)
-            self.usage.add(usage)
         return answers
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         return self._scatter("generate", requests, sampling)
 
-    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         if not engines.scores_loglikelihood(self.inner):
             raise PersynError(f"engine 'ray' runs '{self.inner}', which cannot score log-likelihoods")
         return self._scatter("loglikelihood", requests)

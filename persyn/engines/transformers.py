@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from persyn.chat import prompt_ids, response_tokens, stop_token_ids
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
+from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
@@ -51,6 +51,17 @@ def pick_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise PersynError("device = 'cuda' but torch sees no CUDA device")
     return device
+
+
+def answer_tokens(row: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:
+    """The generated tokens of one batch row: up to and including the first end token, without
+    the padding that follows a row finished early (by an end token or a stop string)."""
+    for index, token in enumerate(row):
+        if token in stop_ids:
+            return row[: index + 1]
+    while row and row[-1] == pad_id:
+        row = row[:-1]
+    return row
 
 
 class SeededSampler(LogitsProcessor):
@@ -83,7 +94,6 @@ class TransformersEngine:
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = pick_device(device)
-        self.usage = Usage()
         dtype = DTYPES.get(options.dtype, torch.float32 if self.device == "cpu" else torch.bfloat16)
         log.info("loading %s on %s (%s)", model.identity, self.device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
@@ -109,11 +119,12 @@ class TransformersEngine:
         return ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
-        outputs: list[str] = []
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
+        outputs: list[Completion] = []
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start: start + self.batch_size]
-            ids, mask = self._pad([self._prompt_ids(r) for r in batch], side="left")
+            prompts = [self._prompt_ids(r) for r in batch]
+            ids, mask = self._pad(prompts, side="left")
             processors = LogitsProcessorList()
             if sampling.temperature > 0:
                 processors.append(SeededSampler(sampling, [r.seed for r in batch], self.device))
@@ -129,26 +140,25 @@ class TransformersEngine:
                 tokenizer=self.tokenizer if sampling.stop else None,
                 top_p=None, top_k=None, temperature=None,
             )
-            new_tokens = generated[:, ids.shape[1]:]
-            self.usage.add(Usage(requests=len(batch), prompt_tokens=int(mask.sum()),
-                                 completion_tokens=int((new_tokens != self.tokenizer.pad_token_id).sum())))
-            for row in new_tokens:
-                outputs.append(truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), sampling.stop))
+            for prompt, row in zip(prompts, generated[:, ids.shape[1]:].tolist()):
+                tokens = answer_tokens(row, self.stop_ids, self.tokenizer.pad_token_id)
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                outputs.append(token_completion(text, tokens, self.stop_ids, sampling, len(prompt)))
         return outputs
 
     @torch.inference_mode()
-    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
-        scores: list[float] = []
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
+        scores: list[Score] = []
         for start in range(0, len(requests), self.batch_size):
             encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
                        for r in requests[start: start + self.batch_size]]
             ids, mask = self._pad([sequence for sequence, _ in encoded], side="right")
-            self.usage.add(Usage(requests=len(encoded), prompt_tokens=int(mask.sum())))
             logits = self.network(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
             for row, (sequence, response_start) in enumerate(encoded):
                 # position t predicts token t+1: response tokens are ids[response_start:len(sequence)]
-                scores.append(token_logprobs[row, response_start - 1: len(sequence) - 1].mean().item())
+                mean = token_logprobs[row, response_start - 1: len(sequence) - 1].mean().item()
+                scores.append(Score(mean, len(sequence)))
         return scores
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from persyn.chat import chat_ids, prompt_ids, response_tokens, stop_token_ids
-from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage, truncate_at_stop
+from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
@@ -107,14 +107,13 @@ def _release(llm: Any) -> None:
 class VllmEngine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
         self.model, self.batch_size, self.max_length = model, batch_size, max_length
-        self.usage = Usage()
         self.llm, self.tokenizer = _open(model, device, options)
         self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         return prompt_ids(self.tokenizer, request.messages, request.text, self.model.spec)
 
-    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[str]:
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         from vllm import SamplingParams
 
         prompts = [{"prompt_token_ids": self._prompt_ids(r)} for r in requests]
@@ -125,24 +124,23 @@ class VllmEngine:
             for r in requests
         ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        self.usage.add(Usage(requests=len(outputs),
-                             prompt_tokens=sum(len(o.prompt_token_ids) for o in outputs),
-                             completion_tokens=sum(len(o.outputs[0].token_ids) for o in outputs)))
-        return [truncate_at_stop(o.outputs[0].text, sampling.stop) for o in outputs]
+        # vLLM's own finish_reason: "stop" (end token or stop string), "length" (max_tokens)
+        return [Completion(truncate_at_stop(o.outputs[0].text, sampling.stop),
+                           "length" if o.outputs[0].finish_reason == "length" else "stop",
+                           len(o.prompt_token_ids), len(o.outputs[0].token_ids)) for o in outputs]
 
-    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[float]:
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         from vllm import SamplingParams
 
         encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
                    for r in requests]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in encoded],
                                     SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)
-        self.usage.add(Usage(requests=len(outputs), prompt_tokens=sum(len(ids) for ids, _ in encoded)))
         scores = []
         for (ids, start), output in zip(encoded, outputs):
             # prompt_logprobs[t] holds log p(ids[t] | ids[:t]); the actual token is always among them
             values = [output.prompt_logprobs[t][ids[t]].logprob for t in range(start, len(ids))]
-            scores.append(sum(values) / len(values))
+            scores.append(Score(sum(values) / len(values), len(ids)))
         return scores
 
     def close(self) -> None:
