@@ -76,5 +76,6 @@ def test_truncated_answers_are_dropped_and_counted() -> None:
 def test_oracle_falls_back_to_an_untruncated_answer() -> None:
     routes = {"a": ID[:1], "b": ID[:1]}
     generated = {"a": [answer(0, "a", "The answer i", "length")], "b": [answer(0, "b", "The answer is 0.")]}
-    scores = [{"id": ID[0], "teacher": t, "quality": q, "learnability": -1.0, "requests": []} for t, q in (("a", 1.0), ("b", 0.0))]
+    scores = [{"id": ID[0], "teacher": t, "quality": q, "learnability": -1.0, "requests": []}
+              for t, q in (("a", 1.0), ("b", 0.0))]
     assert [r["teacher"] for r in dataset.assemble(PROMPTS, routes, generated, scores, RouterConfig(alpha=0.4))] == ["b"]

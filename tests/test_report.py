@@ -100,8 +100,8 @@ def plant(root: Path) -> dict:
             answer = f"{i} + {i} = {2 * i if right else 2 * i + 1}. The answer is {2 * i if right else 2 * i + 1}."
             if t == "smol":
                 answer = f"{ATTACK} {i} | {i}\n{answer}"
-            sample.append({"id": ids[i], "teacher": t, "model": f"local:models/{t}@sha256:{k:064x}", "response": answer,
-                           "finish_reason": "stop", "completion_tokens": 20, "request": hashlib.sha256(f"{t}{i}".encode()).hexdigest()})
+            sample.append({"id": ids[i], "teacher": t, "model": f"local:models/{t}@sha256:{k:064x}",
+                           "response": answer, "finish_reason": "stop", "completion_tokens": 20, "request": hashlib.sha256(f"{t}{i}".encode()).hexdigest()})
             rows.append({"id": ids[i], "teacher": t, "quality": float(right),
                          "learnability": -1.5 + 0.6 * (k == i % 3) - 0.1 * ((7 * i + k) % 5),
                          "requests": [hashlib.sha256(f"score{t}{i}".encode()).hexdigest()]})
@@ -138,7 +138,8 @@ def plant(root: Path) -> dict:
                        "usage": dataset.total_usage([{"usage": usage(24, k)}, {"usage": usage(len(mine) - len(in_s), k)}])}
     (root / "data/dataset").mkdir(parents=True)
     dataset.write(sorted(records, key=lambda r: r["id"]), root / "data/dataset", "planted-math", 5000)
-    built = {"records": 32, "routed_prompts": 32, "truncated": 0, "teachers": teachers, "usage": dataset.total_usage(list(teachers.values())),
+    built = {"records": 32, "routed_prompts": 32, "truncated": 0, "teachers": teachers,
+             "usage": dataset.total_usage(list(teachers.values())),
              "generations": {"used": 80, "generate_then_select": 96, "saved_fraction": 1 - 80 / 96}}
     write_json(root / "metrics/dataset.json", built, "dataset_metrics")
     evaluation = {"trained": {"accuracy": 0.375, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}}
