@@ -101,7 +101,8 @@ def plant(root: Path) -> dict:
             if t == "smol":
                 answer = f"{ATTACK} {i} | {i}\n{answer}"
             sample.append({"id": ids[i], "teacher": t, "model": f"local:models/{t}@sha256:{k:064x}",
-                           "response": answer, "finish_reason": "stop", "completion_tokens": 20, "request": hashlib.sha256(f"{t}{i}".encode()).hexdigest()})
+                           "response": answer, "finish_reason": "stop", "completion_tokens": 20,
+                           "request": hashlib.sha256(f"{t}{i}".encode()).hexdigest()})
             rows.append({"id": ids[i], "teacher": t, "quality": float(right),
                          "learnability": -1.5 + 0.6 * (k == i % 3) - 0.1 * ((7 * i + k) % 5),
                          "requests": [hashlib.sha256(f"score{t}{i}".encode()).hexdigest()]})
