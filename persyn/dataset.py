@@ -57,6 +57,9 @@ def assemble(
     if missing:
         prompt_id, teacher = missing[0]
         raise PersynError(f"data/generated/{teacher}.parquet: record {prompt_id}: routed but not generated")
+    if drop_truncated and candidates and all(a["finish_reason"] == "length" for rows in candidates.values() for a in rows):
+        raise PersynError("data/generated: every routed answer was cut at max_tokens (finish_reason 'length'), "
+                          "so no record is left; raise the teachers' max_tokens or set assemble.drop_truncated = false")
     records = []
     for prompt_id, answers in sorted(candidates.items()):
         if drop_truncated:

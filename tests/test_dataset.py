@@ -79,3 +79,9 @@ def test_oracle_falls_back_to_an_untruncated_answer() -> None:
     scores = [{"id": ID[0], "teacher": t, "quality": q, "learnability": -1.0, "requests": []}
               for t, q in (("a", 1.0), ("b", 0.0))]
     assert [r["teacher"] for r in dataset.assemble(PROMPTS, routes, generated, scores, RouterConfig(alpha=0.4))] == ["b"]
+
+
+def test_a_dataset_of_only_truncated_answers_is_one_clear_error() -> None:
+    generated = {"a": [answer(0, "a", "The answer i", "length")]}
+    with pytest.raises(PersynError, match="every routed answer was cut at max_tokens"):
+        dataset.assemble(PROMPTS, {"a": ID[:1]}, generated, [], RouterConfig(alpha=0.4))

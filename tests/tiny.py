@@ -83,3 +83,20 @@ def encoder(directory: Path, seed: int = 0) -> Path:
                         intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
     BertModel(config).save_pretrained(directory)
     return directory
+
+
+def gemma3_lm(directory: Path, seed: int = 4) -> Path:
+    """A 2-layer Gemma 3 text model with a 16-token sliding window (CTranslate2 cannot score it)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = chat_tokenizer(directory)
+    tokenizer.unk_token = "[UNK]"  # CTranslate2's converter writes the unknown token into its config
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=512,
+                              sliding_window=16, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    Gemma3ForCausalLM(config).save_pretrained(directory)
+    return directory

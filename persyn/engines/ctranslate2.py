@@ -1,0 +1,219 @@
+"""The CTranslate2 engine: a C++ runtime for transformer decoders, several times faster than
+float32 transformers on a CPU (int8), also on CUDA.
+
+Prompts are rendered to token ids by persyn/chat.py, exactly as the transformers engine does, and
+learnability scores exactly the tokens chat.response_tokens marks as the response. A model is
+converted once per compute type, atomically, under $PERSYN_CACHE_DIR/models/<fingerprint>/ct2-<type>/
+(`persyn models` does it ahead of a build). CTranslate2 seeds each worker thread's random
+generator once, from the process-wide seed, when the thread first samples: calling
+set_random_seed again changes nothing for a generator already loaded. So a sampled request is
+answered alone by a freshly loaded generator, seeded with the request's own seed, and a sample
+never depends on its batch or on what was sampled before (bench/engine_bench.py measures the
+cost). Stop strings end a row as soon as its text holds one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from persyn.chat import prompt_ids, response_tokens, stop_token_ids
+from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
+from persyn.errors import PersynError
+from persyn.models import ResolvedModel, cache_root
+
+log = logging.getLogger("persyn.engines.ctranslate2")
+
+SCORES_LOGLIKELIHOOD = True
+COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
+# Measured in bench/engine_bench.py: int8 keeps teachers' answers as good at 1.4-4x the speed, but
+# moves a small student's log-likelihoods enough to reorder them; float32 scoring does not.
+AUTO = {("cpu", "generate"): "int8", ("cpu", "score"): "float32",
+        ("cuda", "generate"): "int8_float16", ("cuda", "score"): "bfloat16"}
+# Architectures whose score_batch is wrong or fails in CTranslate2 4.x (see README, Engines).
+CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window layers (ValueError: Length mask ...)"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """compute_type is for generation, score_compute_type for log-likelihoods; "auto" is int8 /
+    float32 on the CPU and int8_float16 / bfloat16 on CUDA. intra_threads 0 lets CTranslate2
+    choose; max_batch_size 0 uses the stage's batch_size."""
+
+    compute_type: str = "auto"
+    score_compute_type: str = "auto"
+    intra_threads: int = 0
+    inter_threads: int = 1
+    max_batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("compute_type", "score_compute_type"):
+            value = getattr(self, name)
+            if value != "auto" and value not in COMPUTE_TYPES:
+                raise ValueError(f"{name} must be auto or one of {', '.join(COMPUTE_TYPES)}, not '{value}'")
+        for name in ("intra_threads", "max_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0")
+        if not isinstance(self.inter_threads, int) or self.inter_threads < 1:
+            raise ValueError("inter_threads must be an integer >= 1")
+
+    def answers_depend_on(self) -> dict[str, str]:
+        """Both compute types, always: the converted weights and kernels decide the answers (the
+        device, which resolves "auto", is in every cache key already)."""
+        return {"compute_type": self.compute_type, "score_compute_type": self.score_compute_type}
+
+    def resolved(self, device: str, use: str) -> str:
+        chosen = self.compute_type if use == "generate" else self.score_compute_type
+        return AUTO[(device, use)] if chosen == "auto" else chosen
+
+
+def _import() -> Any:
+    try:
+        import ctranslate2
+    except ModuleNotFoundError:
+        raise PersynError("engine 'ctranslate2' needs CTranslate2: pip install ctranslate2") from None
+    return ctranslate2
+
+
+def _device(device: str) -> str:
+    ctranslate2 = _import()
+    cuda = ctranslate2.get_cuda_device_count() > 0
+    if device == "auto":
+        return "cuda" if cuda else "cpu"
+    if device == "cuda" and not cuda:
+        raise PersynError("device = 'cuda' but CTranslate2 sees no CUDA device")
+    return device
+
+
+def _check_local(model: ResolvedModel) -> None:
+    if model.spec.startswith(("hf:", "api:")):
+        raise PersynError(f"{model.spec}: engine 'ctranslate2' converts local weights; use packaged: or local: "
+                          "(download a hub model first and point local: at it)")
+
+
+def converted(model: ResolvedModel, compute_type: str) -> Path:
+    """The model in CTranslate2's format for one compute type, converted on first use, atomically."""
+    _check_local(model)
+    destination = cache_root() / "models" / model.fingerprint / f"ct2-{compute_type}"
+    if (destination / "model.bin").is_file():
+        return destination
+    ctranslate2 = _import()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s to CTranslate2 (%s), once", model.identity, compute_type)
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".ct2-") as scratch:
+        out = Path(scratch) / "model"
+        try:
+            ctranslate2.converters.TransformersConverter(model.path).convert(str(out), quantization=compute_type)
+        except (ValueError, NotImplementedError) as error:
+            raise PersynError(f"{model.spec}: CTranslate2 cannot convert this model: {error}") from None
+        try:
+            out.rename(destination)
+        except OSError:  # another process converted it first
+            if not (destination / "model.bin").is_file():
+                raise
+    return destination
+
+
+def _architecture(model: ResolvedModel) -> str:
+    config = json.loads((Path(model.path) / "config.json").read_text())
+    return str(config.get("model_type", ""))
+
+
+class CTranslate2Engine:
+    def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
+        from transformers import AutoTokenizer
+
+        _check_local(model)
+        self.model, self.batch_size, self.max_length, self.options = model, batch_size, max_length, options
+        self.device = _device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self._generators: dict[str, Any] = {}
+
+    def _generator(self, use: str, fresh: bool = False) -> Any:
+        """One ctranslate2.Generator per compute type, loaded on first use; `fresh` loads a new one
+        (whose worker thread will seed its random generator from the current process-wide seed)."""
+        compute_type = self.options.resolved(self.device, use)
+        if fresh or compute_type not in self._generators:
+            path = converted(self.model, compute_type)
+            log.debug("loading %s on %s (%s)", self.model.identity, self.device, compute_type)
+            generator = _import().Generator(
+                str(path), device=self.device, compute_type=compute_type,
+                intra_threads=self.options.intra_threads or threads(), inter_threads=self.options.inter_threads)
+            if fresh:
+                return generator
+            self._generators[compute_type] = generator
+        return self._generators[compute_type]
+
+    def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
+        prompts = [prompt_ids(self.tokenizer, r.messages, r.text, self.model.spec) for r in requests]
+        if sampling.temperature > 0:
+            rows = []
+            for request, prompt in zip(requests, prompts):
+                _import().set_random_seed(request.seed % 2**32)
+                rows += self._decode(self._generator("generate", fresh=True), [prompt], sampling)
+        else:
+            generator, step = self._generator("generate"), self.options.max_batch_size or self.batch_size
+            rows = [row for start in range(0, len(prompts), step)
+                    for row in self._decode(generator, prompts[start: start + step], sampling)]
+        completions = []
+        for prompt, tokens in zip(prompts, rows):
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            completions.append(token_completion(text, tokens, self.stop_ids, sampling, len(prompt)))
+        return completions
+
+    def _decode(self, generator: Any, prompts: list[list[int]], sampling: Sampling) -> list[list[int]]:
+        """New token ids per prompt (end token included); a row stops once its text holds a stop string."""
+        produced: list[list[int]] = [[] for _ in prompts]
+
+        def on_token(step: Any) -> bool:
+            produced[step.batch_id].append(step.token_id)
+            text = self.tokenizer.decode(produced[step.batch_id], skip_special_tokens=True)
+            return any(stop in text for stop in sampling.stop)
+
+        results = generator.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(p) for p in prompts], max_length=sampling.max_tokens,
+            include_prompt_in_result=False, end_token=self.stop_ids, return_end_token=True,
+            sampling_topk=1 if sampling.temperature == 0 else 0, sampling_topp=sampling.top_p,
+            sampling_temperature=sampling.temperature or 1.0, callback=on_token if sampling.stop else None)
+        return [list(result.sequences_ids[0]) for result in results]
+
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
+        if _architecture(self.model) in CANNOT_SCORE:
+            raise PersynError(f"{self.model.spec}: engine 'ctranslate2' cannot score this model "
+                              f"({CANNOT_SCORE[_architecture(self.model)]}); score it with engine = 'transformers'")
+        encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
+                   for r in requests]
+        results = self._generator("score").score_batch(
+            [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded],
+            max_batch_size=self.options.max_batch_size or self.batch_size, max_input_length=0)
+        scores = []
+        for (ids, start), result in zip(encoded, results):
+            # log_probs[t] is log p(ids[t + 1] | ids[: t + 1]): the response is log_probs[start - 1:]
+            values = list(result.log_probs)[start - 1:]
+            scores.append(Score(sum(values) / len(values), len(ids)))
+        return scores
+
+    def close(self) -> None:
+        for generator in self._generators.values():
+            generator.unload_model()
+        self._generators = {}
+
+
+def threads() -> int:
+    """OMP_NUM_THREADS when set, else every core this process may use."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
+
+
+def prepare(model: ResolvedModel, device: str, options: Options, uses: Sequence[str]) -> list[Path]:
+    """Convert ahead of a build (`persyn models`), for each use ("generate", "score") the role has."""
+    return [converted(model, options.resolved(_device(device), use)) for use in uses]
+
+
+def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> CTranslate2Engine:
+    return CTranslate2Engine(model, device, batch_size, max_length, options)

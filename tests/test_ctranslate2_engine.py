@@ -1,0 +1,109 @@
+"""The CTranslate2 engine against the transformers engine on the same tiny models, converted here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tiny
+
+from persyn import engines, models
+from persyn.engines import GenerationRequest, Sampling, ScoreRequest
+from persyn.errors import PersynError
+from persyn.models import cache_root
+from persyn.synthesis import engine_identity
+
+pytest.importorskip("ctranslate2")
+
+ASKS = [[{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}],
+        [{"role": "user", "content": "Q"}],
+        [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 12 + 30?"}]]
+FLOAT32 = {"compute_type": "float32", "score_compute_type": "float32"}
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """The student on both engines; the conversion goes to a module-wide cache directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PERSYN_CACHE_DIR", str(tmp_path_factory.mktemp("ct2-cache")))
+        model = models.resolve(f"local:{tiny_models['student']}")
+        reference = engines.load("transformers", model, batch_size=3)
+        fast = engines.load("ctranslate2", model, batch_size=3, options=FLOAT32)
+        yield reference, fast
+        fast.close()
+        reference.close()
+
+
+def test_float32_greedy_answers_equal_the_transformers_engine(pair) -> None:
+    reference, fast = pair
+    requests = [GenerationRequest(messages=m) for m in ASKS] + [GenerationRequest(text="Question: 1+1\nAnswer:")]
+    for max_tokens in (1, 7, 20):
+        assert fast.generate(requests, Sampling(max_tokens=max_tokens)) == reference.generate(
+            requests, Sampling(max_tokens=max_tokens))
+
+
+def test_loglikelihoods_equal_the_transformers_engine(pair) -> None:
+    reference, fast = pair
+    requests = [ScoreRequest(ASKS[0], "3 + 4 = 7. The answer is 7."), ScoreRequest(ASKS[1], "Ok"),
+                ScoreRequest(ASKS[2], "12 + 30 = 42. The answer is 42.")]
+    for mine, theirs in zip(fast.loglikelihood(requests), reference.loglikelihood(requests)):
+        assert mine.logprob == pytest.approx(theirs.logprob, abs=1e-4) and mine.tokens == theirs.tokens
+
+
+def test_stop_strings_end_the_row_early(pair) -> None:
+    reference, fast = pair
+    free = reference.generate([GenerationRequest(messages=ASKS[0])], Sampling(max_tokens=24))[0]
+    stop = free.text[len(free.text) // 2: len(free.text) // 2 + 2]
+    assert len(stop.strip()) == 2, "the tiny model's answer is too short to cut"
+    cut = fast.generate([GenerationRequest(messages=ASKS[0])], Sampling(max_tokens=24, stop=(stop,)))[0]
+    assert cut.text == free.text[: free.text.find(stop)].strip() and cut.finish_reason == "stop"
+    assert cut.completion_tokens < free.completion_tokens  # decoding stopped, not just the text cut
+
+
+def test_a_seeded_sample_does_not_depend_on_its_batch(pair) -> None:
+    _, fast = pair
+    sampling = Sampling(temperature=1.0, top_p=0.95, max_tokens=12)
+    alone = fast.generate([GenerationRequest(messages=ASKS[0], seed=11)], sampling)[0]
+    batch = fast.generate([GenerationRequest(messages=ASKS[1], seed=5), GenerationRequest(messages=ASKS[0], seed=11),
+                           GenerationRequest(messages=ASKS[2], seed=7)], sampling)
+    assert batch[1] == alone
+    assert len({fast.generate([GenerationRequest(messages=ASKS[0], seed=s)], sampling)[0].text for s in range(4)}) > 1
+
+
+def test_converted_once_per_compute_type_and_named_in_the_cache_key(tiny_models: dict[str, Path]) -> None:
+    model = models.resolve(f"local:{tiny_models['teacher_a']}")
+    engine = engines.load("ctranslate2", model, options={"compute_type": "int8"})
+    engine.generate([GenerationRequest(messages=ASKS[1])], Sampling(max_tokens=2))
+    converted = cache_root() / "models" / model.fingerprint / "ct2-int8" / "model.bin"
+    stamp = converted.stat().st_mtime_ns
+    engines.load("ctranslate2", model, options={"compute_type": "int8"}).generate(
+        [GenerationRequest(messages=ASKS[1])], Sampling(max_tokens=2))
+    assert converted.stat().st_mtime_ns == stamp  # loaded again, not converted again
+    assert not list(converted.parent.parent.glob(".ct2-*"))  # no scratch left behind
+    assert engine_identity("ctranslate2", {}) == {
+        "engine": "ctranslate2", "engine_options": {"compute_type": "auto", "score_compute_type": "auto"}}
+    assert engine_identity("ctranslate2", {"intra_threads": 2}) == engine_identity("ctranslate2", {})
+
+
+def test_gemma3_generates_but_cannot_score(tmp_path: Path) -> None:
+    model = models.resolve(f"local:{tiny.gemma3_lm(tmp_path / 'gemma')}")
+    engine = engines.load("ctranslate2", model, options=FLOAT32)
+    assert len(engine.generate([GenerationRequest(text="1+1=")], Sampling(max_tokens=4))) == 1
+    with pytest.raises(PersynError, match=r"local:\S+gemma: engine 'ctranslate2' cannot score this model"):
+        engine.loglikelihood([ScoreRequest(ASKS[1], "Ok")])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"compute_type": "int4"}, "compute_type must be auto or one of"),
+    ({"score_compute_type": "fp8"}, "score_compute_type must be auto or one of"),
+    ({"inter_threads": 0}, "inter_threads must be an integer >= 1"),
+    ({"max_batch_size": -1}, "max_batch_size must be an integer >= 0"),
+])
+def test_options_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(PersynError, match=message):
+        engines.parse_options("ctranslate2", options)
+
+
+def test_hub_models_are_refused_with_advice() -> None:
+    with pytest.raises(PersynError, match="engine 'ctranslate2' converts local weights"):
+        engines.load("ctranslate2", models.resolve("hf:org/model@abc"))
