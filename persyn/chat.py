@@ -13,7 +13,10 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|
 def stop_token_ids(tokenizer: Any) -> list[int]:
     """End of sequence and every end-of-turn token the vocabulary knows: where an answer ends."""
     vocabulary = tokenizer.get_vocab()
-    return sorted({tokenizer.eos_token_id, *(vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary)})
+    ends = {vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary}
+    if tokenizer.eos_token_id is not None:  # some tokenizers define no end of sequence at all
+        ends.add(tokenizer.eos_token_id)
+    return sorted(ends)
 
 
 def prompt_ids(tokenizer: Any, messages: Messages | None, text: str | None, model: str) -> list[int]:
@@ -49,3 +52,17 @@ def response_tokens(tokenizer: Any, messages: Messages, response: str, max_lengt
     if len(prompt) >= max_length:
         raise PersynError(f"{model}: prompt of {len(prompt)} tokens exceeds max_length {max_length}")
     return full[:max_length], len(prompt)
+
+
+def reward_ids(tokenizer: Any, messages: Messages, response: str, max_length: int) -> list[int]:
+    """The one rendering of (prompt, response) that every engine feeds a reward model.
+
+    Token ids straight from the chat template: re-tokenising the rendered text would add the
+    tokenizer's BOS a second time wherever the template writes one. A model without a template
+    gets "role: content" paragraphs. Truncated on the right to max_length tokens."""
+    chat = messages + [{"role": "assistant", "content": response}]
+    if tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
+    else:
+        ids = tokenizer("\n\n".join(f"{m['role']}: {m['content']}" for m in chat))["input_ids"]
+    return list(ids)[:max_length]

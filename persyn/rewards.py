@@ -90,12 +90,14 @@ def math_quality(responses: Sequence[str], references: Sequence[str | None], sou
 def reward_model_quality(
     config: QualityConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
 ) -> Answers:
-    """Reward-model scores through the request cache; the model loads only if something is missing."""
+    """Reward-model scores through the request cache; the model loads only if something is missing.
+    The key names the rendering (chat.reward_ids): scores from the older text rendering, which could
+    carry a second BOS, are computed again."""
     model = resolve(str(config.reward_model))
     engine = engine_identity(config.engine, config.engine_options)
     payloads: list[dict[str, Any]] = [
         {"kind": "reward", "model": model.identity, **engine, "device": config.device, "max_length": config.max_length,
-         "messages": messages, "response": response}
+         "rendering": "chat.reward_ids", "messages": messages, "response": response}
         for messages, response in pairs
     ]
     holder: dict[str, engines.RewardScorer] = {}

@@ -134,3 +134,23 @@ def test_finish_reason_from_tokens() -> None:
     assert cut == Completion("7.", "stop", 9, 4)
     with pytest.raises(ValueError, match="finish_reason must be one of"):
         Completion("x", "eos", 1, 1)
+
+
+def test_reward_model_reads_the_template_ids_with_one_bos(tmp_path: Path) -> None:
+    """A Llama-3-style tokenizer (the template writes BOS, plain tokenising adds one): the reward
+    model scores chat.reward_ids, the rendering the vLLM engine scores too, with a single BOS."""
+    import tiny
+    from persyn.chat import reward_ids
+
+    scorer = engines.load_reward("transformers", models.resolve(f"local:{tiny.reward_model(tmp_path / 'rm', bos=True)}"),
+                                 "cpu", 512)
+    bos = scorer.tokenizer.bos_token_id
+    assert scorer.tokenizer("7")["input_ids"][0] == bos  # the fixture does add a BOS of its own
+    pairs = [(USER, "3 + 4 = 7. The answer is 7."), ([{"role": "user", "content": "hi"}], "Ok")]
+    rendered = [reward_ids(scorer.tokenizer, messages, response, 512) for messages, response in pairs]
+    assert all(ids[0] == bos and ids.count(bos) == 1 for ids in rendered)
+    with torch.no_grad():
+        alone = [scorer.network(input_ids=torch.tensor([ids])).logits[0, 0].item() for ids in rendered]
+    assert scorer.score(pairs) == pytest.approx(alone, abs=1e-5)
+    assert reward_ids(scorer.tokenizer, *pairs[0], 5) == rendered[0][:5]
+    scorer.close()

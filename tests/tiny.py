@@ -1,7 +1,8 @@
 """Tiny random models built on the spot: a chat causal LM, a sentence encoder, a reward classifier.
 
 Each gets a tokenizer trained here on arithmetic text, so the tests need no hub and no packages
-beyond transformers and tokenizers.
+beyond transformers and tokenizers. `vllm=True` gives head size 32 instead of 8: in float32 vLLM
+has only its Triton attention (head size >= 32) and FlexAttention (rejects head sizes under 16).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
                           PreTrainedTokenizerFast)
 
@@ -20,6 +21,8 @@ CHATML = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<s>", "[CLS]", "[SEP]", "[UNK]"]
+# hidden size, heads, key-value heads, MLP width: the defaults, and a shape vLLM loads in float32
+SIZES = {False: (32, 4, 2, 64), True: (64, 2, 2, 128)}
 
 
 def corpus() -> list[str]:
@@ -29,20 +32,23 @@ def corpus() -> list[str]:
     ]
 
 
-def chat_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
+def chat_tokenizer(directory: Path, bos: bool = False) -> PreTrainedTokenizerFast:
+    """`bos=True` behaves like Llama 3: the template writes BOS and plain tokenising adds one too."""
     backend = Tokenizer(models.BPE(unk_token=None))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.train_from_iterator(corpus(), trainers.BpeTrainer(
         vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", SPECIALS.index("<s>"))])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<|im_end|>",
                                         bos_token="<s>")
-    tokenizer.chat_template = CHATML
+    tokenizer.chat_template = "{{ bos_token }}" + CHATML if bos else CHATML
     tokenizer.save_pretrained(directory)
     return tokenizer
 
 
-def causal_lm(directory: Path, seed: int, chat: bool = True) -> Path:
+def causal_lm(directory: Path, seed: int, chat: bool = True, vllm: bool = False) -> Path:
     """A 2-layer Llama; `chat=False` gives a base model without a chat template."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = chat_tokenizer(directory)
@@ -51,22 +57,28 @@ def causal_lm(directory: Path, seed: int, chat: bool = True) -> Path:
         (directory / "chat_template.jinja").unlink(missing_ok=True)
         tokenizer.save_pretrained(directory)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    hidden, heads, kv_heads, width = SIZES[vllm]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=width, num_hidden_layers=2,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                          bos_token_id=tokenizer.bos_token_id)
     LlamaForCausalLM(config).save_pretrained(directory)
     return directory
 
 
-def reward_model(directory: Path, seed: int = 0) -> Path:
+def reward_model(directory: Path, seed: int = 0, vllm: bool = False, bos: bool = False, scale: float = 1.0) -> Path:
+    """A 1-layer Llama classifier; `scale` multiplies its score head (logits beyond a sigmoid's range)."""
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = chat_tokenizer(directory)
+    tokenizer = chat_tokenizer(directory, bos)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, num_labels=1,
+    hidden, heads, kv_heads, width = SIZES[vllm]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=width, num_hidden_layers=1,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads, num_labels=1,
                          pad_token_id=tokenizer.pad_token_id)
-    LlamaForSequenceClassification(config).save_pretrained(directory)
+    network = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        network.score.weight.mul_(scale)
+    network.save_pretrained(directory)
     return directory
 
 

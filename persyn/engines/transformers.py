@@ -20,7 +20,7 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from persyn.chat import prompt_ids, response_tokens, stop_token_ids
+from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -183,16 +183,10 @@ class TransformersRewardModel:
         ).to(self.device).eval()
         self.network.config.pad_token_id = self.tokenizer.pad_token_id
 
-    def _text(self, messages: list[dict[str, str]], response: str) -> str:
-        chat = messages + [{"role": "assistant", "content": response}]
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(chat, tokenize=False)
-        return "\n\n".join(f"{m['role']}: {m['content']}" for m in chat)
-
     def score(self, pairs: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
-        texts = [self._text(messages, response) for messages, response in pairs]
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
+        """The raw head value (no sigmoid), on the same token ids as the vLLM engine."""
+        ids = [reward_ids(self.tokenizer, messages, response, self.max_length) for messages, response in pairs]
+        encoded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             logits = self.network(**encoded).logits
         return logits[:, 0].float().tolist()

@@ -4,12 +4,13 @@ Prompts are rendered to token ids by the same code as the transformers engine (p
 and handed to vLLM as token prompts, so both engines see identical inputs and the learnability
 mask is the same function. Learnability asks vLLM for the prompt log-probabilities of
 chat_template(prompt) + response and averages the response positions. Reward models run with
-runner="pooling" and `LLM.classify`.
+runner="pooling" and `LLM.classify`, on the token ids persyn/chat.py renders for every engine,
+and return the head's raw value (`use_activation=False`), equal to the transformers engine's.
 
 vLLM has no CPU wheel and pins its own CUDA torch, so it is the optional `gpu` extra; this module
-imports it only inside `load`. Written against the vLLM documentation (LLM.generate with
-per-request SamplingParams and seeds, prompt_logprobs, runner="pooling"); its tests
-(tests/test_vllm_engine.py) run only where vLLM and a GPU are present.
+imports it only inside the methods that call it, so its own checks run on any machine. Checked
+against the source of vLLM 0.33.0 (pyproject's `gpu` extra pins the range); tests/test_vllm_engine.py
+runs where vLLM and a GPU are present, and bench/gpu_check.sh runs it on a fresh GPU machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persyn.chat import chat_ids, prompt_ids, response_tokens, stop_token_ids
+from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -62,7 +63,30 @@ class Options:
             "gpu_memory_utilization": self.gpu_memory_utilization, "dtype": self.dtype,
             "quantization": self.quantization, "max_model_len": self.max_model_len,
             "enforce_eager": self.enforce_eager, "trust_remote_code": self.trust_remote_code,
+            # the Hugging Face tokenizer persyn renders with, never vLLM's own Mistral tokenizer
+            "tokenizer_mode": "hf",
         }
+
+
+def check_lengths(prompts: Sequence[Sequence[int]], max_model_len: int, generating: bool, model: str) -> None:
+    """vLLM rejects a prompt that does not fit max_model_len by aborting the whole call, so one long
+    input would fail every request of the batch: check first and name the setting to change.
+    A generating runner needs room for at least one new token, a pooling runner does not."""
+    longest = max((len(p) for p in prompts), default=0)
+    room = max_model_len - 1 if generating else max_model_len
+    if longest > room:
+        raise PersynError(f"{model}: an input of {longest} tokens does not fit vLLM's max_model_len of {max_model_len}; "
+                          f"set engine_options.max_model_len to at least {longest + 1 if generating else longest} "
+                          f"(or a smaller max_length, which truncates scored inputs)")
+
+
+def reward_value(output: Any, model: str) -> float:
+    """The head's value in one vLLM ClassificationRequestOutput; a failed request comes back with
+    `error` set and no probs, which is one clear error carrying vLLM's message."""
+    error = getattr(output, "error", None)
+    if error is not None:
+        raise PersynError(f"{model}: vLLM could not score a response: {getattr(error, 'message', error)}")
+    return float(output.outputs.probs[0])
 
 
 def _open(model: ResolvedModel, device: str, options: Options, **extra: Any) -> tuple[Any, Any]:
@@ -84,39 +108,46 @@ def _open(model: ResolvedModel, device: str, options: Options, **extra: Any) -> 
     return LLM(**options.llm_arguments(model), **extra), tokenizer
 
 
-def _release(llm: Any) -> None:
-    """Shut vLLM's engine down and give the GPU memory back, so the next model in this process fits."""
-    import torch
+class _Loaded:
+    """One vllm.LLM held by a persyn object, and its release."""
 
-    shutdown = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if shutdown is not None and hasattr(shutdown, "shutdown"):
-        shutdown.shutdown()
-    del llm
-    gc.collect()
-    try:
-        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-    except ImportError:
-        pass
-    else:
-        destroy_model_parallel()
-        destroy_distributed_environment()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    model: ResolvedModel
+    llm: Any
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self.llm.model_config.max_model_len)
+
+    def close(self) -> None:
+        """Give the GPU memory back now, so the next model in this process fits. The engine core
+        (its own process by default) tears down its own distributed state when shut down; the
+        stage's torch.distributed group, if any, is not ours and stays."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
-class VllmEngine:
-    def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
+class VllmEngine(_Loaded):
+    def __init__(self, model: ResolvedModel, batch_size: int, max_length: int, llm: Any, tokenizer: Any) -> None:
         self.model, self.batch_size, self.max_length = model, batch_size, max_length
-        self.llm, self.tokenizer = _open(model, device, options)
+        self.llm, self.tokenizer = llm, tokenizer
         self.stop_ids = stop_token_ids(self.tokenizer)
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         return prompt_ids(self.tokenizer, request.messages, request.text, self.model.spec)
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
+        prompts = [{"prompt_token_ids": self._prompt_ids(r)} for r in requests]
+        check_lengths([p["prompt_token_ids"] for p in prompts], self.max_model_len, True, self.model.spec)
         from vllm import SamplingParams
 
-        prompts = [{"prompt_token_ids": self._prompt_ids(r)} for r in requests]
         params = [
             SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
                            stop=list(sampling.stop) or None, stop_token_ids=self.stop_ids,
@@ -130,12 +161,14 @@ class VllmEngine:
                            len(o.prompt_token_ids), len(o.outputs[0].token_ids)) for o in outputs]
 
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
-        from vllm import SamplingParams
-
         encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
                    for r in requests]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in encoded],
-                                    SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)
+        check_lengths([ids for ids, _ in encoded], self.max_model_len, True, self.model.spec)
+        from vllm import SamplingParams
+
+        # one new token is the least vLLM generates; nothing is decoded, only prompt log-probs are read
+        scoring = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in encoded], scoring, use_tqdm=False)
         scores = []
         for (ids, start), output in zip(encoded, outputs):
             # prompt_logprobs[t] holds log p(ids[t] | ids[:t]); the actual token is always among them
@@ -143,37 +176,30 @@ class VllmEngine:
             scores.append(Score(sum(values) / len(values), len(ids)))
         return scores
 
-    def close(self) -> None:
-        if getattr(self, "llm", None) is not None:
-            _release(self.llm)
-            self.llm = None
 
+class VllmRewardModel(_Loaded):
+    """A sequence-classification reward model under vLLM's pooling runner, scoring the same token ids
+    as the transformers engine and returning the same raw value: no sigmoid, which on an fp32 head
+    turns every logit above about 17 into exactly 1.0 and ties the best responses."""
 
-class VllmRewardModel:
-    """A sequence-classification reward model under vLLM's pooling runner. vLLM returns the head's
-    activation (a sigmoid for one label), a monotonic transform of the transformers engine's raw
-    score; the cache key names the engine, so the two are never mixed."""
-
-    def __init__(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> None:
+    def __init__(self, model: ResolvedModel, max_length: int, llm: Any, tokenizer: Any) -> None:
         self.model, self.max_length = model, max_length
-        self.llm, self.tokenizer = _open(model, device, options, runner="pooling")
+        self.llm, self.tokenizer = llm, tokenizer
 
     def score(self, pairs: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
         """Truncated on the right to max_length tokens, as the transformers reward model does."""
-        prompts = [{"prompt_token_ids": chat_ids(self.tokenizer, messages + [{"role": "assistant", "content": response}],
-                                                 False, self.model.spec)[: self.max_length]}
-                   for messages, response in pairs]
-        return [float(output.outputs.probs[0]) for output in self.llm.classify(prompts, use_tqdm=False)]
+        ids = [reward_ids(self.tokenizer, messages, response, self.max_length) for messages, response in pairs]
+        check_lengths(ids, self.max_model_len, False, self.model.spec)
+        from vllm import PoolingParams
 
-    def close(self) -> None:
-        if getattr(self, "llm", None) is not None:
-            _release(self.llm)
-            self.llm = None
+        outputs = self.llm.classify([{"prompt_token_ids": i} for i in ids],
+                                    pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
+        return [reward_value(output, self.model.spec) for output in outputs]
 
 
 def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> VllmEngine:
-    return VllmEngine(model, device, batch_size, max_length, options)
+    return VllmEngine(model, batch_size, max_length, *_open(model, device, options))
 
 
 def load_reward(model: ResolvedModel, device: str, max_length: int, options: Options) -> VllmRewardModel:
-    return VllmRewardModel(model, device, max_length, options)
+    return VllmRewardModel(model, max_length, *_open(model, device, options, runner="pooling"))
