@@ -38,12 +38,23 @@ def check(args: argparse.Namespace) -> None:
 
 
 def prepare(args: argparse.Namespace) -> None:
-    """Resolve every configured model once (packaged GGUFs are converted to float32 here)."""
+    """Resolve every configured model once (packaged GGUFs are converted to float32 here), then let
+    each role's engine build what it needs (CTranslate2 converts once per compute type)."""
+    from persyn import engines
+
     params = config.load(args.params)
     for role, spec in configured_specs(params).items():
         start = time.perf_counter()
         resolved = models.resolve(spec)
         print(f"{role:>16}  {resolved.identity}  ({time.perf_counter() - start:.1f}s)  {resolved.path}")
+    student = params.student
+    uses = [(f"teacher {name}", t.model, t.sampling.engine, t.sampling.device, t.sampling.engine_options, ["generate"])
+            for name, t in params.teachers.items()]
+    uses.append(("student", student.model, student.engine, student.device, student.engine_options, ["score", "generate"]))
+    for role, spec, engine, device, options, needs in uses:
+        start = time.perf_counter()
+        for path in engines.prepare(engine, models.resolve(spec), device, options, needs):
+            print(f"{role:>16}  {engine}: {path}  ({time.perf_counter() - start:.1f}s)")
 
 
 def referenced_keys(lock: Path) -> set[str]:

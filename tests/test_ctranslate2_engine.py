@@ -107,3 +107,21 @@ def test_options_are_checked(options: dict, message: str) -> None:
 def test_hub_models_are_refused_with_advice() -> None:
     with pytest.raises(PersynError, match="engine 'ctranslate2' converts local weights"):
         engines.load("ctranslate2", models.resolve("hf:org/model@abc"))
+
+
+def test_persyn_models_converts_what_each_role_needs(tiny_models: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from test_pipeline import params_toml
+
+    from persyn.cli import main
+
+    params = params_toml(tiny_models).replace("[generation]\n", "[generation]\nengine = \"ctranslate2\"\n").replace(
+        "[student]\n", "[student]\nengine = \"ctranslate2\"\n")
+    (tmp_path / "params.toml").write_text(params)
+    main(["--params", str(tmp_path / "params.toml"), "models"])
+    converted = {p.parent.name: sorted(c.name for c in p.parent.glob("ct2-*"))
+                 for p in (cache_root() / "models").glob("*/ct2-*")}
+    fingerprint = {role: models.resolve(f"local:{tiny_models[role]}").fingerprint for role in ("teacher_a", "student")}
+    assert converted[fingerprint["teacher_a"]] == ["ct2-int8"]  # a teacher generates only
+    assert converted[fingerprint["student"]] == ["ct2-float32", "ct2-int8"]  # scores, and answers at evaluation
+    assert "ctranslate2: " in capsys.readouterr().out

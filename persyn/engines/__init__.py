@@ -6,7 +6,9 @@ An engine named `x` lives in persyn/engines/x.py and exposes
                           and, for an engine that wraps another, `answered_by()`: (inner, options),
   SCORES_LOGLIKELIHOOD    whether it can score a given response (learnability needs it),
   load(model, device, batch_size, max_length, options) -> Engine,
-  load_reward(model, device, max_length, options) -> RewardScorer   (only engines that run reward models).
+  load_reward(model, device, max_length, options) -> RewardScorer   (only engines that run reward models),
+  prepare(model, device, options, uses) -> list[Path]   (only engines that build something once per
+                          model, e.g. a converted copy; `persyn models` calls it ahead of a build).
 Adding an engine means adding that one file. Engine modules import their heavy dependencies
 inside `load`, so options can be checked on a machine that cannot run the engine.
 """
@@ -190,6 +192,15 @@ def load(
     """Import persyn.engines.<engine> and load the model with it."""
     parsed = parse_options(engine, options or {})
     return module(engine).load(model, device=device, batch_size=batch_size, max_length=max_length, options=parsed)
+
+
+def prepare(engine: str, model: ResolvedModel, device: str, options: dict[str, Any], uses: Sequence[str]) -> list[Any]:
+    """Build once what the answering engine needs for these uses ("generate", "score"); most need nothing."""
+    name, inner = answering_engine(engine, options)
+    implementation = module(name)
+    if not hasattr(implementation, "prepare"):
+        return []
+    return implementation.prepare(model, device, parse_options(name, inner), uses)
 
 
 def load_reward(engine: str, model: ResolvedModel, device: str, max_length: int,
