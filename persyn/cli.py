@@ -25,16 +25,21 @@ def configured_specs(params: config.Params) -> dict[str, str]:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The schema check every stage runs, plus every engine's options (checked without loading)."""
-    from persyn import engines
+    """The schema check every stage runs, every engine's options (checked without loading), and the
+    prompt source as the prompts stage reads it (a hub dataset is left to that stage)."""
+    from persyn import engines, prompts
 
     params = config.load(args.params)
     for teacher in params.teachers.values():
         engines.answering_engine(teacher.sampling.engine, teacher.sampling.engine_options)
     engines.answering_engine(params.student.engine, params.student.engine_options)
     engines.answering_engine(params.quality.engine, params.quality.engine_options)
+    source = "hf source: read by the prompts stage"
+    if params.prompts.source != "hf":
+        built = prompts.build(params.prompts, require_reference=params.quality.kind == "math")
+        source = f"{len(built)} prompts"
     print(f"{args.params}: valid; {len(params.teachers)} teachers: {', '.join(params.teachers)}; "
-          f"alpha {params.router.alpha}; strategy {params.route.strategy}")
+          f"alpha {params.router.alpha}; strategy {params.route.strategy}; {source}")
 
 
 def prepare(args: argparse.Namespace) -> None:
