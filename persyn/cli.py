@@ -52,21 +52,20 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def referenced_keys(lock: Path) -> set[str]:
-    """Request-cache keys named by the parquet outputs that a dvc.lock lists (answers and scores)."""
+    """Request-cache keys named by the parquet outputs that a dvc.lock lists, inside output
+    directories too (answers, scores, the oracle's scores, the evaluation's answers and scores)."""
     if not lock.is_file():
         raise PersynError(f"{lock}: file not found (gc keeps what the current build references; run dvc repro)")
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    outs = [lock.parent / out["path"] for stage in stages.values() for out in stage.get("outs", [])]
+    files = [f for out in outs for f in ([out] if out.is_file() else sorted(out.rglob("*.parquet")))]
     keys: set[str] = set()
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            path = lock.parent / out["path"]
-            if path.suffix != ".parquet" or not path.is_file():
-                continue
-            columns = pl.read_parquet_schema(path)
-            if "request" in columns:
-                keys.update(pl.read_parquet(path, columns=["request"])["request"].to_list())
-            if "requests" in columns:
-                keys.update(k for row in pl.read_parquet(path, columns=["requests"])["requests"] for k in row)
+    for path in (f for f in files if f.suffix == ".parquet"):
+        columns = pl.read_parquet_schema(path)
+        if "request" in columns:
+            keys.update(pl.read_parquet(path, columns=["request"])["request"].to_list())
+        if "requests" in columns:
+            keys.update(k for row in pl.read_parquet(path, columns=["requests"])["requests"] for k in row)
     return keys
 
 
