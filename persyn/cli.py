@@ -131,8 +131,8 @@ def report_command(args: argparse.Namespace) -> None:
     print(f"wrote {page} and {page.parent / 'report.md'}")
 
 
-@guarded
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_readme.py parses every documented command with it)."""
     parser = argparse.ArgumentParser(prog="persyn", description=__doc__)
     parser.add_argument("--params", default="params.toml")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -162,5 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")
     page.add_argument("--out", default="report", help="folder for index.html and report.md (default: report/)")
     page.set_defaults(run=report_command)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@guarded
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.run(args)
