@@ -25,16 +25,21 @@ def configured_specs(params: config.Params) -> dict[str, str]:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The schema check every stage runs, plus every engine's options (checked without loading)."""
-    from persyn import engines
+    """The schema check every stage runs, every engine's options (checked without loading), and the
+    prompt source as the prompts stage reads it (a hub dataset is left to that stage)."""
+    from persyn import engines, prompts
 
     params = config.load(args.params)
     for teacher in params.teachers.values():
         engines.answering_engine(teacher.sampling.engine, teacher.sampling.engine_options)
     engines.answering_engine(params.student.engine, params.student.engine_options)
     engines.answering_engine(params.quality.engine, params.quality.engine_options)
+    source = "hf source: read by the prompts stage"
+    if params.prompts.source != "hf":
+        built = prompts.build(params.prompts, require_reference=params.quality.kind == "math")
+        source = f"{len(built)} prompts"
     print(f"{args.params}: valid; {len(params.teachers)} teachers: {', '.join(params.teachers)}; "
-          f"alpha {params.router.alpha}; strategy {params.route.strategy}")
+          f"alpha {params.router.alpha}; strategy {params.route.strategy}; {source}")
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -58,21 +63,20 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def referenced_keys(lock: Path) -> set[str]:
-    """Request-cache keys named by the parquet outputs that a dvc.lock lists (answers and scores)."""
+    """Request-cache keys named by the parquet outputs that a dvc.lock lists, inside output
+    directories too (answers, scores, the oracle's scores, the evaluation's answers and scores)."""
     if not lock.is_file():
         raise PersynError(f"{lock}: file not found (gc keeps what the current build references; run dvc repro)")
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    outs = [lock.parent / out["path"] for stage in stages.values() for out in stage.get("outs", [])]
+    files = [f for out in outs for f in ([out] if out.is_file() else sorted(out.rglob("*.parquet")))]
     keys: set[str] = set()
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            path = lock.parent / out["path"]
-            if path.suffix != ".parquet" or not path.is_file():
-                continue
-            columns = pl.read_parquet_schema(path)
-            if "request" in columns:
-                keys.update(pl.read_parquet(path, columns=["request"])["request"].to_list())
-            if "requests" in columns:
-                keys.update(k for row in pl.read_parquet(path, columns=["requests"])["requests"] for k in row)
+    for path in (f for f in files if f.suffix == ".parquet"):
+        columns = pl.read_parquet_schema(path)
+        if "request" in columns:
+            keys.update(pl.read_parquet(path, columns=["request"])["request"].to_list())
+        if "requests" in columns:
+            keys.update(k for row in pl.read_parquet(path, columns=["requests"])["requests"] for k in row)
     return keys
 
 
@@ -138,8 +142,8 @@ def report_command(args: argparse.Namespace) -> None:
     print(f"wrote {page} and {page.parent / 'report.md'}")
 
 
-@guarded
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/test_readme.py parses every documented command with it)."""
     parser = argparse.ArgumentParser(prog="persyn", description=__doc__)
     parser.add_argument("--params", default="params.toml")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,5 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")
     page.add_argument("--out", default="report", help="folder for index.html and report.md (default: report/)")
     page.set_defaults(run=report_command)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@guarded
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.run(args)

@@ -29,16 +29,20 @@ def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: Req
 
 
 def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]],
-          cache: RequestCache) -> tuple[dict[str, Any], list[float]]:
+          cache: RequestCache) -> tuple[dict[str, Any], list[float], list[list[str]]]:
     """Math: accuracy of the final answer. Instruction data: mean reward-model score.
-    Returns the summary and the per-prompt scores (correctness or reward)."""
+    Returns the summary, the per-prompt scores (correctness or reward) and each score's request-cache
+    keys (none for math), which the predictions keep so that `persyn cache gc` keeps them too."""
     if params.quality.kind == "math":
         correct = rewards.math_quality([r["response"] for r in records], [p["reference"] for p in prompts],
                                        "data/prompts.parquet", [p["id"] for p in prompts])
-        return {"accuracy": sum(correct) / len(correct) if correct else None, "prompts": len(correct)}, correct
+        summary = {"accuracy": sum(correct) / len(correct) if correct else None, "prompts": len(correct)}
+        return summary, correct, [[] for _ in correct]
     pairs = [(p["messages"], r["response"]) for p, r in zip(prompts, records)]
-    values = rewards.reward_model_quality(params.quality, pairs, cache).values
-    return {"mean_reward": sum(values) / len(values) if values else None, "prompts": len(values)}, values
+    scored = rewards.reward_model_quality(params.quality, pairs, cache)
+    values = scored.values
+    summary = {"mean_reward": sum(values) / len(values) if values else None, "prompts": len(values)}
+    return summary, values, [[key] for key in scored.keys]
 
 
 def lm_eval(checkpoint: str, tasks: tuple[str, ...], limit: int) -> dict[str, Any]:

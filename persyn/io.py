@@ -114,6 +114,6 @@ def read_json(path: str | Path, schema: str | None = None) -> dict[str, Any]:
     return data
 
 
-def read_embeddings(path: str | Path = "data/embeddings.parquet") -> dict[str, np.ndarray]:
+def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
     """Prompt id → float32 embedding vector."""
     return {r["id"]: np.asarray(r["embedding"], dtype=np.float32) for r in read_parquet(path, "embedding")}

@@ -177,3 +177,14 @@ def resolve(spec: str) -> ResolvedModel:
     raise PersynError(
         f"model spec '{spec}': expected packaged:<name>, hf:<repo>@<revision>, local:<dir> or api:<served name>"
     )
+
+
+def identity(spec: str) -> str:
+    """The identity `resolve(spec)` gives, without building any cache: a packaged GGUF is named by
+    its known sha256 (no conversion, no 500 MB hash), a local directory is hashed, hub and api
+    specs are their pinned names. Cheap enough to recompute on every build."""
+    kind, _, name = spec.partition(":")
+    packaged = PACKAGED.get(name) if kind == "packaged" else None
+    if packaged is not None and packaged.chunks:
+        return ResolvedModel(spec, str(cache_root() / "models" / packaged.sha256), None, packaged.sha256).identity
+    return resolve(spec).identity

@@ -45,7 +45,7 @@ def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> S
         records = io.read_parquet(built, "prompt")
         origin = f"{built}, built earlier: rerun `dvc repro prompts` after changing [prompts]"
     else:
-        records = prompts.build(config)
+        records = prompts.build(config, require_reference=params.quality.kind == "math")
         origin = config.path or config.source
     counts = {role: sum(r["split"] == role for r in records) for role in ("router", "pool", "eval")}
     characters = sum(len(m["content"]) for r in records for m in r["messages"]) / max(len(records), 1)

@@ -78,13 +78,14 @@ def _read_hf(spec: dict[str, str]) -> Iterator[Raw]:
         yield f"record {index}", record
 
 
-def _field(source: str, label: str, record: dict[str, Any], name: str, required: bool) -> str | None:
+def _field(source: str, label: str, record: dict[str, Any], name: str, required: bool, text_only: bool = False) -> str | None:
+    """A field as text; numbers become text unless `text_only` (a prompt of 5 is a broken source)."""
     value = record.get(name)
     if value is None:
         if required:
             raise PersynError(f"{source}: {label}: field '{name}': missing")
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if not text_only and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise PersynError(f"{source}: {label}: field '{name}': expected text, got {type(value).__name__}")
@@ -98,15 +99,18 @@ def _prompt(source: str, label: str, record: dict[str, Any], names: str | list[s
     required, the others are left out where missing or empty."""
     if isinstance(names, str):
         names = [names]
-    first = _field(source, label, record, names[0], required=True)
-    rest = [_field(source, label, record, name, False) for name in names[1:] if str(record.get(name) or "").strip()]
+    first = _field(source, label, record, names[0], required=True, text_only=True)
+    rest = [_field(source, label, record, name, False, text_only=True) for name in names[1:]
+            if not (record.get(name) is None or (isinstance(record.get(name), str) and not record[name].strip()))]
     return "\n\n".join([str(first), *(str(part) for part in rest)])
 
 
 def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]]:
-    """The configured source as [{'prompt', 'reference'}] plus a name for messages."""
+    """The configured source as [{'prompt', 'reference', 'label'}] plus a name for messages; the
+    label ('line 3', 'record 3') is where a record came from, for errors."""
     if config.source == "builtin:arithmetic":
-        return config.source, arithmetic.generate(config.count, config.seed)
+        problems = arithmetic.generate(config.count, config.seed)
+        return config.source, [{**p, "label": f"problem {i}"} for i, p in enumerate(problems)]
     raws: Iterable[Raw]
     if config.source == "jsonl":
         source, raws = str(config.path), _read_jsonl(Path(str(config.path)))
@@ -121,16 +125,33 @@ def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]
         rows.append({
             "prompt": _prompt(source, label, record, prompt_field),
             "reference": _field(source, label, record, reference_field, False) if reference_field else None,
+            "label": label,
         })
     return source, rows
 
 
-def build(config: PromptsConfig) -> list[dict[str, Any]]:
-    """Dedupe, cap, id and split the source; records are sorted by id so the output is stable."""
+def _reference_key(reference: str | None) -> str | None:
+    """What two references of one prompt must share: the text, case and spaces aside."""
+    return None if reference is None else normalise(reference)
+
+
+def build(config: PromptsConfig, require_reference: bool = False) -> list[dict[str, Any]]:
+    """Dedupe, cap, id and split the source; records are sorted by id so the output is stable.
+    `require_reference` (quality.kind = "math") refuses a prompt without a reference here, before
+    any teacher answers it; duplicates must agree on their reference."""
     source, rows = read_source(config)
+    reference_field = config.fields.get("reference") or "reference"
     unique: dict[str, dict[str, Any]] = {}
     for row in rows:
-        unique.setdefault(prompt_id(row["prompt"]), row)
+        if require_reference and row["reference"] is None:
+            raise PersynError(f"{source}: {row['label']}: field '{reference_field}': missing, and quality.kind = "
+                              "'math' checks every answer against it")
+        first = unique.setdefault(prompt_id(row["prompt"]), row)
+        if first is not row and _reference_key(first["reference"]) != _reference_key(row["reference"]):
+            raise PersynError(
+                f"{source}: {first['label']} and {row['label']}: field '{reference_field}': the same prompt "
+                f"(after normalising case and spaces) with different references ({first['reference']!r:.40} "
+                f"against {row['reference']!r:.40}); keep one")
     kept = list(unique.items())
     if config.count:
         kept = kept[: config.count]

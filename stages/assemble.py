@@ -1,5 +1,6 @@
 """Stage assemble: routed answers → data/dataset/ (HF-loadable parquet + card), metrics/dataset.json.
-Under route.strategy = "oracle" every answer is scored here and the best by r is kept."""
+Under route.strategy = "oracle" every answer is scored here, the best by r is kept, and the scores go
+to data/oracle/T.parquet (empty under other strategies), which names their request-cache keys."""
 
 from pathlib import Path
 
@@ -16,13 +17,17 @@ def main() -> None:
     generated = {t: io.read_parquet(f"data/generated/{t}.parquet", "generation") for t in teachers}
     stats = {t: io.read_json(f"data/generated/{t}.stats.json", "generation_stats") for t in teachers}
     prompts = io.read_parquet("data/prompts.parquet", "prompt")
-    if params.route.strategy == "oracle":
+    oracle = params.route.strategy == "oracle"
+    scored: dict[str, list[dict]] = {t: [] for t in teachers}  # the oracle's scores of every answer
+    if oracle:
         by_id = {p["id"]: p for p in prompts}
         with RequestCache() as cache:
-            scores = [s for t in teachers for s in rewards.score_answers(
-                params, t, generated[t], by_id, cache, f"data/generated/{t}.parquet")]
-    else:
-        scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
+            scored = {t: rewards.score_answers(params, t, generated[t], by_id, cache, f"data/generated/{t}.parquet")
+                      for t in teachers}
+    with io.atomic_directory("data/oracle") as out:
+        for teacher, rows in scored.items():
+            io.write_parquet(out / f"{teacher}.parquet", rows, "score")
+    scores = [r for t in teachers for r in (scored[t] if oracle else io.read_parquet(f"data/scores/{t}.parquet", "score"))]
     records = dataset.assemble(prompts, routes, generated, scores, params.router, params.assemble.drop_truncated)
     with io.atomic_directory("data/dataset") as out:
         dataset.write(records, out, params.assemble.name, params.assemble.shard_size)

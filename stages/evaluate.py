@@ -16,16 +16,17 @@ def main() -> None:
     with RequestCache() as cache:
         trained = evaluate.answers(checkpoint, params, prompts, cache)
         untrained = evaluate.answers(params.student.model, params, prompts, cache)
-        trained_summary, trained_scores = evaluate.score(params, prompts, trained, cache)
-        untrained_summary, untrained_scores = evaluate.score(params, prompts, untrained, cache)
+        trained_summary, trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache)
+        untrained_summary, untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache)
     metrics = {"trained": trained_summary, "untrained": untrained_summary}
     lm_eval = evaluate.lm_eval(str(Path("data/student").resolve()), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
     if lm_eval:
         metrics["lm_eval"] = lm_eval
     io.write_json("metrics/eval.json", metrics, "eval_metrics")
     predictions = [{"id": p["id"], "trained": t["response"], "untrained": u["response"],
-                    "trained_score": ts, "untrained_score": us}
-                   for p, t, u, ts, us in zip(prompts, trained, untrained, trained_scores, untrained_scores)]
+                    "trained_score": ts, "untrained_score": us, "requests": [t["request"], u["request"], *tk, *uk]}
+                   for p, t, u, ts, us, tk, uk in zip(prompts, trained, untrained, trained_scores, untrained_scores,
+                                                      trained_keys, untrained_keys)]
     io.write_parquet("data/eval/predictions.parquet", predictions, "prediction")
     key = "accuracy" if params.quality.kind == "math" else "mean_reward"
     io.write_csv("plots/accuracy.csv", [{"student": name, key: metrics[name][key]} for name in ("untrained", "trained")])

@@ -9,7 +9,7 @@ def main() -> None:
     params = config.load()
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
-    embeddings = io.read_embeddings()
+    embeddings = io.read_embeddings("data/embeddings.parquet")
     trained, metrics = router.fit(scores, embeddings, teachers, params.router)
     with io.atomic_directory("data/router") as out:
         router.save(trained, out, params.router, len(next(iter(embeddings.values()))))

@@ -7,7 +7,8 @@ from persyn.errors import guarded
 @guarded
 def main() -> None:
     params = config.load()
-    io.write_parquet("data/prompts.parquet", prompts.build(params.prompts), "prompt")
+    records = prompts.build(params.prompts, require_reference=params.quality.kind == "math")
+    io.write_parquet("data/prompts.parquet", records, "prompt")
 
 
 if __name__ == "__main__":

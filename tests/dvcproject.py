@@ -16,8 +16,15 @@ COPIED = ("dvc.yaml", "stages", "persyn", "schemas", "data/source", ".dvc/config
 
 class Project:
     def __init__(self, path: Path, cache: Path) -> None:
-        self.path = path
+        self.path, self.cache = path, cache
         self.env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1"}
+
+    def copy(self, target: Path) -> "Project":
+        """An independent copy (work tree, git, DVC cache and request cache): a test that changes
+        something changes its own copy, so every test passes alone and in any order."""
+        shutil.copytree(self.path, target / "project", symlinks=True)
+        shutil.copytree(self.cache, target / "cache", symlinks=True)
+        return Project(target / "project", target / "cache")
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
         result = subprocess.run(command, cwd=self.path, env=self.env, capture_output=True, text=True)
@@ -43,8 +50,11 @@ class Project:
         return (self.path / relative).read_bytes()
 
 
-def make_project(path: Path, cache: Path, params: str) -> Project:
-    """Copy the pipeline into `path`, write its params, and commit it to a fresh git repository."""
+def make_project(path: Path, cache: Path, params: str, models: dict[str, Path] | None = None) -> Project:
+    """Copy the pipeline into `path`, write its params, and commit it to a fresh git repository;
+    `models` are copied to models/<name> inside it (params may name them as local:models/<name>)."""
+    for name, source in (models or {}).items():
+        shutil.copytree(source, path / "models" / name)
     for item in COPIED:
         source = ROOT / item
         if source.is_dir():

@@ -11,6 +11,8 @@ from dvcproject import Project, make_project
 from test_openai_engine import SECRET, FakeServer, serving
 from test_pipeline import params_toml
 
+pytestmark = pytest.mark.slow  # a real dvc repro
+
 PRICE_IN, PRICE_OUT = 2.0, 10.0
 
 

@@ -32,20 +32,22 @@ def test_planted_answers_give_the_exact_accuracy(tiny_models: dict[str, Path], t
                             lambda *a, **k: pytest.fail("every answer is cached: no model may load"))
         again = evaluate.answers(params.student.model, params, PROMPTS, cache)
         assert [r["response"] for r in again] == planted
-        assert evaluate.score(params, PROMPTS, again, cache) == ({"accuracy": 0.75, "prompts": 4}, [1.0, 1.0, 1.0, 0.0])
+        assert evaluate.score(params, PROMPTS, again, cache) == ({"accuracy": 0.75, "prompts": 4}, [1.0, 1.0, 1.0, 0.0],
+                                                                  [[], [], [], []])
 
 
 def test_reward_model_evaluation(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     params = params_for(tiny_models, kind="reward_model", reward_model=f"local:{tiny_models['reward']}")
     answers = [{"response": f"answer {i}"} for i in range(4)]
     with RequestCache(tmp_path / "c.sqlite") as cache:
-        result, per_prompt = evaluate.score(params, PROMPTS, answers, cache)
+        result, per_prompt, keys = evaluate.score(params, PROMPTS, answers, cache)
         from persyn.rewards import reward_model_quality
 
         values = reward_model_quality(params.quality, [(p["messages"], a["response"]) for p, a in zip(PROMPTS, answers)],
                                       cache).values
     assert result == {"mean_reward": pytest.approx(sum(values) / 4), "prompts": 4}
     assert per_prompt == pytest.approx(values)
+    assert [len(k) for k in keys] == [1, 1, 1, 1] and len({k[0] for k in keys}) == 4  # gc keeps what evaluate read
 
 
 def test_lm_eval_is_skipped_cleanly_where_missing() -> None:

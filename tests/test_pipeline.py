@@ -1,9 +1,14 @@
-"""The real pipeline under real `dvc repro`, on tiny models built here, in a temporary git repo."""
+"""The real pipeline under real `dvc repro`, on tiny models built here, in a temporary git repo.
+
+One build per module (`built`), read only; every test that changes anything works on its own copy
+(`project`), so each test passes alone and in any order."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -13,9 +18,13 @@ import pytest
 import yaml
 from dvcproject import Project, make_project
 
+pytestmark = pytest.mark.slow
+
 STAGES_A = {"sample@a", "score@a", "generate@a"}
-ALL_STAGES = {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
+ALL_STAGES = {"models", "prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
               "generate@a", "generate@base", "assemble", "train", "evaluate"}
+INSIDE = {"encoder": Path("models/encoder"), "teacher_a": Path("models/teacher_a"), "base": Path("models/base"),
+          "student": Path("models/student")}  # local:models/<name>: each copy of the project has its own weights
 
 
 def params_toml(models: dict[str, Path]) -> str:
@@ -80,12 +89,20 @@ batch_size = 4
 
 
 @pytest.fixture(scope="module")
-def project(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Project:
-    return make_project(tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("cache"), params_toml(tiny_models))
+def built(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, set[str]]:
+    """One full build and the stages it ran; read it, never change it (copy it: `project`)."""
+    project = make_project(tmp_path_factory.mktemp("project"), tmp_path_factory.mktemp("cache"), params_toml(INSIDE),
+                           {name: tiny_models[name] for name in INSIDE})
+    return project, project.repro()
 
 
-def test_first_repro_builds_a_loadable_dataset(project: Project) -> None:
-    ran = project.repro()
+@pytest.fixture()
+def project(built: tuple[Project, set[str]], tmp_path: Path) -> Project:
+    return built[0].copy(tmp_path)
+
+
+def test_first_repro_builds_a_loadable_dataset(built: tuple[Project, set[str]]) -> None:
+    project, ran = built
     assert ran == ALL_STAGES
     metrics = json.loads(project.file_bytes("metrics/dataset.json"))
     router = json.loads(project.file_bytes("metrics/router.json"))
@@ -98,10 +115,16 @@ def test_first_repro_builds_a_loadable_dataset(project: Project) -> None:
     assert sum(t["records"] for t in metrics["teachers"].values()) == 24
     assert router["train_prompts"] + router["prompts"] == 10 and router["alpha"] == 0.4
     assert all(m.startswith("local:") and "@sha256:" in m for m in loaded["model"])
+    identity = json.loads(project.file_bytes("data/models/teachers/a.json"))
+    sampled = set(pl.read_parquet(project.path / "data/sample/a.parquet")["model"].to_list())
+    assert identity["role"] == "teacher a" and sampled == {identity["identity"]}  # what every answer of a names
+    assert json.loads(project.file_bytes("data/models/quality.json"))["identity"] is None  # math: no reward model
 
 
-def test_second_repro_runs_nothing(project: Project) -> None:
-    assert project.repro() == set()
+def test_second_repro_runs_only_the_model_identities(project: Project) -> None:
+    identities = {p: p.read_bytes() for p in (project.path / "data/models").rglob("*.json")}
+    assert project.repro() == {"models"}
+    assert identities == {p: p.read_bytes() for p in (project.path / "data/models").rglob("*.json")}
 
 
 def test_a_new_prompt_file_invalidates_the_prompts_stage(project: Project) -> None:
@@ -109,7 +132,7 @@ def test_a_new_prompt_file_invalidates_the_prompts_stage(project: Project) -> No
     added.write_text('{"prompt": "What is 1 + 1?", "reference": "2"}\n')
     assert "prompts:" in project.run("dvc", "status").stdout
     added.unlink()
-    assert "up to date" in project.run("dvc", "status").stdout
+    assert json.loads(project.run("dvc", "status", "--json").stdout) == {"models": ["always changed"]}
 
 
 def without_cache_counts(metrics: dict) -> dict:
@@ -143,8 +166,12 @@ def routed_pool(project: Project, teacher: str) -> set[str]:
     return set(pl.read_parquet(project.path / f"data/routes/{teacher}.parquet")["id"].to_list()) & pool
 
 
+def route_bytes(project: Project) -> dict[str, bytes]:
+    return {t: project.file_bytes(f"data/routes/{t}.parquet") for t in ("a", "base")}
+
+
 def test_alpha_change_reruns_only_router_onward(project: Project) -> None:
-    routes = {t: project.file_bytes(f"data/routes/{t}.parquet") for t in ("a", "base")}
+    routes = route_bytes(project)
     before = {t: routed_pool(project, t) for t in ("a", "base")}
     project.set_param("alpha = 0.4", "alpha = 0.9")
     ran = project.repro()
@@ -170,6 +197,35 @@ def test_one_teacher_change_reruns_only_its_branch(project: Project) -> None:
         assert "route" in ran  # only a changed route can re-run another teacher's generation
 
 
+def replace_weights(project: Project, model: str, donor: Path) -> None:
+    """New weights at the same path (params.toml unchanged): what a fine-tuned checkpoint saved in place does."""
+    shutil.copy(donor / "model.safetensors", project.path / "models" / model / "model.safetensors")
+
+
+def test_new_teacher_weights_at_the_same_path_rerun_exactly_its_branch(project: Project,
+                                                                       tiny_models: dict[str, Path]) -> None:
+    routes, outs = route_bytes(project), project.lock_hashes()
+    replace_weights(project, "teacher_a", tiny_models["teacher_b"])
+    ran = project.repro()
+    after = project.lock_hashes()
+    assert after["data/scores/a.parquet"] != outs["data/scores/a.parquet"]  # the new weights answered
+    expected = {"models", "sample@a", "score@a", "fit_router", "route", "generate@a", "assemble"}
+    expected |= {"generate@base"} if route_bytes(project)["base"] != routes["base"] else set()
+    expected |= {"train"} if after["data/dataset"] != outs["data/dataset"] else set()
+    expected |= {"evaluate"} if after["data/student"] != outs["data/student"] else set()
+    assert ran == expected
+    assert project.repro() == {"models"}
+
+
+def test_new_student_weights_at_the_same_path_rerun_score_route_onward_and_train(project: Project,
+                                                                                 tiny_models: dict[str, Path]) -> None:
+    routes = route_bytes(project)
+    replace_weights(project, "student", tiny_models["teacher_b"])
+    ran = project.repro()
+    changed = {f"generate@{t}" for t, old in routes.items() if project.file_bytes(f"data/routes/{t}.parquet") != old}
+    assert ran == {"models", "score@a", "score@base", "fit_router", "route", "assemble", "train", "evaluate"} | changed
+
+
 def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
     output = project.run("dvc", "exp", "run", "-n", "alpha-half", "-S", "params.toml:router.alpha=0.5").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", output))
@@ -191,12 +247,16 @@ def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
     assert "metrics/dataset.json" in diff and "metrics/eval.json" in diff
 
 
+def commit(project: Project, message: str) -> None:
+    project.run("git", "add", "-A")
+    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
 def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     result = subprocess.run(["persyn", "release", "0.1.0"], cwd=project.path, env=project.env, capture_output=True,
                             text=True)
     assert result.returncode == 2 and "release: the git tree is dirty" in result.stderr
-    project.run("git", "add", "-A")
-    project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "oracle build")
+    commit(project, "build")
     project.run("persyn", "release", "0.1.0")
     target = project.path / "releases/tiny/v0.1.0"
     metrics = {m: json.loads(project.file_bytes(f"metrics/{m}.json")) for m in ("dataset", "eval", "router")}
@@ -209,7 +269,7 @@ def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     assert header["persyn"]["eval_trained"] == metrics["eval"]["trained"]
     assert header["persyn"]["router_regret"] == metrics["router"]["router"]["regret"]
     provenance = json.loads((target / "provenance.json").read_text())
-    assert provenance["tag"] == "tiny@v0.1.0" and provenance["params"]["route"]["strategy"] == "oracle"
+    assert provenance["tag"] == "tiny@v0.1.0" and provenance["params"]["route"]["strategy"] == "persyn"
     assert "tiny@v0.1.0" in project.run("git", "tag").stdout
     assert yaml.safe_load(project.file_bytes("dvc.yaml"))["artifacts"]["tiny"]["path"] == "releases/tiny/v0.1.0"
     assert project.run("git", "status", "--porcelain").stdout == ""
@@ -218,15 +278,39 @@ def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     assert again.returncode == 2 and "tag tiny@v0.1.0 already exists" in again.stderr
 
 
-def test_diff_between_experiments(project: Project) -> None:
+def test_diff_between_a_release_and_an_experiment(project: Project) -> None:
+    commit(project, "build")
+    project.run("persyn", "release", "0.1.0")
+    project.run("dvc", "exp", "run", "-n", "strong", "-S", "params.toml:route.strategy=strongest")
     output = project.run("persyn", "diff", "strong", "tiny@v0.1.0").stdout
-    assert "| route.strategy | strongest | oracle |" in output
+    assert "| route.strategy | strongest | persyn |" in output
     assert "| added | 0 |" in output and "| removed | 0 |" in output
 
 
 def test_bad_params_stop_before_any_work(project: Project) -> None:
-    project.set_param("alpha = 0.5", "alpha = 1.9")
+    project.set_param("alpha = 0.4", "alpha = 1.9")
     result = subprocess.run(["dvc", "repro"], cwd=project.path, env=project.env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "persyn: error: params.toml: router.alpha: 1.9 is greater than the maximum of 1" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def cache_entries(project: Project) -> set[tuple[str, float]]:
+    with sqlite3.connect(project.cache / "requests" / "requests.sqlite") as connection:
+        return set(connection.execute("SELECT key, created FROM requests"))
+
+
+def test_cache_gc_keeps_everything_a_rebuild_reads(project: Project) -> None:
+    """After gc, a forced rebuild of everything, the oracle's scoring and the evaluation included,
+    computes nothing: gc removed only what no current output references."""
+    project.set_param('strategy = "persyn"', 'strategy = "oracle"')
+    project.repro()
+    from persyn.cache import RequestCache
+
+    with RequestCache(project.cache / "requests" / "requests.sqlite") as cache:
+        cache.put_many("generate", "gone@1", {"f" * 64: "an answer no output references"})
+    project.run("persyn", "cache", "gc")  # the junk, and the answers of the student trained before the switch
+    kept = cache_entries(project)
+    assert "f" * 64 not in {key for key, _ in kept}
+    assert project.repro("--force") == ALL_STAGES
+    assert cache_entries(project) == kept  # nothing computed again: no entry added, none rewritten

@@ -126,3 +126,51 @@ def test_several_prompt_fields_are_joined(tmp_path: Path) -> None:
     write_jsonl(source, [{"input": "only input"}] * 4)
     with pytest.raises(PersynError, match="alpaca.jsonl: line 1: field 'instruction': missing"):
         prompts.build(config(source, fields={"prompt": ["instruction", "input"]}))
+
+
+def test_math_needs_every_reference_at_prompts_time(tmp_path: Path) -> None:
+    """quality.kind = "math" checks answers against references: a missing one stops the prompts stage,
+    before any teacher answers, naming the file, the line and the field."""
+    rows = [{"question": f"Q{i}?", "answer": str(i)} for i in range(5)]
+    rows.insert(3, {"question": "No reference here?"})
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    assert len(prompts.build(config(tmp_path / "p.jsonl"))) == 6  # reward-model data needs no reference
+    with pytest.raises(PersynError) as caught:
+        prompts.build(config(tmp_path / "p.jsonl"), require_reference=True)
+    assert "p.jsonl: line 4: field 'answer': missing, and quality.kind = 'math'" in str(caught.value)
+
+
+def test_duplicates_with_different_references_name_both_lines(tmp_path: Path) -> None:
+    rows = [{"question": f"Q{i}?", "answer": str(i)} for i in range(5)]
+    rows += [{"question": "q1?  ", "answer": "1"}, {"question": "Q2 ?", "answer": "2"}, {"question": "q3?", "answer": "30"}]
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    with pytest.raises(PersynError) as caught:
+        prompts.build(config(tmp_path / "p.jsonl"))
+    assert "p.jsonl: line 4 and line 8: field 'answer': the same prompt" in str(caught.value)
+    assert "'3' against '30'" in str(caught.value)
+    write_jsonl(tmp_path / "p.jsonl", rows[:-1])  # duplicates that agree are merged, as before
+    assert len(prompts.build(config(tmp_path / "p.jsonl"))) == 6
+
+
+@pytest.mark.parametrize("field", ["question", "context"])
+def test_a_non_text_prompt_field_is_refused(tmp_path: Path, field: str) -> None:
+    rows = [{"question": f"Q{i}?", "context": "c", "answer": str(i)} for i in range(5)] + [{"question": "x", field: 5}]
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    with pytest.raises(PersynError) as caught:
+        prompts.build(config(tmp_path / "p.jsonl", fields={"prompt": ["question", "context"], "reference": "answer"}))
+    assert f"p.jsonl: line 6: field '{field}': expected text, got int" in str(caught.value)
+
+
+def test_persyn_check_reads_the_prompt_source(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from persyn import cli
+
+    root = Path(__file__).resolve().parents[1]
+    write_jsonl(tmp_path / "p.jsonl", [{"question": f"Q{i}?", "answer": str(i)} for i in range(50)] + [{"question": "?"}])
+    text = (root / "params.toml").read_text().replace('source = "builtin:arithmetic"', 'source = "jsonl"\npath = '
+                                                      f'"{tmp_path / "p.jsonl"}"\nfields = {{ prompt = "question", '
+                                                      'reference = "answer" }')
+    (tmp_path / "params.toml").write_text(text.replace("count = 160", "count = 0"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--params", str(tmp_path / "params.toml"), "check"])
+    assert stopped.value.code == 2
+    assert "p.jsonl: line 51: field 'answer': missing, and quality.kind = 'math'" in capsys.readouterr().err

@@ -47,6 +47,7 @@ def teacher(path: Path, engine: str, **options: Any) -> TeacherConfig:
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
+@pytest.mark.slow  # a real local Ray cluster
 def test_same_records_as_the_single_process_engine(cluster: None, tiny_models: dict[str, Path], tmp_path: Path,
                                                    temperature: float) -> None:
     """Greedy and sampled, cache keys included: the key names the engine that answers (ray's inner
@@ -69,6 +70,7 @@ def test_same_records_as_the_single_process_engine(cluster: None, tiny_models: d
     assert ray.is_initialized() and all_cpus_free()  # synthesis closed the engine; Ray is left running
 
 
+@pytest.mark.slow  # a real local Ray cluster
 def test_sampling_scores_and_usage_match_and_close_kills_the_actors(cluster: None, tiny_models: dict[str, Path]) -> None:
     model = models.resolve(f"local:{tiny_models['student']}")
     asks = [GenerationRequest(messages=p["messages"], seed=100 + i) for i, p in enumerate(PROMPTS)]

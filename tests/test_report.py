@@ -252,6 +252,7 @@ def swept_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+@pytest.mark.slow  # real dvc experiments
 def test_alpha_sweep_and_a_report_of_an_experiment(swept_repo: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(swept_repo)
@@ -287,6 +288,7 @@ class Figures(html.parser.HTMLParser):
             self.found[values["id"]] = values
 
 
+@pytest.mark.slow  # real dvc experiments and a browser
 def test_plots_render_in_a_headless_browser(swept_repo: Path, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or (
         "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)

@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 from dvcproject import make_project
 from test_pipeline import params_toml
 
 from persyn import config, io, synthesis
 from persyn.cache import RequestCache
+
+pytestmark = pytest.mark.slow  # a real dvc repro
 
 
 def committed_generations(database: Path) -> int:
