@@ -18,7 +18,7 @@ def records(n: int) -> list[dict]:
 def mean_loglikelihood(path: Path, rows: list[dict]) -> float:
     engine = engines.load("transformers", models.resolve(f"local:{path}"), batch_size=4)
     values = engine.loglikelihood([ScoreRequest(r["messages"][:-1], r["messages"][-1]["content"]) for r in rows])
-    return sum(values) / len(values)
+    return sum(v.logprob for v in values) / len(values)
 
 
 def test_labels_cover_exactly_the_response_tokens(tiny_models: dict[str, Path]) -> None:
