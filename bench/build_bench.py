@@ -1,0 +1,76 @@
+"""Benchmark: where a cold build's time goes, stage by stage, on the embedded default with its
+engines as committed against every engine set back to transformers float32.
+
+Each variant is a scratch clone of HEAD with an empty request cache (converted models shared, so
+one-time conversions are not counted), built with one `dvc repro`; a stage's time runs from its
+"Running stage" line to the next one (DVC's own bookkeeping included), so the rows add up to the
+wall time.
+
+    python bench/build_bench.py [--variants ctranslate2,transformers] [--target evaluate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from scratch import scratch_project
+
+ENGINE_LINE = re.compile(r'^engine = "ctranslate2"$', re.MULTILINE)
+
+
+def as_transformers(project: Path) -> None:
+    """Every ctranslate2 engine back to transformers, and the options that only it knows dropped."""
+    params = project / "params.toml"
+    text = ENGINE_LINE.sub('engine = "transformers"', params.read_text())
+    params.write_text(re.sub(r"^engine_options = \{[^}]*compute_type[^}]*\}\n", "", text, flags=re.MULTILINE))
+
+
+def timed_repro(project: Path, env: dict[str, str], target: str) -> tuple[dict[str, float], float]:
+    """Seconds per stage that ran, and the wall time, read from dvc repro's output as it streams."""
+    stages: dict[str, float] = {}
+    start = current_start = time.perf_counter()
+    current = "dvc start-up"
+    with subprocess.Popen(["dvc", "repro", target], cwd=project, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            found = re.match(r"Running stage '([^']+)'", line)
+            if found:
+                now = time.perf_counter()
+                stages[current] = now - current_start
+                current, current_start = found.group(1), now
+    if process.returncode != 0:
+        raise SystemExit(f"dvc repro failed in {project}")
+    end = time.perf_counter()
+    stages[current] = end - current_start
+    return stages, end - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="ctranslate2,transformers")
+    parser.add_argument("--target", default="evaluate")
+    args = parser.parse_args()
+    results: dict[str, tuple[dict[str, float], float]] = {}
+    for variant in args.variants.split(","):
+        _, project, env = scratch_project(f"persyn-build-{variant}-")
+        if variant == "transformers":
+            as_transformers(project)
+        results[variant] = timed_repro(project, env, args.target)
+        print(f"{variant}: {results[variant][1]:.0f} s", flush=True)
+    names = list(dict.fromkeys(name for stages, _ in results.values() for name in stages))
+    print("\n| stage | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{stages.get(name, 0.0):.1f}" for stages, _ in results.values()) + " |")
+    upto = names[: names.index("assemble") + 1] if "assemble" in names else names
+    print("| **to assemble** | " + " | ".join(f"**{sum(stages.get(n, 0.0) for n in upto):.0f}**"
+                                          for stages, _ in results.values()) + " |")
+    print("| **total** | " + " | ".join(f"**{wall:.0f}**" for _, wall in results.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
