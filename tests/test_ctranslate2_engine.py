@@ -122,6 +122,21 @@ def test_persyn_models_converts_what_each_role_needs(tiny_models: dict[str, Path
     converted = {p.parent.name: sorted(c.name for c in p.parent.glob("ct2-*"))
                  for p in (cache_root() / "models").glob("*/ct2-*")}
     fingerprint = {role: models.resolve(f"local:{tiny_models[role]}").fingerprint for role in ("teacher_a", "student")}
-    assert converted[fingerprint["teacher_a"]] == ["ct2-int8"]  # a teacher generates only
-    assert converted[fingerprint["student"]] == ["ct2-float32", "ct2-int8"]  # scores, and answers at evaluation
+    # tiny models are under 200M parameters: "auto" generates in float32 too, so one copy serves
+    # the student's scoring and its evaluation; a teacher converts for generation only
+    assert converted[fingerprint["teacher_a"]] == converted[fingerprint["student"]] == ["ct2-float32"]
     assert "ctranslate2: " in capsys.readouterr().out
+
+
+def test_auto_compute_types_follow_device_use_and_size(tiny_models: dict[str, Path]) -> None:
+    from persyn.engines.ctranslate2 import Options, parameters
+
+    auto = Options()
+    assert [auto.resolved("cpu", use, 500_000_000) for use in ("generate", "score")] == ["int8", "float32"]
+    assert auto.resolved("cpu", "generate", 135_000_000) == "float32"  # int8 changes most small-model answers
+    assert [auto.resolved("cuda", use, 135_000_000) for use in ("generate", "score")] == ["int8_float16", "bfloat16"]
+    assert Options(compute_type="int16").resolved("cpu", "generate", 1) == "int16"
+    from transformers import AutoModelForCausalLM
+
+    network = AutoModelForCausalLM.from_pretrained(tiny_models["student"])
+    assert parameters(models.resolve(f"local:{tiny_models['student']}")) == network.num_parameters()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -31,10 +32,12 @@ log = logging.getLogger("persyn.engines.ctranslate2")
 
 SCORES_LOGLIKELIHOOD = True
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
-# Measured in bench/engine_bench.py: int8 keeps teachers' answers as good at 1.4-4x the speed, but
-# moves a small student's log-likelihoods enough to reorder them; float32 scoring does not.
+# Measured in bench/engine_bench.py: int8 keeps teachers' answers as good at 2.5-4x the speed, but
+# moves a small student's log-likelihoods enough to reorder them, and changes most answers of a
+# model under SMALL parameters while gaining it least: those generate in float32 on the CPU.
 AUTO = {("cpu", "generate"): "int8", ("cpu", "score"): "float32",
         ("cuda", "generate"): "int8_float16", ("cuda", "score"): "bfloat16"}
+SMALL = 200_000_000
 # Architectures whose score_batch is wrong or fails in CTranslate2 4.x (see README, Engines).
 CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window layers (ValueError: Length mask ...)"}
 
@@ -67,9 +70,11 @@ class Options:
         device, which resolves "auto", is in every cache key already)."""
         return {"compute_type": self.compute_type, "score_compute_type": self.score_compute_type}
 
-    def resolved(self, device: str, use: str) -> str:
+    def resolved(self, device: str, use: str, parameters: int) -> str:
         chosen = self.compute_type if use == "generate" else self.score_compute_type
-        return AUTO[(device, use)] if chosen == "auto" else chosen
+        if chosen != "auto":
+            return chosen
+        return "float32" if (device, use) == ("cpu", "generate") and parameters < SMALL else AUTO[(device, use)]
 
 
 def _import() -> Any:
@@ -124,6 +129,17 @@ def _architecture(model: ResolvedModel) -> str:
     return str(config.get("model_type", ""))
 
 
+def parameters(model: ResolvedModel) -> int:
+    """The model's parameter count, read from its safetensors headers (no weights are loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in Path(model.path).glob("*.safetensors"):
+        with safe_open(str(file), "np") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return total
+
+
 class CTranslate2Engine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
         from transformers import AutoTokenizer
@@ -133,12 +149,13 @@ class CTranslate2Engine:
         self.device = _device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model.path)
         self.stop_ids = stop_token_ids(self.tokenizer)
+        self.parameters = parameters(model)
         self._generators: dict[str, Any] = {}
 
     def _generator(self, use: str, fresh: bool = False) -> Any:
         """One ctranslate2.Generator per compute type, loaded on first use; `fresh` loads a new one
         (whose worker thread will seed its random generator from the current process-wide seed)."""
-        compute_type = self.options.resolved(self.device, use)
+        compute_type = self.options.resolved(self.device, use, self.parameters)
         if fresh or compute_type not in self._generators:
             path = converted(self.model, compute_type)
             log.debug("loading %s on %s (%s)", self.model.identity, self.device, compute_type)
@@ -212,7 +229,7 @@ def threads() -> int:
 
 def prepare(model: ResolvedModel, device: str, options: Options, uses: Sequence[str]) -> list[Path]:
     """Convert ahead of a build (`persyn models`), for each use ("generate", "score") the role has."""
-    return [converted(model, options.resolved(_device(device), use)) for use in uses]
+    return [converted(model, options.resolved(_device(device), use, parameters(model))) for use in uses]
 
 
 def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> CTranslate2Engine:
