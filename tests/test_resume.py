@@ -31,9 +31,12 @@ def committed_generations(database: Path) -> int:
         return 0
 
 
-def test_kill_during_generation_loses_at_most_one_batch(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine, max_tokens", [("transformers", 160), ("ctranslate2", 400)])
+def test_kill_during_generation_loses_at_most_one_batch(tiny_models: dict[str, Path], tmp_path: Path, engine: str,
+                                                        max_tokens: int) -> None:
     params = params_toml(tiny_models).replace("router_size = 10", "router_size = 16").replace(
-        "[generation]\nmax_tokens = 8\nbatch_size = 4", "[generation]\nmax_tokens = 160\nbatch_size = 2")
+        "[generation]\nmax_tokens = 8\nbatch_size = 4",
+        f"[generation]\nengine = \"{engine}\"\nmax_tokens = {max_tokens}\nbatch_size = 2")
     cache_dir = tmp_path / "cache"
     project = make_project(tmp_path / "project", cache_dir, params)
     database = cache_dir / "requests" / "requests.sqlite"
