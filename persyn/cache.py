@@ -128,8 +128,9 @@ class RequestCache:
                 raise PersynError(f"request cache {self.path}: {error} (another process held it for over 60 s)") from None
             raise storage_error(self.path, error) from None
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The stored values of the keys found; a damaged one counts as missing (one warning each)."""
+    def get_many(self, keys: Iterable[str], quiet: bool = False) -> dict[str, Any]:
+        """The stored values of the keys found; a damaged one counts as missing (one warning each,
+        unless `quiet`: a re-read of keys already warned about)."""
         keys = list(keys)
         found: dict[str, Any] = {}
         with self.guard():
@@ -142,8 +143,9 @@ class RequestCache:
                     try:
                         found[key] = json.loads(value)
                     except (json.JSONDecodeError, TypeError) as error:
-                        log.warning("request cache: entry %s of %s is damaged (%s); computing it again", key, model,
-                                    error)
+                        if not quiet:
+                                log.warning("request cache: entry %s of %s is damaged (%s); computing it again", key,
+                                        model, error)
         return found
 
     def put_many(self, kind: str, model: str, items: dict[str, Any], owner: str | None = None) -> None:

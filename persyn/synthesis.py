@@ -88,15 +88,17 @@ class LazyEngine:
             self._engine = None
 
 
-def _readable(kind: str, found: dict[str, Any], model: str) -> dict[str, Any]:
-    """The cached values decoded; one that cannot be read is dropped (recomputed) with a warning."""
+def _readable(kind: str, found: dict[str, Any], model: str, quiet: bool = False) -> dict[str, Any]:
+    """The cached values decoded; one that cannot be read is dropped (recomputed) with a warning
+    (`quiet`: the warning was given already)."""
     codec, readable = CODECS[kind], {}
     for key, value in found.items():
         try:
             readable[key] = codec.decode(value)
         except (TypeError, ValueError, KeyError) as error:
-            log.warning("request cache: %s entry %s of %s cannot be read (%s); computing it again",
-                        kind, key, model, error)
+            if not quiet:
+                log.warning("request cache: %s entry %s of %s cannot be read (%s); computing it again",
+                            kind, key, model, error)
     return readable
 
 
@@ -146,12 +148,13 @@ def run_cached(
         try:
             with tqdm(total=len(pending), desc=description, unit="req") as progress:
                 while batches:
-                    batch = batches.popleft()
-                    found.update(_readable(kind, cache.get_many(keys[i] for i in batch if keys[i] not in found), model))
+                    batch = [i for i in batches.popleft() if keys[i] not in found]
+                    with cache.guard():
+                        claimed = worker.claim([keys[i] for i in batch]) if batch else set()
+                    # then what another process committed meanwhile (it drops its claims as it commits)
+                    found.update(_readable(kind, cache.get_many([keys[i] for i in batch], quiet=True), model, quiet=True))
                     todo = [i for i in batch if keys[i] not in found]
                     progress.update(len(batch) - len(todo))
-                    with cache.guard():
-                        claimed = worker.claim([keys[i] for i in todo]) if todo else set()
                     ours = [i for i in todo if keys[i] in claimed]
                     if len(ours) < len(todo):  # another process is computing these: come back to them
                         batches.append([i for i in todo if keys[i] not in claimed])
