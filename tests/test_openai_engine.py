@@ -38,6 +38,7 @@ class FakeServer:
         self.starts: list[float] = []
         self.delay: Callable[[dict[str, Any]], float] = lambda body: 0.0
         self.active = self.peak = 0
+        self.answered = 0  # replies sent in full: answers the client has been paid for
         self.connections: set[tuple[str, int]] = set()  # client (host, port): one per kept-alive connection
         self.lock = threading.Lock()
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -102,6 +103,8 @@ class FakeServer:
                     message = f"Incorrect API key provided: {SECRET}"  # servers may echo the key
                     return self.send(401, json.dumps({"error": {"message": message}}).encode())
                 self.send(200, json.dumps(reply(body, usage=behaviour != "nousage")).encode())
+                with fake.lock:
+                    fake.answered += 1
 
         return Handler
 
