@@ -11,9 +11,11 @@ Claims (persyn/claims.py) let several processes share the work instead of repeat
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
@@ -91,8 +93,14 @@ def default_path() -> Path:
 def storage_error(path: Path, error: BaseException) -> PersynError:
     """One clear error for a cache file that cannot be used at all, saying what to do."""
     text = str(error)
-    if "full" in text or getattr(error, "errno", None) == 28:
+    try:
+        low = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        low = False
+    if "full" in text or getattr(error, "errno", None) == errno.ENOSPC or (low and "I/O" in text):
         advice = "the disk is full: free space and run again (every answer committed so far is kept)"
+    elif "I/O" in text:
+        advice = "the disk failed a read or write: check it (and its free space), then run again"
     elif "readonly" in text or "read-only" in text or "unable to open" in text or isinstance(error, PermissionError):
         advice = ("cannot write there: check that the folder is writable by you and not mounted read-only, "
                   "or point $PERSYN_CACHE_DIR elsewhere")

@@ -149,8 +149,10 @@ def run_cached(
             with tqdm(total=len(pending), desc=description, unit="req") as progress:
                 while batches:
                     batch = [i for i in batches.popleft() if keys[i] not in found]
+                    if not batch:
+                        continue
                     with cache.guard():
-                        claimed = worker.claim([keys[i] for i in batch]) if batch else set()
+                        claimed = worker.claim([keys[i] for i in batch])
                     # then what another process committed meanwhile (it drops its claims as it commits)
                     found.update(_readable(kind, cache.get_many([keys[i] for i in batch], quiet=True), model, quiet=True))
                     todo = [i for i in batch if keys[i] not in found]
