@@ -178,3 +178,26 @@ def test_an_unreadable_cache_file_is_one_clear_error(tmp_path: Path) -> None:
                             f"guarded(lambda: RequestCache({str(garbage)!r}))()"], capture_output=True, text=True)
     assert stage.returncode == 2 and "Traceback" not in stage.stderr
     assert stage.stderr.startswith(f"persyn: error: request cache {garbage}: file is not a database")
+
+
+def test_a_read_only_cache_folder_is_one_clear_error(tmp_path: Path) -> None:
+    import subprocess
+
+    from persyn.engines import Score
+    from persyn.errors import PersynError
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        database = mount / "requests.sqlite"
+        with RequestCache(database) as cache:
+            cache.put_many("loglikelihood", "s@1", {"kept": -1.0})
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)  # root ignores chmod; a ro mount it cannot
+        with pytest.raises(PersynError, match=f"request cache {database}: .*check that the folder is writable"):
+            with RequestCache(database) as cache:
+                synthesis.run_cached(cache, "loglikelihood", "s@1", [{"n": 1}], [1],
+                                     lambda batch: [Score(-1.0, 1) for _ in batch], 1, "ro")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
