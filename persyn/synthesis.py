@@ -30,7 +30,7 @@ from persyn.models import ResolvedModel, resolve
 log = logging.getLogger("persyn.synthesis")
 
 Request = TypeVar("Request")
-Stream = Callable[[list[Any]], Iterable[tuple[int, Any]]]
+Stream = Callable[[list[Any]], Iterable[list[tuple[int, Any]]]]  # groups of (position, answer), each committed at once
 RUN_LOG = Path("runs")
 POLL_S = 0.25
 
@@ -73,13 +73,14 @@ class LazyEngine:
         return self._engine
 
     def stream(self, sampling: Sampling) -> Stream:
-        """Generation as (position in batch, completion) pairs, as each completes where the engine can."""
-        def run(batch: list[GenerationRequest]) -> Iterator[tuple[int, Any]]:
+        """Generation as groups of (position in batch, completion): one answer per group as each
+        completes where the engine streams, else the whole batch as one group."""
+        def run(batch: list[GenerationRequest]) -> Iterator[list[tuple[int, Any]]]:
             engine = self.engine
             if hasattr(engine, "stream"):
-                yield from engine.stream(batch, sampling)
+                yield from ([item] for item in engine.stream(batch, sampling))
             else:
-                yield from enumerate(engine.generate(batch, sampling))
+                yield list(enumerate(engine.generate(batch, sampling)))
         return run
 
     def close(self) -> None:
@@ -164,8 +165,8 @@ def run_cached(
                         budget_threads(worker.live_workers())
                         chunk = [requests[i] for i in ours]
                         if stream is not None:
-                            for position, result in stream(chunk):
-                                commit({keys[ours[position]]: result}, worker.owner)
+                            for group in stream(chunk):
+                                commit({keys[ours[position]]: result for position, result in group}, worker.owner)
                         else:
                             commit({keys[i]: result for i, result in zip(ours, call(chunk))}, worker.owner)
                         progress.update(len(ours))

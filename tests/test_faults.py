@@ -98,7 +98,8 @@ def exp_metrics(project: Project) -> dict[float, dict]:
         for experiment in (commit.get("experiments") or []):
             data = experiment["revs"][0]["data"]
             alpha = data["params"]["params.toml"]["data"]["router"]["alpha"]
-            found[alpha] = {path: value["data"] for path, value in data["metrics"].items()}
+            found[alpha] = {path: value["data"] for path, value in data["metrics"].items() if "data" in value}
+            assert {"metrics/dataset.json", "metrics/router.json"} <= set(found[alpha])  # what assemble builds
     return found
 
 
