@@ -50,10 +50,11 @@ def unwritable(path: Path) -> Iterator[None]:
     """A full disk or a read-only folder is one clear error (the scratch file is gone, nothing half-written)."""
     try:
         yield
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+    except Exception as error:  # polars reports an OSError inside its own ComputeError
+        codes = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+        if getattr(error, "errno", None) not in codes and not any(f"(os error {c})" in str(error) for c in codes):
             raise
-        raise PersynError(f"{path}: cannot write ({error.strerror}): free space or fix the folder's permissions, "
+        raise PersynError(f"{path}: cannot write ({error}): free space or fix the folder's permissions, "
                           "then run again (nothing half-written was left)") from None
 
 
