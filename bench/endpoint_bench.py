@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from persyn import engines, models
-from persyn.engines import GenerationRequest, Sampling
+from persyn.engines import GenerationRequest, Sampling, Usage
 
 
 def serve(latency: float, fault_rate: float) -> ThreadingHTTPServer:
@@ -89,10 +89,10 @@ def main() -> None:
         wall = time.perf_counter() - start
         engine.close()
         server.shutdown()
-        assert answers == [f"answer to question {i}" for i in range(args.requests)]
+        assert [a.text for a in answers] == [f"answer to question {i}" for i in range(args.requests)]
         baseline = baseline or wall
         print(f"{concurrency:>15} {wall:>8.2f} {args.requests / wall:>8.1f} {baseline / wall:>8.1f}x "
-              f"{engine.usage.retries:>8}")
+              f"{Usage.of(answers).retries:>8}")
 
 
 if __name__ == "__main__":

@@ -2,22 +2,31 @@
 
 Keys hash everything that determines an answer (model identity, engine, device, the rendered
 request, sampling settings, the per-request seed and, for scores, the response). Values are
-committed per batch in SQLite (WAL), shared by every DVC experiment, under
-$PERSYN_CACHE_DIR/requests/ — outside the git work tree and outside DVC outputs.
+committed per answer in SQLite (WAL), shared by every DVC experiment, under
+$PERSYN_CACHE_DIR/requests/ — outside the git work tree and outside DVC outputs. A damaged entry
+counts as missing; a wholly unreadable file, a full disk or a read-only folder is one PersynError.
+Claims (persyn/claims.py) let several processes share the work instead of repeating it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
+import shutil
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from persyn.engines import Completion
+from persyn.errors import PersynError
 from persyn.models import cache_root
+
+log = logging.getLogger("persyn.cache")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -26,7 +35,9 @@ CREATE TABLE IF NOT EXISTS requests (
     model TEXT NOT NULL,
     value TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (owner TEXT PRIMARY KEY, expires REAL NOT NULL);
 """
 
 
@@ -79,36 +90,83 @@ def default_path() -> Path:
     return cache_root() / "requests" / "requests.sqlite"
 
 
+def storage_error(path: Path, error: BaseException) -> PersynError:
+    """One clear error for a cache file that cannot be used at all, saying what to do."""
+    text = str(error)
+    try:
+        low = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        low = False
+    if "full" in text or getattr(error, "errno", None) == errno.ENOSPC or (low and "I/O" in text):
+        advice = "the disk is full: free space and run again (every answer committed so far is kept)"
+    elif "I/O" in text:
+        advice = "the disk failed a read or write: check it (and its free space), then run again"
+    elif "readonly" in text or "read-only" in text or "unable to open" in text or isinstance(error, PermissionError):
+        advice = ("cannot write there: check that the folder is writable by you and not mounted read-only, "
+                  "or point $PERSYN_CACHE_DIR elsewhere")
+    else:
+        advice = ("it is not a readable SQLite database (damaged or truncated): move it aside or delete it, "
+                  "and the next build recomputes what it held")
+    return PersynError(f"request cache {path}: {text}; {advice}")
+
+
 class RequestCache:
-    """get_many/put_many over one SQLite file; each put_many is one transaction."""
+    """get_many/put_many over one SQLite file; every SQLite failure of the file as a whole is a PersynError."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(self.path, timeout=60)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.execute(SCHEMA)
-        self.connection.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(self.path, timeout=60)
+            with self.guard():
+                self.connection.execute("PRAGMA journal_mode=WAL")
+                self.connection.execute("PRAGMA synchronous=NORMAL")
+                self.connection.executescript(SCHEMA)
+                self.connection.commit()
+        except OSError as error:
+            raise storage_error(self.path, error) from None
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn a failure of the database file (not SQLite, truncated, read-only, disk full) into one error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+                raise PersynError(f"request cache {self.path}: {error} (another process held it for over 60 s)") from None
+            raise storage_error(self.path, error) from None
+
+    def get_many(self, keys: Iterable[str], quiet: bool = False) -> dict[str, Any]:
+        """The stored values of the keys found; a damaged one counts as missing (one warning each,
+        unless `quiet`: a re-read of keys already warned about)."""
         keys = list(keys)
         found: dict[str, Any] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start: start + 500]
-            rows = self.connection.execute(
-                f"SELECT key, value FROM requests WHERE key IN ({','.join('?' * len(chunk))})", chunk
-            )
-            found.update((key, json.loads(value)) for key, value in rows)
+        with self.guard():
+            for start in range(0, len(keys), 500):
+                chunk = keys[start: start + 500]
+                rows = self.connection.execute(
+                    f"SELECT key, model, value FROM requests WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                ).fetchall()
+                for key, model, value in rows:
+                    try:
+                        found[key] = json.loads(value)
+                    except (json.JSONDecodeError, TypeError) as error:
+                        if not quiet:
+                                log.warning("request cache: entry %s of %s is damaged (%s); computing it again", key,
+                                        model, error)
         return found
 
-    def put_many(self, kind: str, model: str, items: dict[str, Any]) -> None:
+    def put_many(self, kind: str, model: str, items: dict[str, Any], owner: str | None = None) -> None:
+        """Commit the values in one transaction (replacing damaged ones) and drop `owner`'s claims on them."""
         now = time.time()
-        with self.connection:
+        with self.guard(), self.connection:
             self.connection.executemany(
                 "INSERT OR REPLACE INTO requests (key, kind, model, value, created) VALUES (?, ?, ?, ?, ?)",
                 [(key, kind, model, json.dumps(value), now) for key, value in items.items()],
             )
+            if owner is not None:
+                self.connection.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
+                                            [(key, owner) for key in items])
 
     def close(self) -> None:
         self.connection.close()
@@ -121,34 +179,42 @@ class RequestCache:
 
     def stats(self) -> list[tuple[str, str, int, int]]:
         """(model, kind, entries, bytes of values) per model and kind."""
-        return list(self.connection.execute(
-            "SELECT model, kind, COUNT(*), SUM(LENGTH(value)) FROM requests GROUP BY model, kind ORDER BY model, kind"
-        ))
+        with self.guard():
+            return list(self.connection.execute(
+                "SELECT model, kind, COUNT(*), SUM(LENGTH(value)) FROM requests GROUP BY model, kind ORDER BY model, kind"
+            ))
 
     def gc(self, live: set[str], older_than_days: float | None = None) -> int:
         """Delete the entries not in `live` (only those older than `older_than_days`, when given)."""
         cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else float("inf")
-        keys = [key for (key, created) in self.connection.execute("SELECT key, created FROM requests")
-                if key not in live and created < cutoff]
-        with self.connection:
-            self.connection.executemany("DELETE FROM requests WHERE key = ?", [(k,) for k in keys])
-        self.connection.execute("VACUUM")
+        with self.guard():
+            keys = [key for (key, created) in self.connection.execute("SELECT key, created FROM requests")
+                    if key not in live and created < cutoff]
+            self.delete(keys)
+            self.connection.execute("VACUUM")
         return len(keys)
 
-    def verify(self) -> list[str]:
-        """Problems found: SQLite integrity, undecodable values, values of the wrong type for their kind."""
-        problems = [row[0] for row in self.connection.execute("PRAGMA integrity_check") if row[0] != "ok"]
-        for key, kind, value in self.connection.execute("SELECT key, kind, value FROM requests"):
+    def delete(self, keys: Iterable[str]) -> None:
+        with self.guard(), self.connection:
+            self.connection.executemany("DELETE FROM requests WHERE key = ?", [(k,) for k in keys])
+
+    def verify(self) -> list[tuple[str | None, str]]:
+        """(key or None for the file, problem): SQLite integrity, undecodable values, values of the wrong type."""
+        with self.guard():
+            problems: list[tuple[str | None, str]] = [
+                (None, row[0]) for row in self.connection.execute("PRAGMA integrity_check") if row[0] != "ok"]
+            rows = self.connection.execute("SELECT key, kind, value FROM requests").fetchall()
+        for key, kind, value in rows:
             try:
                 decoded = json.loads(value)
-            except json.JSONDecodeError:
-                problems.append(f"{key}: value is not valid JSON")
+            except (json.JSONDecodeError, TypeError):
+                problems.append((key, "value is not valid JSON"))
                 continue
             if kind not in CODECS:
-                problems.append(f"{key}: unknown kind '{kind}'")
+                problems.append((key, f"unknown kind '{kind}'"))
                 continue
             try:
                 CODECS[kind].decode(decoded)
             except (TypeError, ValueError, KeyError):
-                problems.append(f"{key}: a {kind} entry holds {decoded!r:.40}")
+                problems.append((key, f"a {kind} entry holds {decoded!r:.40}"))
         return problems

@@ -92,10 +92,14 @@ def cache_command(args: argparse.Namespace) -> None:
             print(f"removed {cache.gc(referenced_keys(Path(args.lock)), args.older_than)} entries")
         else:
             problems = cache.verify()
-            for problem in problems:
-                print(problem)
+            for key, problem in problems:
+                print(f"{key or cache.path}: {problem}")
+            damaged = {key for key, _ in problems if key is not None}
+            if args.repair and damaged:
+                cache.delete(damaged)
+                print(f"deleted {len(damaged)} unreadable entries (the next build computes them again)")
             print(f"{cache.path}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
-            if problems:
+            if problems and not (args.repair and len(damaged) == len(problems)):
                 raise SystemExit(1)
 
 
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--lock", default="dvc.lock", help="gc keeps the entries this lock's outputs reference")
     cache.add_argument("--older-than", type=float, metavar="DAYS",
                        help="gc drops only unreferenced entries older than this (keeps recent experiments')")
+    cache.add_argument("--repair", action="store_true", help="verify deletes the entries it cannot read")
     cache.set_defaults(run=cache_command)
     estimate = commands.add_parser("plan", help="generations, tokens and cost the build will make, before it runs")
     estimate.add_argument("--json", metavar="FILE", help="also write the plan as JSON")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,6 @@ import numpy as np
 import polars as pl
 
 from persyn.config import RouterConfig
-from persyn.engines import Usage
 from persyn.errors import PersynError
 from persyn.rewards import is_correct
 from persyn.router import combined_reward
@@ -120,19 +118,11 @@ def read(directory: Path) -> list[dict[str, Any]]:
     return records
 
 
-def total_usage(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the usage blocks of several stats records (a teacher's sample and generate stages)."""
-    total = Usage()
-    for record in stats:
-        total.add(Usage(**record["usage"]))
-    return asdict(total)
-
-
 def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts: list[dict[str, Any]],
-            generation_stats: dict[str, dict[str, Any]], generated: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Counts, teacher shares, truncated answers, this build's generations (generated now vs
-    reused from the request cache) and what they cost, and the generations the strategy needs
-    against Generate-then-Select (N·P)."""
+            generated: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Facts about the dataset: counts, teacher shares, truncated answers, and the generations the
+    strategy needs against Generate-then-Select (N·P). Never counters of the run (generated now,
+    reused, cost: runs/*.json), so that the same params give the same bytes whatever the cache held."""
     total = len(records)
     teachers = sorted(routes)
     pool = {p["id"] for p in prompts if p["split"] == "pool"}
@@ -146,7 +136,6 @@ def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts
             "share": len(mine) / total if total else 0.0,
             "mean_quality": sum(checked) / len(checked) if checked else None,
             "truncated": sum(row["finish_reason"] == "length" for row in generated[teacher]),
-            **generation_stats[teacher],
         }
     used = len(teachers) * subset_size + sum(len(set(ids) & pool) for ids in routes.values())
     select_all = len(teachers) * total
@@ -155,7 +144,6 @@ def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts
         "routed_prompts": len({row["id"] for rows in generated.values() for row in rows}),
         "truncated": sum(t["truncated"] for t in per_teacher.values()),
         "teachers": per_teacher,
-        "usage": total_usage(list(per_teacher.values())),
         "generations": {
             "used": used,
             "generate_then_select": select_all,

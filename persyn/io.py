@@ -7,6 +7,7 @@ half-written artifact; every read and write is checked against its schema in sch
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -31,16 +32,30 @@ def current_umask() -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    os.chmod(scratch, 0o666 & ~current_umask())  # mkstemp's 0600 would make every artifact private
+    with unwritable(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        os.chmod(scratch, 0o666 & ~current_umask())  # mkstemp's 0600 would make every artifact private
+        try:
+            yield Path(scratch)
+            os.replace(scratch, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch)
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """A full disk or a read-only folder is one clear error (the scratch file is gone, nothing half-written)."""
     try:
-        yield Path(scratch)
-        os.replace(scratch, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(scratch)
+        yield
+    except Exception as error:  # polars reports an OSError inside its own ComputeError
+        codes = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+        if getattr(error, "errno", None) not in codes and not any(f"(os error {c})" in str(error) for c in codes):
+            raise
+        raise PersynError(f"{path}: cannot write ({error}): free space or fix the folder's permissions, "
+                          "then run again (nothing half-written was left)") from None
 
 
 @contextlib.contextmanager

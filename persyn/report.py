@@ -240,24 +240,26 @@ def sweep(experiments: list[dict[str, Any]]) -> list[Block]:
 
 
 def cost(build: Build) -> list[Block]:
-    stats = {(t, stage): build.json(f"data/{stage}/{t}.stats.json", stage)
-             for t in build.teachers for stage in ("sample", "generated")}
+    """This workspace's last run of each generation stage, from its run log (runs/*.json, not versioned)."""
+    stats = {(t, stage): build.json(f"runs/{stage}@{t}.json", stage)
+             for t in build.teachers for stage in ("sample", "generate")}
     usage = any("usage" in s for s in stats.values())
     header = ["teacher", "S answers: generated / reused", "routed: generated / reused", "from S"]
     rows, fresh, reused = [], [], []
     for t in build.teachers:
-        sample, routed = stats[(t, "sample")], stats[(t, "generated")]
+        sample, routed = stats[(t, "sample")], stats[(t, "generate")]
         fresh.append(float(sample["generated"] + routed["generated"]))
         reused.append(float(sample["reused"] + routed["reused"]))
         rows.append([t, f"{sample['generated']} / {sample['reused']}", f"{routed['generated']} / {routed['reused']}",
-                     str(routed["from_subset"])])
+                     str(build.json(f"data/generated/{t}.stats.json", "generate")["from_subset"])])
         if usage:
             spent = [s["usage"] for s in (sample, routed) if "usage" in s]
             rows[-1] += [str(sum(u["prompt_tokens"] for u in spent)), str(sum(u["completion_tokens"] for u in spent)),
                          f"{sum(u['cost_usd'] for u in spent):.4f}"]
-    note = "" if usage else " These stats files predate token and cost accounting (no usage recorded)."
-    return [f"Answers per teacher in this build (sample@T on S, then generate@T on its routed prompts): generated "
-            f"now, or reused from the request cache; routed answers from S are reused as they are.{note}",
+    note = "" if usage else " These run logs predate token and cost accounting (no usage recorded)."
+    return [f"Answers per teacher in this workspace's last run of each stage (sample@T on S, then generate@T on its "
+            f"routed prompts; from the run logs in runs/, which are not versioned): generated now, or reused from the "
+            f"request cache; routed answers from S are reused as they are.{note}",
             Figure(svg.bars("cost-answers", "Answers per teacher: generated now vs reused from the request cache",
                             build.teachers, {"generated now": fresh, "reused from cache": reused}, lambda v: f"{v:.0f}")),
             Table(header + (["prompt tokens", "completion tokens", "cost (USD)"] if usage else []), rows)]

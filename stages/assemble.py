@@ -15,7 +15,6 @@ def main() -> None:
     teachers = sorted(p.stem for p in Path("data/routes").glob("*.parquet"))
     routes = {t: [r["id"] for r in io.read_parquet(f"data/routes/{t}.parquet", "route")] for t in teachers}
     generated = {t: io.read_parquet(f"data/generated/{t}.parquet", "generation") for t in teachers}
-    stats = {t: io.read_json(f"data/generated/{t}.stats.json", "generation_stats") for t in teachers}
     prompts = io.read_parquet("data/prompts.parquet", "prompt")
     oracle = params.route.strategy == "oracle"
     scored: dict[str, list[dict]] = {t: [] for t in teachers}  # the oracle's scores of every answer
@@ -31,10 +30,7 @@ def main() -> None:
     records = dataset.assemble(prompts, routes, generated, scores, params.router, params.assemble.drop_truncated)
     with io.atomic_directory("data/dataset") as out:
         dataset.write(records, out, params.assemble.name, params.assemble.shard_size)
-    sampled = {t: io.read_json(f"data/sample/{t}.stats.json", "generation_stats") for t in teachers}
-    generation = {t: {"generated": s["generated"], "reused": s["reused"],
-                      "usage": dataset.total_usage([s, sampled[t]])} for t, s in stats.items()}
-    summary = dataset.metrics(records, routes, prompts, generation, generated)
+    summary = dataset.metrics(records, routes, prompts, generated)
     io.write_json("metrics/dataset.json", summary, "dataset_metrics")
     io.write_csv("plots/teacher_shares.csv",
                  [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])

@@ -1,5 +1,6 @@
 """Stage generate@T: T answers only its routed prompts; router-subset answers are reused
-→ data/generated/T.parquet and data/generated/T.stats.json."""
+→ data/generated/T.parquet and data/generated/T.stats.json;
+this run's counters → runs/generate@T.json."""
 
 import argparse
 
@@ -21,8 +22,9 @@ def main() -> None:
     records = sorted([subset[i] for i in routed if i in subset] + fresh, key=lambda r: r["id"])
     io.write_parquet(f"data/generated/{teacher.name}.parquet", records, "generation")
     io.write_json(f"data/generated/{teacher.name}.stats.json",
-                  synthesis.stats_record(teacher.name, len(records), len(records) - len(fresh), stats),
+                  synthesis.stats_record(teacher.name, len(records), len(records) - len(fresh)),
                   "generation_stats")
+    synthesis.write_run_log(f"generate@{teacher.name}", stats)
 
 
 if __name__ == "__main__":

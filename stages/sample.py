@@ -1,4 +1,5 @@
-"""Stage sample@T: teacher T answers every router-subset prompt → data/sample/T.parquet (+ T.stats.json)."""
+"""Stage sample@T: teacher T answers every router-subset prompt → data/sample/T.parquet (+ T.stats.json);
+this run's counters (generated now, reused, cost) → runs/sample@T.json."""
 
 import argparse
 
@@ -17,7 +18,8 @@ def main() -> None:
         records, stats = synthesis.generate(teacher, subset, cache)
     io.write_parquet(f"data/sample/{teacher.name}.parquet", records, "generation")
     io.write_json(f"data/sample/{teacher.name}.stats.json",
-                  synthesis.stats_record(teacher.name, len(records), 0, stats), "generation_stats")
+                  synthesis.stats_record(teacher.name, len(records), 0), "generation_stats")
+    synthesis.write_run_log(f"sample@{teacher.name}", stats)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,90 @@ def test_cache_command_stats_gc_verify(tmp_path: Path, capsys) -> None:
         main(["cache", "verify", "--cache", str(db)])
     out = capsys.readouterr().out
     assert "bad: a loglikelihood entry holds 0.7" in out and "worse: value is not valid JSON" in out
+
+
+def test_a_damaged_entry_is_recomputed_and_overwritten(tiny_models: dict[str, Path], tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sqlite3
+
+    database = tmp_path / "c.sqlite"
+    with RequestCache(database) as cache:
+        first, _ = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(3)], cache)
+    damaged = first[1]["request"]
+    with sqlite3.connect(database) as raw:  # a real damaged row: not JSON at all
+        raw.execute("UPDATE requests SET value = '{\"text\": \"cut off' WHERE key = ?", (damaged,))
+    with RequestCache(database) as cache, caplog.at_level(logging.WARNING):
+        again, stats = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(3)], cache)
+        assert again == first and (stats.computed, stats.reused) == (1, 2)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and damaged in warnings[0] and first[1]["model"] in warnings[0]
+        assert cache.verify() == []  # overwritten with the recomputed answer
+
+
+def test_verify_repair_deletes_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import sqlite3
+    import time
+
+    from persyn.cli import main
+
+    database = tmp_path / "c.sqlite"
+    with RequestCache(database) as cache:
+        cache.put_many("loglikelihood", "s@1", {"good": -1.0})
+    with sqlite3.connect(database) as raw:
+        raw.executemany("INSERT INTO requests VALUES (?, ?, 'm', ?, ?)",
+                        [("torn", "generate", "{not json", time.time()), ("wrong", "loglikelihood", "0.7", time.time())])
+    main(["cache", "verify", "--repair", "--cache", str(database)])
+    assert "deleted 2 unreadable entries" in capsys.readouterr().out
+    main(["cache", "verify", "--cache", str(database)])
+    assert capsys.readouterr().out.strip().endswith(": ok")
+    with RequestCache(database) as cache:
+        assert cache.get_many(["good", "torn", "wrong"]) == {"good": -1.0}
+
+
+def test_an_unreadable_cache_file_is_one_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from persyn.errors import PersynError
+
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database at all, " * 200)
+    with pytest.raises(PersynError, match=f"request cache {garbage}: file is not a database; .*move it aside or delete it"):
+        RequestCache(garbage)
+    truncated = tmp_path / "truncated.sqlite"
+    with RequestCache(truncated) as cache:
+        cache.put_many("reward", "r@1", {f"{i:064x}": float(i) * 1000 for i in range(3000)})
+        cache.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 3])
+    with pytest.raises(PersynError, match=f"request cache {truncated}: database disk image is malformed"):
+        with RequestCache(truncated) as cache:
+            cache.get_many([f"{i:064x}" for i in range(3000)])
+    # a stage meets it as one line, never a traceback
+    stage = subprocess.run([sys.executable, "-c", "from persyn.errors import guarded\nfrom persyn.cache import RequestCache\n"
+                            f"guarded(lambda: RequestCache({str(garbage)!r}))()"], capture_output=True, text=True)
+    assert stage.returncode == 2 and "Traceback" not in stage.stderr
+    assert stage.stderr.startswith(f"persyn: error: request cache {garbage}: file is not a database")
+
+
+def test_a_read_only_cache_folder_is_one_clear_error(tmp_path: Path) -> None:
+    import subprocess
+
+    from persyn.engines import Score
+    from persyn.errors import PersynError
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        database = mount / "requests.sqlite"
+        with RequestCache(database) as cache:
+            cache.put_many("loglikelihood", "s@1", {"kept": -1.0})
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)  # root ignores chmod; a ro mount it cannot
+        with pytest.raises(PersynError, match=f"request cache {database}: .*check that the folder is writable"):
+            with RequestCache(database) as cache:
+                synthesis.run_cached(cache, "loglikelihood", "s@1", [{"n": 1}], [1],
+                                     lambda batch: [Score(-1.0, 1) for _ in batch], 1, "ro")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)

@@ -24,15 +24,11 @@ def test_routed_answers_become_records_with_rewards() -> None:
     assert [(r["teacher"], r["quality"], r["learnability"]) for r in records] == [
         ("a", 1.0, -0.5), ("b", 1.0, None), ("a", 0.0, None), ("b", 1.0, None)]
     assert records[2]["messages"][-1] == {"role": "assistant", "content": "The answer is 5."}
-    spent = {"requests": 2, "prompt_tokens": 30, "completion_tokens": 12, "retries": 1, "cost_usd": 0.25}
-    usage = {"a": dataset.total_usage([{"usage": spent}, {"usage": spent}]), "b": dataset.total_usage([{"usage": spent}])}
-    stats = {t: {"generated": 1, "reused": 0, "usage": usage[t]} for t in "ab"}
-    summary = dataset.metrics(records, routes, PROMPTS, stats, generated)
+    summary = dataset.metrics(records, routes, PROMPTS, generated)
     check(summary, "dataset_metrics", "metrics/dataset.json")
     assert summary["generations"] == {"used": 2 * 2 + 2, "generate_then_select": 8, "saved_fraction": 0.25}
-    assert summary["teachers"]["a"]["mean_quality"] == 0.5
-    assert summary["usage"] == {"requests": 6, "prompt_tokens": 90, "completion_tokens": 36, "retries": 3,
-                                "cost_usd": 0.75}
+    assert summary["teachers"]["a"] == {"records": 2, "share": 0.5, "mean_quality": 0.5, "truncated": 0}
+    assert "usage" not in summary  # counters of a run (tokens, cost, reused) are in runs/*.json, not the metrics
 
 
 def test_oracle_keeps_the_best_answer_by_combined_reward() -> None:
@@ -62,10 +58,9 @@ def test_truncated_answers_are_dropped_and_counted() -> None:
     routes = {"a": [ID[0], ID[2]], "b": [ID[1], ID[3]]}
     generated = {"a": [answer(0, "a", "The answer is 0."), answer(2, "a", "The answer i", "length")],
                  "b": [answer(1, "b", "1", "length"), answer(3, "b", "The answer is 3.")]}
-    stats = {t: {"generated": 2, "reused": 0, "usage": dataset.total_usage([])} for t in "ab"}
     kept = dataset.assemble(PROMPTS, routes, generated, [], RouterConfig(alpha=0.4))
     assert [r["id"] for r in kept] == [ID[0], ID[3]] and {r["finish_reason"] for r in kept} == {"stop"}
-    summary = dataset.metrics(kept, routes, PROMPTS, stats, generated)
+    summary = dataset.metrics(kept, routes, PROMPTS, generated)
     check(summary, "dataset_metrics", "metrics/dataset.json")
     assert (summary["records"], summary["routed_prompts"], summary["truncated"]) == (2, 4, 2)
     assert summary["teachers"]["a"]["truncated"] == summary["teachers"]["b"]["truncated"] == 1

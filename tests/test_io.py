@@ -80,3 +80,20 @@ def test_empty_artifact_keeps_its_columns(tmp_path: Path) -> None:
     io.write_parquet(tmp_path / "r.parquet", [], "route")
     assert pl.read_parquet(tmp_path / "r.parquet").columns == ["id"]
     assert io.read_parquet(tmp_path / "r.parquet", "route") == []
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    import random
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        records = [{"id": f"{i:016x}", "embedding": [random.random() for _ in range(384)]} for i in range(400)]
+        with pytest.raises(PersynError, match="e.parquet: cannot write .*No space left on device.*free space"):
+            io.write_parquet(mount / "e.parquet", records, "embedding")
+        assert list(mount.iterdir()) == []  # no partial artefact, no scratch file
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)

@@ -38,6 +38,8 @@ class FakeServer:
         self.starts: list[float] = []
         self.delay: Callable[[dict[str, Any]], float] = lambda body: 0.0
         self.active = self.peak = 0
+        self.answered = 0  # replies sent in full: answers the client has been paid for
+        self.connections: set[tuple[str, int]] = set()  # client (host, port): one per kept-alive connection
         self.lock = threading.Lock()
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
@@ -46,6 +48,8 @@ class FakeServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -57,6 +61,7 @@ class FakeServer:
                     fake.paths.append(self.path)
                     fake.auth.append(self.headers.get("Authorization"))
                     fake.starts.append(time.monotonic())
+                    fake.connections.add(self.client_address)
                     fake.active += 1
                     fake.peak = max(fake.peak, fake.active)
                 try:
@@ -78,6 +83,7 @@ class FakeServer:
             def respond(self, behaviour: str, body: dict[str, Any]) -> None:
                 time.sleep(fake.delay(body))
                 if behaviour == "drop":
+                    self.close_connection = True
                     return  # close the connection without a status line
                 if behaviour == "slow":
                     time.sleep(0.6)
@@ -97,6 +103,8 @@ class FakeServer:
                     message = f"Incorrect API key provided: {SECRET}"  # servers may echo the key
                     return self.send(401, json.dumps({"error": {"message": message}}).encode())
                 self.send(200, json.dumps(reply(body, usage=behaviour != "nousage")).encode())
+                with fake.lock:
+                    fake.answered += 1
 
         return Handler
 
@@ -144,7 +152,7 @@ class Sleeps(list):
 
 
 def engine(server: FakeServer, sleep: Any = None, spec: str = "api:echo-model", **options: Any) -> OpenAIEngine:
-    parsed = Options(**{"base_url": server.url, "timeout_s": 0.3, "backoff_s": 0.01, **options})
+    parsed = Options(**{"base_url": server.url, "read_timeout_s": 0.3, "backoff_s": 0.01, **options})
     return OpenAIEngine(resolve(spec), 16, parsed, sleep=sleep, rng=random.Random(0))
 
 
@@ -195,7 +203,8 @@ def test_every_fault_is_retried(server: FakeServer, caplog: pytest.LogCaptureFix
     assert sleeps[0] >= 2  # Retry-After: 2
     assert all(wait <= 0.01 * 2 ** attempt for attempt, wait in enumerate(sleeps[1:], start=1))
     assert len([r for r in caplog.records if "retry" in r.getMessage()]) == len(faults)
-    assert "HTTP 429" in caplog.text and "no response within 0.3 s" in caplog.text
+    assert "HTTP 429" in caplog.text and "no reply within 0.3 s (read_timeout_s" in caplog.text
+    assert completions[0].timeouts == 1  # the "slow" reply: one read timeout among the retries
 
 
 def test_faults_spread_over_concurrent_requests(server: FakeServer) -> None:
@@ -260,11 +269,12 @@ def test_options_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         engines.parse_options("openai", {"base_url": "http://x/v1", "api_key_env": SECRET})
     assert SECRET not in str(raised.value)
     for bad, match in [({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
-                       ({"timeout_s": 0}, "timeout_s must be a number > 0"),
+                       ({"read_timeout_s": 0}, "read_timeout_s must be a number > 0"),
+                       ({"connect_timeout_s": -1}, "connect_timeout_s must be a number > 0"),
                        ({"extra_body": {"seed": 1}}, "extra_body may not set seed")]:
         with pytest.raises(PersynError, match=match):
             engines.parse_options("openai", {"base_url": "http://x/v1", **bad})
-    assert engines.parse_options("openai", {"base_url": "http://x/v1", "timeout_s": 5}).answers_depend_on() == {}
+    assert engines.parse_options("openai", {"base_url": "http://x/v1", "read_timeout_s": 5}).answers_depend_on() == {}
     assert Options("http://x/v1", extra_body={"top_k": 20}).answers_depend_on() == {"extra_body": {"top_k": 20}}
     with pytest.raises(PersynError, match="set engine_options.served_model"):
         engines.load("openai", resolve(f"local:{tmp_path}"), options={"base_url": "http://x/v1"})
@@ -322,3 +332,60 @@ def test_the_student_cannot_be_scored_through_an_endpoint(server: FakeServer, tm
     with pytest.raises(PersynError, match="run the student on transformers, vllm or ray"):
         engine(server).loglikelihood([ScoreRequest([{"role": "user", "content": "q"}], "a")])
     assert server.bodies == []
+
+
+def test_connections_are_kept_alive_and_pooled(server: FakeServer) -> None:
+    loaded = engine(server, max_concurrency=2)
+    assert len(loaded.generate([ask(f"q{i}") for i in range(12)], Sampling())) == 12
+    loaded.close()
+    assert len(server.connections) <= 2  # one TLS handshake per pooled connection on HTTPS, not one per request
+
+
+def test_stream_hands_over_each_answer_as_it_completes(server: FakeServer) -> None:
+    server.delay = lambda body: 0.6 if body["messages"][-1]["content"] == "slow one" else 0.05
+    loaded = engine(server, max_concurrency=3, read_timeout_s=5)
+    began, arrivals = time.monotonic(), []
+    for index, completion in loaded.stream([ask("slow one"), ask("quick a"), ask("quick b")], Sampling()):
+        arrivals.append((index, completion.text.split(" seed")[0], time.monotonic() - began))
+    loaded.close()
+    assert [a[0] for a in arrivals] == [1, 2, 0] and arrivals[-1][1] == "echo: slow one"
+    assert arrivals[0][2] < 0.4 < arrivals[-1][2]  # the quick answers came back before the slow one finished
+
+
+def test_a_server_that_never_answers_is_told_from_a_queued_request(server: FakeServer,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)  # never accepts: once its backlog is full, a connect times out
+    port = full.getsockname()[1]
+    backlog = [socket.socket() for _ in range(3)]
+    for filler in backlog:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    time.sleep(0.1)
+    dead = OpenAIEngine(resolve("api:m"), 4, Options(f"http://127.0.0.1:{port}/v1", connect_timeout_s=0.3, max_retries=1,
+                                                     backoff_s=0.01))
+    with caplog.at_level(logging.WARNING, "persyn.engines.openai"), pytest.raises(PersynError, match="after 2 attempts"):
+        dead.generate([ask("x")], Sampling())
+    dead.close()
+    assert "did not accept a connection within 0.3 s (connect_timeout_s" in caplog.text
+    for sock in (full, *backlog):
+        sock.close()
+    caplog.clear()
+    server.script.extend(["slow", "slow"])  # 0.6 s replies against a 0.3 s read timeout: queued, not dead
+    with caplog.at_level(logging.WARNING, "persyn.engines.openai"):
+        completion = engine(server, sleep=Sleeps()).generate([ask("y")], Sampling())[0]
+    assert "connected, but no reply within 0.3 s (read_timeout_s" in caplog.text and "raise read_timeout_s" in caplog.text
+    assert (completion.retries, completion.timeouts) == (2, 2)
+    assert Usage.of([completion]).timeouts == 2
+
+
+def test_timeouts_reach_the_stage_log(server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    options = {"base_url": server.url, "max_concurrency": 1, "read_timeout_s": 0.3, "backoff_s": 0.01}
+    teacher = TeacherConfig("remote", "api:echo-model", SamplingConfig(engine="openai", batch_size=2, engine_options=options))
+    server.script.extend(["slow"])
+    with RequestCache(tmp_path / "requests.sqlite") as cache, caplog.at_level(logging.WARNING):
+        _, stats = synthesis.generate(teacher, [{"id": "p", "messages": [{"role": "user", "content": "q"}]}], cache)
+    assert stats.usage.timeouts == 1 and "generate remote: 1 retries were caused by timeouts" in caplog.text

@@ -64,7 +64,7 @@ def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[s
                                                   ("reward model", True), ("embed", True)]
     assert "log-likelihood" in healthy[2].detail and healthy[3].detail.startswith("reward ")
     dead_endpoint = {"model": "api:gone", "engine": "openai",
-                     "engine_options": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_s": 2}}
+                     "engine_options": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "connect_timeout_s": 2}}
     broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, student={"engine": "openai",
                                                                              "engine_options": dead_endpoint["engine_options"]}))
     by_role = {f.role: f for f in broken}

@@ -74,7 +74,7 @@ name = "planted-math"
 
 def usage(requests: int, k: int) -> dict:
     return {"requests": requests, "prompt_tokens": 40 * requests + k, "completion_tokens": 20 * requests + k,
-            "retries": 0, "cost_usd": 0.0005 * requests}
+            "retries": 0, "cost_usd": 0.0005 * requests, "timeouts": 0}
 
 
 def plant(root: Path) -> dict:
@@ -118,15 +118,18 @@ def plant(root: Path) -> dict:
 
     routed = trained.route(vectors[:32].astype(np.float32))
     by_score = {(s["id"], s["teacher"]): s for s in scores}
-    records, teachers = [], {}
+    records, teachers, spent = [], {}, {}
     for k, t in enumerate(TEACHERS):
         mine = [i for i in range(32) if routed[i] == k]
         in_s = [i for i in mine if i < 24]
-        write_json(root / f"data/sample/{t}.stats.json", {"teacher": t, "prompts": 24, "from_subset": 0, "generated": 24,
-                                                          "reused": 0, "usage": usage(24, k)}, "generation_stats")
-        write_json(root / f"data/generated/{t}.stats.json",
-                   {"teacher": t, "prompts": len(mine), "from_subset": len(in_s), "generated": len(mine) - len(in_s),
-                    "reused": len(in_s), "usage": usage(len(mine) - len(in_s), k)}, "generation_stats")
+        write_json(root / f"data/sample/{t}.stats.json", {"teacher": t, "prompts": 24, "from_subset": 0}, "generation_stats")
+        write_json(root / f"data/generated/{t}.stats.json", {"teacher": t, "prompts": len(mine), "from_subset": len(in_s)},
+                   "generation_stats")
+        spent[t] = [usage(24, k), usage(len(mine) - len(in_s), k)]
+        write_json(root / f"runs/sample@{t}.json", {"stage": f"sample@{t}", "generated": 24, "reused": 0,
+                                                   "usage": spent[t][0], "finished": "-"}, "run_log")
+        write_json(root / f"runs/generate@{t}.json", {"stage": f"generate@{t}", "generated": len(mine) - len(in_s),
+                                                     "reused": len(in_s), "usage": spent[t][1], "finished": "-"}, "run_log")
         for i in mine:
             score = by_score.get((ids[i], t), {})
             records.append({"id": ids[i], "messages": prompts[i]["messages"] + [
@@ -135,17 +138,15 @@ def plant(root: Path) -> dict:
                 "learnability": score.get("learnability"), "split": split[i], "finish_reason": "stop"})
         checked = [r["quality"] for r in records if r["teacher"] == t and r["quality"] is not None]
         teachers[t] = {"records": len(mine), "share": len(mine) / 32, "mean_quality": sum(checked) / len(checked)
-                       if checked else None, "truncated": 0, "generated": len(mine) - len(in_s), "reused": len(in_s),
-                       "usage": dataset.total_usage([{"usage": usage(24, k)}, {"usage": usage(len(mine) - len(in_s), k)}])}
+                       if checked else None, "truncated": 0}
     (root / "data/dataset").mkdir(parents=True)
     dataset.write(sorted(records, key=lambda r: r["id"]), root / "data/dataset", "planted-math", 5000)
     built = {"records": 32, "routed_prompts": 32, "truncated": 0, "teachers": teachers,
-             "usage": dataset.total_usage(list(teachers.values())),
              "generations": {"used": 80, "generate_then_select": 96, "saved_fraction": 1 - 80 / 96}}
     write_json(root / "metrics/dataset.json", built, "dataset_metrics")
     evaluation = {"trained": {"accuracy": 0.375, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}}
     write_json(root / "metrics/eval.json", evaluation, "eval_metrics")
-    return {"router": router_metrics, "dataset": built}
+    return {"router": router_metrics, "dataset": built, "spent": spent}
 
 
 def render(root: Path, out: Path) -> tuple[str, str]:
@@ -174,9 +175,9 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     assert "Calibration on validation prompts (redrawn from router.seed" in markdown
     assert f"| validation (n={metrics['prompts']}) |" in section(markdown, "4. Router: regret and calibration")
     cost = section(markdown, "6. Cost")
-    for t, v in planted["dataset"]["teachers"].items():
-        spent = v["usage"]
-        assert f"| {spent['prompt_tokens']} | {spent['completion_tokens']} | {spent['cost_usd']:.4f} |" in cost, t
+    for t, (sampled, routed) in planted["spent"].items():
+        tokens = [sum(u[key] for u in (sampled, routed)) for key in ("prompt_tokens", "completion_tokens", "cost_usd")]
+        assert f"| {tokens[0]} | {tokens[1]} | {tokens[2]:.4f} |" in cost, t
     assert "no experiments yet" in section(markdown, "5. α sweep across experiments")
     rows = [line for line in section(markdown, "8. Sample records per teacher").splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + report.SAMPLES and rows[0] == "| prompt | gemma | qwen | smol |"
@@ -188,7 +189,7 @@ def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     plant(tmp_path)
     (tmp_path / "metrics/eval.json").unlink()
     shutil.rmtree(tmp_path / "data/router")
-    for stats in (tmp_path / "data").glob("*/*.stats.json"):  # a build from before usage was recorded
+    for stats in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
         write_json(stats, {k: v for k, v in json.loads(stats.read_text()).items() if k != "usage"})
     page, markdown = render(tmp_path, tmp_path / "out")
     assert section(markdown, "7. Eval accuracy").strip() == "not built yet (run dvc repro evaluate)"

@@ -55,7 +55,7 @@ def test_kill_during_generation_loses_at_most_one_batch(tiny_models: dict[str, P
 
     ran = project.repro()
     assert "sample@a" in ran
-    stats = json.loads(project.file_bytes("data/sample/a.stats.json"))
+    stats = json.loads(project.file_bytes("runs/sample@a.json"))
     assert stats["reused"] == survived and stats["generated"] == 16 - survived
 
     teacher = config.load(project.path / "params.toml").teacher("a")

@@ -72,6 +72,7 @@ class Completion:
     completion_tokens: int
     retries: int = 0
     cost_usd: float = 0.0
+    timeouts: int = 0  # of the retries, those after a timeout (a slow or overloaded server)
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:
@@ -95,6 +96,7 @@ class Usage:
     completion_tokens: int = 0
     retries: int = 0
     cost_usd: float = 0.0
+    timeouts: int = 0
 
     def add(self, other: "Usage") -> None:
         for spent in dataclasses.fields(self):
@@ -105,7 +107,8 @@ class Usage:
         total = cls()
         for result in results:
             if isinstance(result, Completion):
-                total.add(cls(1, result.prompt_tokens, result.completion_tokens, result.retries, result.cost_usd))
+                total.add(cls(1, result.prompt_tokens, result.completion_tokens, result.retries, result.cost_usd,
+                              result.timeouts))
             else:
                 total.add(cls(1, result.tokens))
         return total
@@ -116,7 +119,9 @@ class Engine(Protocol):
     batch_size: int
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
-        """One completion per request, in request order."""
+        """One completion per request, in request order. An engine may also offer
+        `stream(requests, sampling) -> Iterator[tuple[int, Completion]]`, yielding each answer (with
+        its position in `requests`) as it completes, so that the cache commits it at once."""
 
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         """Mean per-token log-probability of each response's tokens under the chat template."""

@@ -1,15 +1,18 @@
 """The OpenAI-compatible engine: any /v1/chat/completions endpoint (vLLM, SGLang, llama.cpp, hosted APIs).
 
-Requests run on a bounded thread pool, starts are spaced by an optional per-teacher rate limit, and
-transient failures (429, 5xx, timeouts, dropped connections, malformed replies) are retried with
-exponential backoff, full jitter and the server's Retry-After. Standard library only, so options can
-be checked and requests sent on a machine without torch. An endpoint returns samples, not the
-log-likelihood of a given response, so this engine cannot score the student.
+Requests run on a bounded thread pool over one httpx client (keep-alive connections pooled to
+max_concurrency, so an HTTPS API pays one TLS handshake per connection, not per request); answers
+are handed over as they complete (`stream`), so the cache commits each at once. Starts are spaced
+by an optional per-teacher rate limit, and transient failures (429, 5xx, timeouts, dropped
+connections, malformed replies) are retried with exponential backoff, full jitter and the server's
+Retry-After. A connect timeout (the server never answered) is kept apart from a read timeout (the
+request reached a server that is still busy, e.g. queued behind others): the latter is what a slow
+server causes, and the log says which setting to raise. No torch needed. An endpoint returns
+samples, not the log-likelihood of a given response, so this engine cannot score the student.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -17,13 +20,13 @@ import random
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+import httpx
 
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, truncate_at_stop
 from persyn.errors import PersynError
@@ -54,7 +57,8 @@ class Options:
     served_model: str | None = None
     max_concurrency: int = 8
     requests_per_minute: float = 0.0
-    timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 600.0
     max_retries: int = 6
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
@@ -72,7 +76,8 @@ class Options:
             raise ValueError("served_model must be a non-empty string")
         _check("max_concurrency", self.max_concurrency, 1, integer=True)
         _check("max_retries", self.max_retries, 0, integer=True)
-        _check("timeout_s", self.timeout_s, 0, above=True)
+        _check("connect_timeout_s", self.connect_timeout_s, 0, above=True)
+        _check("read_timeout_s", self.read_timeout_s, 0, above=True)
         for name in ("requests_per_minute", "backoff_s", "max_backoff_s", "cost_per_million_prompt_tokens",
                      "cost_per_million_completion_tokens"):
             _check(name, getattr(self, name), 0)
@@ -89,9 +94,9 @@ class Options:
 class _Transient(Exception):
     """A failure worth retrying, with the wait the server asked for, if any."""
 
-    def __init__(self, what: str, retry_after: float | None = None) -> None:
+    def __init__(self, what: str, retry_after: float | None = None, timeout: bool = False) -> None:
         super().__init__(what)
-        self.retry_after = retry_after
+        self.retry_after, self.timeout = retry_after, timeout
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -147,19 +152,41 @@ class OpenAIEngine:
         self.limiter = RateLimiter(options.requests_per_minute, time.monotonic)
         self.warned_no_usage = False
         self.executor: ThreadPoolExecutor | None = ThreadPoolExecutor(options.max_concurrency, "persyn-openai")
+        self.client = httpx.Client(
+            headers=self.headers, trust_env=True,
+            timeout=httpx.Timeout(connect=options.connect_timeout_s, read=options.read_timeout_s,
+                                  write=options.connect_timeout_s, pool=None),
+            limits=httpx.Limits(max_connections=options.max_concurrency,
+                                max_keepalive_connections=options.max_concurrency),
+        )
         log.info("openai engine: %s at %s (at most %d concurrent requests)", self.served_model, self.base_url,
                  options.max_concurrency)
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
+        answers: list[Completion | None] = [None] * len(requests)
+        for index, completion in self.stream(requests, sampling):
+            answers[index] = completion
+        return answers  # type: ignore[return-value]  # stream yields every index once
+
+    def stream(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> Iterator[tuple[int, Completion]]:
+        """(index, completion) as each request completes, at most max_concurrency in flight."""
         if self.executor is None:
             raise PersynError("openai engine: generate after close")
         abort = threading.Event()  # one fatal error stops the other requests of this call
-        futures = [self.executor.submit(self._answer, request, sampling, abort) for request in requests]
+        futures: dict[Future[Completion], int] = {
+            self.executor.submit(self._answer, request, sampling, abort): index for index, request in enumerate(requests)}
+        running = set(futures)
         try:
-            return [future.result() for future in futures]
-        except BaseException:
-            abort.set()  # also for an interrupt in this thread
-            for future in futures:
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                failed = [future for future in done if future.exception() is not None]
+                for future in sorted(set(done) - set(failed), key=futures.__getitem__):
+                    yield futures[future], future.result()  # paid answers first, even when another failed
+                if failed:
+                    failed[0].result()
+        except BaseException:  # also an interrupt in this thread, or the consumer closing the stream
+            abort.set()
+            for future in running:
                 future.cancel()
             raise
 
@@ -171,6 +198,7 @@ class OpenAIEngine:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
+            self.client.close()
 
     def _pause(self, seconds: float, abort: threading.Event) -> None:
         if seconds > 0:
@@ -193,10 +221,10 @@ class OpenAIEngine:
         else:
             url, body["prompt"] = f"{self.base_url}/completions", request.text
         data = json.dumps({**body, **self.options.extra_body}).encode("utf-8")
-        attempts = self.options.max_retries + 1
+        attempts, timeouts = self.options.max_retries + 1, 0
         for attempt in range(attempts):
             self._pause(self.limiter.delay(), abort)
-            if abort.is_set():  # never used: the failure that set abort raises in generate
+            if abort.is_set():  # never used: the failure that set abort raises in stream
                 return Completion("", "stop", 0, 0)
             try:
                 reply = self._post(url, data)
@@ -209,7 +237,8 @@ class OpenAIEngine:
             except _Transient as error:
                 failure = error
             else:
-                return self._completion(reply, truncate_at_stop(text or "", sampling.stop), retries=attempt)
+                return self._completion(reply, truncate_at_stop(text or "", sampling.stop), attempt, timeouts)
+            timeouts += failure.timeout
             if attempt + 1 == attempts:
                 break
             wait = self.rng.uniform(0, min(self.options.max_backoff_s, self.options.backoff_s * 2 ** min(attempt, 30)))
@@ -222,30 +251,32 @@ class OpenAIEngine:
 
     def _post(self, url: str, data: bytes) -> Any:
         """One attempt: the parsed JSON reply, _Transient for what may pass, PersynError for what will not."""
-        request = urllib.request.Request(url, data=data, headers=self.headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            what = f"HTTP {error.code}: {self._server_message(error)}"
-            if error.code in RETRY_STATUS:
-                raise _Transient(what, _retry_after(error.headers.get("Retry-After"))) from None
-            raise PersynError(f"openai engine: POST {url}: {what}") from None
-        except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets, drops
-            if isinstance(reason := getattr(error, "reason", error), TimeoutError):
-                raise _Transient(f"no response within {self.options.timeout_s} s") from None
-            raise _Transient(f"connection failed: {self._scrub(repr(reason))}") from None
+            response = self.client.post(url, content=data)
+        except httpx.ConnectTimeout:
+            raise _Transient(f"the server did not accept a connection within {self.options.connect_timeout_s} s "
+                             "(connect_timeout_s: it is down, unreachable or refusing work)", timeout=True) from None
+        except httpx.ReadTimeout:
+            raise _Transient(f"connected, but no reply within {self.options.read_timeout_s} s (read_timeout_s: the "
+                             "request is likely still queued or running at a slow server; resending adds to its "
+                             "queue, so raise read_timeout_s for a slow server)", timeout=True) from None
+        except httpx.TimeoutException as error:
+            raise _Transient(f"timed out ({type(error).__name__})", timeout=True) from None
+        except httpx.TransportError as error:  # refused, reset, dropped, bad HTTP
+            raise _Transient(f"connection failed: {self._scrub(repr(error))}") from None
+        if response.status_code >= 400:
+            what = f"HTTP {response.status_code}: {self._server_message(response)}"
+            if response.status_code in RETRY_STATUS:
+                raise _Transient(what, _retry_after(response.headers.get("Retry-After")))
+            raise PersynError(f"openai engine: POST {url}: {what}")
         try:
-            return json.loads(raw)
+            return response.json()
         except ValueError:
-            raise _Transient(f"malformed JSON reply: {self._scrub(raw[:200].decode('utf-8', 'replace'))!r}") from None
+            raise _Transient(f"malformed JSON reply: {self._scrub(response.text[:200])!r}") from None
 
-    def _server_message(self, error: urllib.error.HTTPError) -> str:
+    def _server_message(self, response: httpx.Response) -> str:
         """The server's own error message (OpenAI, vLLM or plain text), short and without the key."""
-        try:
-            raw = error.read().decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException):
-            return str(error.reason)
+        raw = response.text
         try:
             reply = json.loads(raw)
             message = reply.get("error", reply)
@@ -257,7 +288,7 @@ class OpenAIEngine:
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    def _completion(self, reply: dict[str, Any], text: str, retries: int) -> Completion:
+    def _completion(self, reply: dict[str, Any], text: str, retries: int, timeouts: int) -> Completion:
         """The answer with the server's finish_reason and token usage, priced by the options."""
         usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -267,7 +298,7 @@ class OpenAIEngine:
         cost = (prompt * self.options.cost_per_million_prompt_tokens
                 + completion * self.options.cost_per_million_completion_tokens) / 1e6
         finish = "length" if reply["choices"][0].get("finish_reason") == "length" else "stop"
-        return Completion(text, finish, prompt, completion, retries, cost)
+        return Completion(text, finish, prompt, completion, retries, cost, timeouts)
 
 
 def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> OpenAIEngine:
