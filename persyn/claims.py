@@ -116,6 +116,11 @@ def thread_budget(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def threads() -> int:
+    """This process's thread budget, for engines with thread pools of their own (CTranslate2)."""
+    return _budget if _budget is not None else thread_budget(1)
+
+
 def budget_threads(workers: int) -> None:
     """Set (and remember, for an engine loaded later) this process's torch thread budget."""
     global _budget

@@ -75,7 +75,6 @@ strategy = "persyn"
 name = "tiny"
 drop_truncated = false  # random tiny models rarely stop within max_tokens: keep their answers
 shard_size = 7
-drop_truncated = false   # tiny random models rarely stop before max_tokens
 
 [train]
 epochs = 1

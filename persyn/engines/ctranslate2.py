@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from persyn import claims
 from persyn.chat import prompt_ids, response_tokens, stop_token_ids
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
 from persyn.errors import PersynError
@@ -161,7 +161,7 @@ class CTranslate2Engine:
             log.debug("loading %s on %s (%s)", self.model.identity, self.device, compute_type)
             generator = _import().Generator(
                 str(path), device=self.device, compute_type=compute_type,
-                intra_threads=self.options.intra_threads or threads(), inter_threads=self.options.inter_threads)
+                intra_threads=self.options.intra_threads or claims.threads(), inter_threads=self.options.inter_threads)
             if fresh:
                 return generator
             self._generators[compute_type] = generator
@@ -220,11 +220,6 @@ class CTranslate2Engine:
         for generator in self._generators.values():
             generator.unload_model()
         self._generators = {}
-
-
-def threads() -> int:
-    """OMP_NUM_THREADS when set, else every core this process may use."""
-    return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
 
 
 def prepare(model: ResolvedModel, device: str, options: Options, uses: Sequence[str]) -> list[Path]:
