@@ -21,6 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,8 @@ def queue(project: Path, env: dict[str, str], chosen: list[str], seeds: list[int
     for strategy in chosen:
         for seed in seeds:
             names.append(experiment_name(strategy, seed))
-            sets = [f"params.toml:route.strategy={strategy}", *(f"params.toml:{key}={seed}" for key in SEEDED)]
+            # "++": set the key whether or not the profile writes it (hydra's add-or-override)
+            sets = [f"params.toml:++route.strategy={strategy}", *(f"params.toml:++{key}={seed}" for key in SEEDED)]
             dvc(project, env, "exp", "run", "--queue", "-n", names[-1], *(arg for s in sets for arg in ("-S", s)))
     return names
 
@@ -95,11 +97,14 @@ def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -
     """Start the queue workers and wait until every named experiment finished; the wall time."""
     start = time.perf_counter()
     dvc(project, env, "queue", "start", "-j", str(jobs))
-    while True:
-        seen = states(project, env)
-        if all(seen.get(name) in DONE for name in names):
-            break
-        time.sleep(POLL_S)
+    try:
+        while True:
+            seen = states(project, env)
+            if all(seen.get(name) in DONE for name in names):
+                break
+            time.sleep(POLL_S)
+    finally:
+        dvc(project, env, "queue", "stop")  # no idle worker left behind
     failed = [name for name in names if seen[name] == "failed"]
     if failed:
         raise RuntimeError(f"experiments failed: {', '.join(failed)} (dvc queue logs <name>)")
@@ -111,11 +116,10 @@ def scores(project: Path, rev: str) -> tuple[dict[str, float], dict[str, float]]
     no experiment is applied, so the workspace and the queue are left as they are."""
     from dvc.api import DVCFileSystem
 
-    target = project / ".bench" / rev / "predictions.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    DVCFileSystem(str(project), rev=rev).get_file("data/eval/predictions.parquet", str(target))
-    rows = read_parquet(target, "prediction")
-    shutil.rmtree(target.parent)
+    with tempfile.TemporaryDirectory(prefix="persyn-bench-") as folder:
+        target = Path(folder) / "predictions.parquet"
+        DVCFileSystem(str(project), rev=rev).get_file("data/eval/predictions.parquet", str(target))
+        rows = read_parquet(target, "prediction")
     return {r["id"]: r["trained_score"] for r in rows}, {r["id"]: r["untrained_score"] for r in rows}
 
 
