@@ -207,6 +207,32 @@ def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RES
     return "\n".join(lines + (router if len(router) > 5 else []))
 
 
+def power_note(runs: list[Run], reference: str = "persyn", effect: float = 0.05) -> str:
+    """What this run says about sizing the next: the design estimated from each strategy against the
+    reference (stats.estimate_design), the detectable effect now, and the prompts a 5-point one needs."""
+    ids = sorted(runs[0].trained)
+    by_strategy: dict[str, list[Run]] = {}
+    for run in runs:
+        by_strategy.setdefault(run.strategy, []).append(run)
+    if reference not in by_strategy:
+        return ""
+    base = matrix(by_strategy[reference], ids)
+    seeds = base.shape[0]
+    lines = ["", f"Power (paired, α = 0.05, power 0.8) from this run's own differences against {reference}:", "",
+             "| strategy | sd | ρ (seeds) | seed sd | detectable now | prompts for 5 points |", "|---|---|---|---|---|---|"]
+    for strategy, group in by_strategy.items():
+        if strategy == reference:
+            continue
+        design = stats.estimate_design(matrix(group, ids), base)
+        try:
+            needed = str(stats.prompts_needed(design, effect, seeds))
+        except ValueError:
+            needed = "more seeds first"
+        lines.append(f"| {strategy} | {design.sd:.3f} | {design.rho:.2f} | {design.seed_sd:.3f} | "
+                     f"{stats.mde(design, len(ids), seeds):.3f} | {needed} |")
+    return "\n".join(lines)
+
+
 def build_baseline(project: Path, env: dict[str, str]) -> float:
     """Build and commit the baseline, so that every queued experiment starts from its outputs."""
     start = time.perf_counter()
@@ -239,6 +265,7 @@ def main() -> None:
     print(f"cold baseline build {cold:.0f} s; {len(names)} experiments {wall:.0f} s (--jobs {args.jobs}); "
           f"scratch {scratch}\n")
     print(table(runs))
+    print(power_note(runs))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,17 @@ def test_table_on_planted_runs() -> None:
     assert "| router | 0.5000 | 0.2500 |" in text and "| best single (a) | 0.7500 | 0.5000 |" in text
 
 
+def test_power_note_on_planted_runs() -> None:
+    """Differences of exactly ±1 on half the prompts, identical in both seeds: sd = sqrt(8/7 · 0.5)
+    (ddof 1 over 8 prompts), ρ = 1, no seed noise; the prompts needed follow stats.prompts_needed."""
+    persyn = [planted("persyn", s, [1, 1, 1, 1, 0, 0, 0, 0]) for s in (0, 1)]
+    random = [planted("random", s, [0, 0, 1, 1, 1, 1, 0, 0]) for s in (0, 1)]
+    note = bench.power_note(persyn + random)
+    sd = (8 / 7 * 0.5) ** 0.5
+    needed = bench.stats.prompts_needed(bench.stats.Design(sd, 1.0, 0.0), 0.05, seeds=2)
+    assert f"| random | {sd:.3f} | 1.00 | 0.000 | " in note and note.endswith(f" | {needed} |")
+
+
 def test_table_refuses_unpaired_runs() -> None:
     with pytest.raises(ValueError, match="different seeds"):
         bench.table([planted("persyn", 0, [1, 0]), planted("random", 1, [1, 0])], resamples=10)
@@ -71,3 +82,4 @@ def test_queue_two_strategies_two_seeds(tiny_models: dict[str, Path], tmp_path: 
     text = bench.table(runs, resamples=200)
     assert text.splitlines()[3].startswith("| persyn | 2 | ") and text.splitlines()[4].startswith("| strongest | 2 | ")
     assert "| router |" in text
+    assert "| strongest | " in bench.power_note(runs)
