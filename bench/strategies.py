@@ -1,77 +1,271 @@
-"""Results: every routing strategy on the embedded default, as DVC experiments, with seeds.
+"""Does routing help? Every routing strategy as a queued DVC experiment, with confidence intervals.
 
-Clones this repository's HEAD into a scratch directory with an empty request cache (converted
-models are shared), times the cold `dvc repro` of the default (persyn, seed 0), then runs one
-`dvc exp run -S ...` per (strategy, seed) and prints a markdown table of the trained student's
-eval accuracy (mean ± sd over seeds), the generations each strategy used, and wall times.
+Clones this repository's HEAD into a scratch directory (empty request cache, converted models
+shared), puts the profile's params in it, builds and commits the baseline (timed: the cold build),
+then queues one `dvc exp run --queue -S ...` per (strategy, seed), with the same training recipe
+for all and `train.seed` = `route.seed` = the seed, runs the queue (`dvc queue start -j N`) and
+reads every experiment back through `dvc exp show --json`, its per-prompt eval predictions
+through `dvc.api.DVCFileSystem` at the experiment's commit. Prints one markdown table: mean eval
+accuracy with a 95% CI (two-level bootstrap over prompts and seeds), the paired difference against
+persyn with its CI and exact sign-flip p (persyn/stats.py), generations used and teacher shares,
+then the router's regret and top-1 on held-out S.
 
-    python bench/strategies.py                       # the README's table (about an hour on 2 CPUs)
-    python bench/strategies.py --strategies persyn random --seeds 0 1
+    python bench/strategies.py --params examples/cpu-science/params.toml --seeds 0 1 2
+    python bench/strategies.py --strategies persyn random --seeds 0 1      # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from scratch import scratch_project
+import numpy as np
 
-MAIN = ["persyn", "strongest", "random"]
-ONCE = ["mix", "car", "fixed:smol", "oracle"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout, also when run as a script
+
+from persyn import config, stats  # noqa: E402
+from persyn.io import read_parquet  # noqa: E402
+from persyn.release import flatten  # noqa: E402
+
+SEEDED = ("train.seed", "route.seed")
+POLL_S = 5.0
+DONE = {"success", "failed"}
 
 
-def run(project: Path, env: dict[str, str], *command: str) -> float:
+@dataclass
+class Run:
+    """One experiment as `dvc exp show` and its predictions saw it."""
+
+    name: str
+    rev: str
+    strategy: str
+    seed: int
+    metrics: dict[str, Any]  # flattened: "metrics/eval.json.trained.accuracy", …
+    trained: dict[str, float]  # eval prompt id → score of the trained student
+    untrained: dict[str, float]
+
+
+def dvc(project: Path, env: dict[str, str], *arguments: str) -> str:
+    result = subprocess.run(["dvc", *arguments], cwd=project, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(arguments)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def strategies(teachers: list[str]) -> list[str]:
+    """The paper's baselines plus persyn: the default list for these teachers."""
+    return ["persyn", "strongest", "random", "mix", "car", *(f"fixed:{t}" for t in sorted(teachers)), "oracle"]
+
+
+def experiment_name(strategy: str, seed: int) -> str:
+    return f"{strategy.replace(':', '-')}-s{seed}"
+
+
+def queue(project: Path, env: dict[str, str], chosen: list[str], seeds: list[int]) -> list[str]:
+    """One queued experiment per (strategy, seed); the names, in queue order."""
+    names = []
+    for strategy in chosen:
+        for seed in seeds:
+            names.append(experiment_name(strategy, seed))
+            # "++": set the key whether or not the profile writes it (hydra's add-or-override)
+            sets = [f"params.toml:++route.strategy={strategy}", *(f"params.toml:++{key}={seed}" for key in SEEDED)]
+            dvc(project, env, "exp", "run", "--queue", "-n", names[-1], *(arg for s in sets for arg in ("-S", s)))
+    return names
+
+
+def states(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """Experiment name → executor state ('queued', 'running', 'success', 'failed') from `dvc exp show`."""
+    found = {}
+    for baseline in json.loads(dvc(project, env, "exp", "show", "--json") or "[]"):
+        for experiment in baseline.get("experiments") or []:
+            executor = experiment.get("executor") or {}
+            for rev in experiment.get("revs") or []:
+                if rev.get("name"):
+                    found[rev["name"]] = (executor.get("state") or "success").lower()
+    return found
+
+
+def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -> float:
+    """Start the queue workers and wait until every named experiment finished; the wall time."""
     start = time.perf_counter()
-    subprocess.run(command, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
+    dvc(project, env, "queue", "start", "-j", str(jobs))
+    try:
+        while True:
+            seen = states(project, env)
+            if all(seen.get(name) in DONE for name in names):
+                break
+            time.sleep(POLL_S)
+    finally:
+        dvc(project, env, "queue", "stop")  # no idle worker left behind
+    failed = [name for name in names if seen[name] == "failed"]
+    if failed:
+        raise RuntimeError(f"experiments failed: {', '.join(failed)} (dvc queue logs <name>)")
     return time.perf_counter() - start
 
 
-def read(project: Path, name: str) -> dict:
-    return json.loads((project / "metrics" / name).read_text())
+def scores(project: Path, rev: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-prompt trained and untrained scores, read from the DVC cache at the experiment's commit:
+    no experiment is applied, so the workspace and the queue are left as they are."""
+    from dvc.api import DVCFileSystem
+
+    with tempfile.TemporaryDirectory(prefix="persyn-bench-") as folder:
+        target = Path(folder) / "predictions.parquet"
+        DVCFileSystem(str(project), rev=rev).get_file("data/eval/predictions.parquet", str(target))
+        rows = read_parquet(target, "prediction")
+    return {r["id"]: r["trained_score"] for r in rows}, {r["id"]: r["untrained_score"] for r in rows}
+
+
+def parse_show(shown: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, commit, flattened params and metrics) of every named experiment in `dvc exp show --json`."""
+    found = []
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                data = rev.get("data") or {}
+                flat = flatten({path: value.get("data", {}) for group in ("params", "metrics")
+                                for path, value in (data.get(group) or {}).items()})
+                if rev.get("name"):
+                    found.append((rev["name"], rev["rev"], flat))
+    return found
+
+
+def collect(project: Path, env: dict[str, str], names: list[str]) -> list[Run]:
+    """The named experiments with their metrics and per-prompt predictions."""
+    shown = {name: (rev, flat) for name, rev, flat in parse_show(json.loads(dvc(project, env, "exp", "show", "--json")))}
+    runs = []
+    for name in names:
+        rev, flat = shown[name]
+        trained, untrained = scores(project, rev)
+        runs.append(Run(name, rev, flat["params.toml.route.strategy"], int(flat["params.toml.train.seed"]),
+                        flat, trained, untrained))
+    return runs
+
+
+def matrix(runs: list[Run], ids: list[str], untrained: bool = False) -> np.ndarray:
+    """(seeds × prompts) scores, seeds in ascending order; the untrained student repeats per seed."""
+    ordered = sorted(runs, key=lambda r: r.seed)
+    return np.array([[(r.untrained if untrained else r.trained)[i] for i in ids] for r in ordered])
+
+
+def interval(value: stats.Interval, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value.estimate:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
+
+
+def mean_of(runs: list[Run], key: str) -> float | None:
+    values = [r.metrics.get(key) for r in runs]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES) -> str:
+    """The markdown comparison: one row per strategy (and the untrained student), then the router."""
+    by_strategy: dict[str, list[Run]] = {}
+    for run in runs:
+        by_strategy.setdefault(run.strategy, []).append(run)
+    ids = sorted(runs[0].trained)
+    if any(sorted(r.trained) != ids for r in runs):
+        raise ValueError("experiments were evaluated on different prompts: not a paired comparison")
+    seeds = {s: sorted(r.seed for r in group) for s, group in by_strategy.items()}
+    if len({tuple(v) for v in seeds.values()}) != 1:
+        raise ValueError(f"strategies ran with different seeds: {seeds}")
+    base = matrix(by_strategy[reference], ids) if reference in by_strategy else None
+    lines = [f"| strategy | seeds | eval accuracy [95% CI] | Δ vs {reference} [95% CI] | p | generations used | "
+             "teacher shares |", "|---|---|---|---|---|---|---|"]
+
+    def row(label: str, scores: np.ndarray, group: list[Run], shares: str, used: str) -> None:
+        versus, p = "–", "–"
+        if base is not None and label != reference:
+            difference = stats.paired(scores, base, resamples)
+            versus, p = interval(difference.difference, signed=True), f"{difference.p_value:.2g}"
+        lines.append(f"| {label} | {len(group)} | {interval(stats.mean_ci(scores, resamples))} | {versus} | {p} "
+                     f"| {used} | {shares} |")
+
+    first = next(iter(by_strategy.values()))
+    row("untrained student", matrix(first, ids, untrained=True), first, "–", "–")
+    for strategy, group in by_strategy.items():
+        prefix = "metrics/dataset.json.teachers."
+        teachers = sorted({k.removeprefix(prefix).rsplit(".", 1)[0] for k in group[0].metrics if k.startswith(prefix)
+                           and k.endswith(".share")})
+        shares = ", ".join(f"{t} {mean_of(group, f'{prefix}{t}.share'):.0%}" for t in teachers)
+        used = mean_of(group, "metrics/dataset.json.generations.used")
+        row(strategy, matrix(group, ids), group, shares, "–" if used is None else f"{used:.0f}")
+    router = ["", "Router on held-out S (metrics/router.json, mean over experiments): regret = oracle r − chosen r, "
+              "top-1 = chose an oracle teacher.", "", "| choice | regret | top-1 |", "|---|---|---|"]
+    best = runs[0].metrics.get("metrics/router.json.best_single.teacher", "?")
+    for key, label in (("router", "router"), ("best_single", f"best single ({best})"), ("random", "random")):
+        regret, top1 = (mean_of(runs, f"metrics/router.json.{key}.{m}") for m in ("regret", "top1"))
+        if regret is not None and top1 is not None:
+            router.append(f"| {label} | {regret:.4f} | {top1:.4f} |")
+    return "\n".join(lines + (router if len(router) > 5 else []))
+
+
+def power_note(runs: list[Run], reference: str = "persyn", effect: float = 0.05) -> str:
+    """What this run says about sizing the next: the design estimated from each strategy against the
+    reference (stats.estimate_design), the detectable effect now, and the prompts a 5-point one needs."""
+    ids = sorted(runs[0].trained)
+    by_strategy: dict[str, list[Run]] = {}
+    for run in runs:
+        by_strategy.setdefault(run.strategy, []).append(run)
+    if reference not in by_strategy:
+        return ""
+    base = matrix(by_strategy[reference], ids)
+    seeds = base.shape[0]
+    lines = ["", f"Power (paired, α = 0.05, power 0.8) from this run's own differences against {reference}:", "",
+             "| strategy | sd | ρ (seeds) | seed sd | detectable now | prompts for 5 points |", "|---|---|---|---|---|---|"]
+    for strategy, group in by_strategy.items():
+        if strategy == reference:
+            continue
+        design = stats.estimate_design(matrix(group, ids), base)
+        try:
+            needed = str(stats.prompts_needed(design, effect, seeds))
+        except ValueError:
+            needed = "more seeds first"
+        lines.append(f"| {strategy} | {design.sd:.3f} | {design.rho:.2f} | {design.seed_sd:.3f} | "
+                     f"{stats.mde(design, len(ids), seeds):.3f} | {needed} |")
+    return "\n".join(lines)
+
+
+def build_baseline(project: Path, env: dict[str, str]) -> float:
+    """Build and commit the baseline, so that every queued experiment starts from its outputs."""
+    start = time.perf_counter()
+    dvc(project, env, "repro")
+    wall = time.perf_counter() - start
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "bench baseline"],
+                   cwd=project, check=True)
+    return wall
 
 
 def main() -> None:
+    from scratch import scratch_project
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strategies", nargs="+", default=MAIN + ONCE)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds for persyn and the main baselines")
+    parser.add_argument("--params", type=Path, help="a params profile to build with (default: the repository's params.toml)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", help="default: persyn strongest random mix car fixed:<each teacher> oracle")
+    parser.add_argument("--jobs", type=int, default=1, help="queue workers (1 on a small machine: stages are CPU-bound)")
     args = parser.parse_args()
-    scratch, project, env = scratch_project("persyn-results-")
-
-    cold = run(project, env, "dvc", "repro")
-    rows: dict[str, list[dict]] = {}
-    for strategy in args.strategies:
-        for seed in (args.seeds if strategy in MAIN else args.seeds[:1]):
-            if (strategy, seed) == ("persyn", 0):
-                wall = cold
-            else:
-                wall = run(project, env, "dvc", "exp", "run", "-n", f"{strategy.replace(':', '-')}-s{seed}",
-                           "-S", f"params.toml:route.strategy={strategy}",
-                           "-S", f"params.toml:train.seed={seed}", "-S", f"params.toml:route.seed={seed}")
-            evaluation, dataset = read(project, "eval.json"), read(project, "dataset.json")
-            rows.setdefault(strategy, []).append({
-                "seed": seed, "wall_s": wall, "accuracy": evaluation["trained"]["accuracy"],
-                "untrained": evaluation["untrained"]["accuracy"], "used": dataset["generations"]["used"],
-                "select_all": dataset["generations"]["generate_then_select"],
-                "shares": {t: v["share"] for t, v in dataset["teachers"].items()},
-            })
-            print(json.dumps({"strategy": strategy, **rows[strategy][-1]}), flush=True)
-    (scratch / "results.json").write_text(json.dumps(rows, indent=2))
-
-    untrained = rows[args.strategies[0]][0]["untrained"]
-    print(f"\ncold `dvc repro` of the default (empty request cache): {cold:.0f} s; scratch {scratch}\n")
-    print("| strategy | seeds | eval accuracy (trained student) | generations used | Generate-then-Select | teacher shares |")
-    print("|---|---|---|---|---|---|")
-    print(f"| untrained student | – | {untrained:.3f} | – | – | – |")
-    for strategy, runs in rows.items():
-        accuracy = [r["accuracy"] for r in runs]
-        spread = f" ± {statistics.stdev(accuracy):.3f}" if len(accuracy) > 1 else ""
-        shares = ", ".join(f"{t} {s:.0%}" for t, s in runs[0]["shares"].items())
-        print(f"| {strategy} | {len(runs)} | {statistics.mean(accuracy):.3f}{spread} | {runs[0]['used']} "
-              f"| {runs[0]['select_all']} | {shares} |")
+    scratch, project, env = scratch_project("persyn-strategies-")
+    if args.params:
+        shutil.copy(args.params, project / "params.toml")
+    chosen = args.strategies or strategies(list(config.load(project / "params.toml").teachers))
+    cold = build_baseline(project, env)
+    names = queue(project, env, chosen, args.seeds)
+    wall = run_queue(project, env, names, args.jobs)
+    runs = collect(project, env, names)
+    (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
+    print(f"cold baseline build {cold:.0f} s; {len(names)} experiments {wall:.0f} s (--jobs {args.jobs}); "
+          f"scratch {scratch}\n")
+    print(table(runs))
+    print(power_note(runs))
 
 
 if __name__ == "__main__":

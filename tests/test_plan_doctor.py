@@ -78,7 +78,8 @@ def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[s
                                            if (p / "params.toml").is_file()))
 def test_paper_scale_examples_validate_and_plan(example: str, tmp_path: Path) -> None:
     loaded = config.load(Path(__file__).parents[1] / "examples" / example / "params.toml")
-    assert all(t.model.startswith("hf:") for t in loaded.teachers.values()), "examples pin real hub revisions"
+    pinned = ("hf:", "packaged:")  # a hub revision, or weights packaged with a checked sha256 (cpu-science)
+    assert all(t.model.startswith(pinned) for t in loaded.teachers.values()), "examples pin their models"
     result = plan.plan(loaded, tmp_path / "absent.parquet")
     n, s, pool = len(loaded.teachers), loaded.prompts.router_size, result["prompts"]["pool"]
     assert result["generations"]["planned"] == n * s + pool < result["generations"]["generate_then_select"]

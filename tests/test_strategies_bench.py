@@ -1,0 +1,85 @@
+"""bench/strategies.py end to end on tiny models: a real DVC queue of 2 strategies × 2 seeds, read
+back through `dvc exp show --json` and the DVC cache, then the table; and the table on planted runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dvcproject import make_project
+from test_pipeline import INSIDE, params_toml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import strategies as bench  # noqa: E402
+
+
+def planted(strategy: str, seed: int, trained: list[int], used: int = 30) -> bench.Run:
+    metrics = {"metrics/dataset.json.generations.used": used, "metrics/dataset.json.teachers.a.share": 0.25,
+               "metrics/dataset.json.teachers.base.share": 0.75, "metrics/router.json.router.regret": 0.5,
+               "metrics/router.json.router.top1": 0.25, "metrics/router.json.best_single.teacher": "a",
+               "metrics/router.json.best_single.regret": 0.75, "metrics/router.json.best_single.top1": 0.5,
+               "metrics/router.json.random.regret": 1.0, "metrics/router.json.random.top1": 0.5}
+    ids = [f"{i:016x}" for i in range(len(trained))]
+    return bench.Run(bench.experiment_name(strategy, seed), "0" * 40, strategy, seed, metrics,
+                     dict(zip(ids, map(float, trained))), dict.fromkeys(ids, 0.0))
+
+
+def test_table_on_planted_runs() -> None:
+    """persyn right on all 8 prompts, random on none: Δ = −1 exactly, p = 2 / 2^8; the untrained
+    student (all wrong) is exactly as far below persyn."""
+    runs = [planted("persyn", s, [1] * 8) for s in (0, 1)] + [planted("random", s, [0] * 8, used=40) for s in (0, 1)]
+    text = bench.table(runs, resamples=200)
+    lines = text.splitlines()
+    assert lines[2] == ("| untrained student | 2 | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] | 0.0078 | – | – |")
+    assert lines[3] == "| persyn | 2 | 1.000 [1.000, 1.000] | – | – | 30 | a 25%, base 75% |"
+    assert lines[4] == "| random | 2 | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] | 0.0078 | 40 | a 25%, base 75% |"
+    assert "| router | 0.5000 | 0.2500 |" in text and "| best single (a) | 0.7500 | 0.5000 |" in text
+
+
+def test_power_note_on_planted_runs() -> None:
+    """Differences of exactly ±1 on half the prompts, identical in both seeds: sd = sqrt(8/7 · 0.5)
+    (ddof 1 over 8 prompts), ρ = 1, no seed noise; the prompts needed follow stats.prompts_needed."""
+    persyn = [planted("persyn", s, [1, 1, 1, 1, 0, 0, 0, 0]) for s in (0, 1)]
+    random = [planted("random", s, [0, 0, 1, 1, 1, 1, 0, 0]) for s in (0, 1)]
+    note = bench.power_note(persyn + random)
+    sd = (8 / 7 * 0.5) ** 0.5
+    needed = bench.stats.prompts_needed(bench.stats.Design(sd, 1.0, 0.0), 0.05, seeds=2)
+    assert f"| random | {sd:.3f} | 1.00 | 0.000 | " in note and note.endswith(f" | {needed} |")
+
+
+def test_table_refuses_unpaired_runs() -> None:
+    with pytest.raises(ValueError, match="different seeds"):
+        bench.table([planted("persyn", 0, [1, 0]), planted("random", 1, [1, 0])], resamples=10)
+    with pytest.raises(ValueError, match="different prompts"):
+        bench.table([planted("persyn", 0, [1, 0]), planted("random", 0, [1, 0, 1])], resamples=10)
+
+
+def test_default_strategies_cover_every_teacher() -> None:
+    assert bench.strategies(["smol", "qwen"]) == ["persyn", "strongest", "random", "mix", "car", "fixed:qwen",
+                                                  "fixed:smol", "oracle"]
+
+
+@pytest.mark.slow
+def test_queue_two_strategies_two_seeds(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", tmp_path / "cache", params_toml(INSIDE),
+                           {name: tiny_models[name] for name in INSIDE})
+    bench.build_baseline(project.path, project.env)
+    names = bench.queue(project.path, project.env, ["persyn", "strongest"], [0, 1])
+    assert names == ["persyn-s0", "persyn-s1", "strongest-s0", "strongest-s1"]
+    assert set(bench.states(project.path, project.env)) >= set(names)  # queued, visible to dvc exp show
+    bench.run_queue(project.path, project.env, names, jobs=1)
+    runs = bench.collect(project.path, project.env, names)
+    assert [(r.strategy, r.seed) for r in runs] == [("persyn", 0), ("persyn", 1), ("strongest", 0), ("strongest", 1)]
+    for run in runs:  # each row is the experiment's own evaluation: its predictions agree with its metrics
+        assert len(run.trained) == 4 and np.mean(list(run.trained.values())) == pytest.approx(
+            run.metrics["metrics/eval.json.trained.accuracy"])
+        assert run.metrics["params.toml.route.seed"] == run.seed
+    shares = [r.metrics[f"metrics/dataset.json.teachers.{t}.share"] for r in runs[2:] for t in ("a", "base")]
+    assert sorted(shares) == [0.0, 0.0, 1.0, 1.0]  # strongest: one teacher answers everything
+    text = bench.table(runs, resamples=200)
+    assert text.splitlines()[3].startswith("| persyn | 2 | ") and text.splitlines()[4].startswith("| strongest | 2 | ")
+    assert "| router |" in text
+    assert "| strongest | " in bench.power_note(runs)
