@@ -28,6 +28,12 @@ from persyn.errors import PersynError
 CHARACTERS_PER_TOKEN = 4
 
 
+def constrained(params: Params) -> bool:
+    """Whether a budget or a teacher's cap is set (else the router's argmax routes, as before)."""
+    return params.route.budget is not None or any(
+        t.max_share is not None or t.max_prompts is not None for t in params.teachers.values())
+
+
 def prices(teacher: TeacherConfig) -> tuple[float, float]:
     """USD per million prompt and completion tokens from the teacher's engine options (0 if unpriced)."""
     options = engines.parse_options(teacher.sampling.engine, teacher.sampling.engine_options)
@@ -117,7 +123,7 @@ def solve(value: np.ndarray, cost: np.ndarray, capacity: np.ndarray, amount: flo
     result = milp(-value.reshape(-1), constraints=constraint, integrality=np.ones(value.size),
                   bounds=Bounds(0, 1), options={"mip_rel_gap": 0.0, "time_limit": 600.0})
     if result.x is None:
-        least = solve(np.zeros_like(value), -cost, capacity, None)  # cheapest feasible routing
+        least = solve(-cost, cost, capacity, None)  # the cheapest routing within the caps
         needed = float(cost[np.arange(prompts), least.choice].sum())
         raise PersynError(f"params.toml: route.budget.amount = {amount} cannot route every prompt; the cheapest "
                           f"routing within the teachers' caps costs {needed:.6g}")

@@ -91,8 +91,7 @@ def routed_prompts(prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def limits(params: Params, prompts: list[dict[str, Any]], samples: dict[str, list[dict[str, Any]]],
            teachers: list[str]) -> Limits | None:
     """The budget and caps for the routed prompts (in routed_prompts order); None when neither is set."""
-    capped = any(params.teachers[t].max_share is not None or params.teachers[t].max_prompts is not None for t in teachers)
-    if params.route.budget is None and not capped:
+    if not budget.constrained(params):
         return None
     unit = params.route.budget.unit if params.route.budget else "tokens"
     model = budget.cost_model(params, samples)
