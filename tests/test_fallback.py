@@ -94,3 +94,15 @@ def test_metrics_count_before_after_recovered_and_extra_generations() -> None:
     assert (b["routed"], b["verified_before"], b["verified_after"], b["recovered"]) == (3, 1 / 3, 2 / 3, 1)
     assert (a["asked"], b["asked"], c["asked"]) == (2, 2, 3)
     assert (a["recovered_for_others"], b["recovered_for_others"], c["recovered_for_others"]) == (1, 1, 1)
+
+
+def test_fallback_answers_are_keyed_by_prompt_and_attempt() -> None:
+    import pytest
+
+    from persyn.errors import PersynError
+    from persyn.schemas import check_records
+
+    answers, _ = run(2)
+    check_records(answers, "fallback_answer", "data/fallback.parquet")  # two attempts of one prompt are two records
+    with pytest.raises(PersynError, match=r"record 1 \(id 0000000000000002\): field 'id': duplicate id and attempt"):
+        check_records([answers[0], answers[0]], "fallback_answer", "data/fallback.parquet")
