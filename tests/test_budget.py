@@ -137,3 +137,13 @@ def test_budget_and_caps_are_respected_and_reported() -> None:
     # the 30 kept on "big" are those it is preferred for most (largest x), and each prompt's order starts with its teacher
     assert capped.assignment["big"] == sorted(IDS[-30:])
     assert all(capped.order[i][0] == t for t, ids in capped.assignment.items() for i in ids)
+
+
+def test_plan_says_what_the_budgeted_plan_waits_for(tmp_path: Path) -> None:
+    from persyn import plan
+
+    budgeted = params(route={"budget": {"amount": 100, "unit": "tokens"}})
+    result = plan.plan(budgeted, tmp_path / "absent.parquet", root=tmp_path)
+    assert result["budget"]["ready"] is False
+    assert "run `dvc repro fit_router`, then `persyn plan` again" in plan.render(result)
+    assert plan.plan(params(), tmp_path / "absent.parquet", root=tmp_path)["budget"] is None

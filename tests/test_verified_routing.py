@@ -70,8 +70,10 @@ def project(planted: tuple[Project, dict, set[str]], tmp_path: Path) -> Project:
 
 
 def generate_entries(project: Project) -> int:
+    """Teachers' answers in the request cache (the evaluation's student answers left out)."""
+    teachers = tuple(f"local:{m}@" for m in MODEL_OF.values())
     with RequestCache(project.cache / "requests" / "requests.sqlite") as cache:
-        return sum(n for _, kind, n, _ in cache.stats() if kind == "generate")
+        return sum(n for model, kind, n, _ in cache.stats() if kind == "generate" and model.startswith(teachers))
 
 
 def records(project: Project) -> dict[str, dict]:
@@ -140,11 +142,14 @@ def pool_spend(project: Project) -> float:
 
 def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Project) -> None:
     unconstrained = pool_spend(project)
-    amount = unconstrained / 2
+    cheapest = min(TOKENS.values()) * sum(r["split"] == "pool" for r in records(project).values())
+    assert cheapest < unconstrained
+    amount = (cheapest + unconstrained) / 2  # halfway between the cheapest routing and the router's argmax
     project.set_param('strategy = "persyn"', f'strategy = "persyn"\nbudget = {{amount = {amount}, unit = "tokens"}}')
     project.run("persyn", "plan", "--json", "plan.json")  # before anything is generated for the new route
     plan = json.loads((project.path / "plan.json").read_text())["budget"]
     assert plan["ready"] and plan["unconstrained_spend"] == unconstrained and plan["planned_spend"] <= amount
+    assert plan["optimality_gap"] == 0.0 and plan["predicted_reward"]["routed"] < plan["predicted_reward"]["unconstrained"]
     assert 0 <= plan["predicted_reward"]["kept"] <= 1
     project.repro()
     spent = json.loads(project.file_bytes("metrics/dataset.json"))["budget"]
