@@ -73,6 +73,8 @@ class TeacherConfig:
     sampling: SamplingConfig
     system_prompt: str | None = None
     prompt_template: str | None = None
+    max_share: float | None = None
+    max_prompts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,21 @@ class RouterConfig:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A bound on the teachers' spend on routed pool prompts, in USD or completion tokens."""
+
+    amount: float
+    unit: str
+
+
+@dataclass(frozen=True)
 class RouteConfig:
     strategy: str = "persyn"
     seed: int = 0
     mix_ratio: float = 0.5
     car_beta: float = 1.0
+    fallback: int = 0
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,7 @@ class AssembleConfig:
     shard_size: int = 5000
     license: str = "other"
     drop_truncated: bool = True
+    unverified: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -183,25 +196,49 @@ def _teacher(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Teac
         sampling=SamplingConfig(**sampling),
         system_prompt=table.get("system_prompt"),
         prompt_template=table.get("prompt_template"),
+        max_share=table.get("max_share"),
+        max_prompts=table.get("max_prompts"),
     )
+
+
+def _check_combinations(params: Params) -> None:
+    """Settings that are valid alone but not together, caught before any stage computes."""
+    math = params.quality.kind == "math"
+    if params.route.fallback and not math:
+        raise PersynError("params.toml: route.fallback needs a verifiable quality (quality.kind = 'math'); "
+                          "a reward model's score has no pass/fail to fall back on: set route.fallback = 0")
+    if params.assemble.unverified == "drop" and not math:
+        raise PersynError("params.toml: assemble.unverified = 'drop' needs quality.kind = 'math' (only a verified "
+                          "answer can fail verification)")
+    capped = sorted(n for n, t in params.teachers.items() if t.max_share is not None or t.max_prompts is not None)
+    constrained = [f"teachers.{capped[0]}.max_share/max_prompts"] if capped else []
+    constrained += ["route.budget"] if params.route.budget else []
+    if constrained and params.route.strategy != "persyn":
+        raise PersynError(f"params.toml: {constrained[0]} applies to the router's choice (route.strategy = 'persyn'), "
+                          f"not to route.strategy = '{params.route.strategy}'")
 
 
 def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
     """Validate a parsed params mapping and build the typed configuration."""
     check(raw, "params", source)
     defaults = raw.get("generation", {})
-    return Params(
+    route = dict(raw["route"])
+    if "budget" in route:
+        route["budget"] = Budget(**route["budget"])
+    params = Params(
         prompts=PromptsConfig(**raw["prompts"]),
         embed=EmbedConfig(**raw["embed"]),
         teachers={name: _teacher(name, table, defaults) for name, table in sorted(raw["teachers"].items())},
         student=StudentConfig(**raw["student"]),
         quality=QualityConfig(**raw["quality"]),
         router=RouterConfig(**raw["router"]),
-        route=RouteConfig(**raw["route"]),
+        route=RouteConfig(**route),
         assemble=AssembleConfig(**raw["assemble"]),
         train=TrainConfig(**raw["train"]),
         eval=EvalConfig(**{**raw["eval"], "lm_eval_tasks": tuple(raw["eval"].get("lm_eval_tasks", ()))}),
     )
+    _check_combinations(params)
+    return params
 
 
 def load(path: str | Path = "params.toml") -> Params:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
@@ -36,11 +36,17 @@ def assemble(
     scores: list[dict[str, Any]],
     router: RouterConfig,
     drop_truncated: bool = True,
+    extra: Sequence[dict[str, Any]] = (),
+    unverified: str = "keep",
+    attempts: bool = False,
 ) -> list[dict[str, Any]]:
     """One record per routed prompt. Where several teachers answered a prompt (the oracle strategy),
     the answer with the best combined reward r is kept; `scores` must then cover every answer.
     With `drop_truncated`, answers cut at max_tokens are left out (a prompt with no other answer
-    then has no record)."""
+    then has no record). `extra` holds the fallback's answers (attempt 1, 2, ...): the first verified
+    attempt is kept; with none verified, the routed answer is kept, or, with unverified = "drop", no
+    record is. `attempts` adds each record's attempt (left out at route.fallback = 0, so that such a
+    build keeps its bytes)."""
     by_id = {p["id"]: p for p in prompts}
     known = {(s["id"], s["teacher"]): s for s in scores}
     routed = {(prompt_id, teacher) for teacher, ids in routes.items() for prompt_id in ids}
@@ -58,18 +64,28 @@ def assemble(
     if drop_truncated and candidates and all(a["finish_reason"] == "length" for rows in candidates.values() for a in rows):
         raise PersynError("data/generated: every routed answer was cut at max_tokens (finish_reason 'length'), "
                           "so no record is left; raise the teachers' max_tokens or set assemble.drop_truncated = false")
+    later: dict[str, list[dict[str, Any]]] = {}
+    for answer in extra:
+        later.setdefault(answer["id"], []).append(answer)
     records = []
-    for prompt_id, answers in sorted(candidates.items()):
+    for prompt_id, routed_answers in sorted(candidates.items()):
+        prompt = by_id[prompt_id]
+        answers = [{**a, "attempt": 0} for a in routed_answers] + sorted(later.get(prompt_id, []), key=lambda a: a["attempt"])
         if drop_truncated:
             answers = [a for a in answers if a["finish_reason"] != "length"]
-            if not answers:
-                continue
-        row = answers[0] if len(answers) == 1 else best_answer(answers, known, router)
-        prompt = by_id[prompt_id]
+        for answer in answers:
+            answer["quality"] = answer_quality(answer, prompt, known)
+        passed = [a for a in answers if a["quality"]]
+        if unverified == "drop":
+            answers = passed
+        if not answers:
+            continue
+        if len(routed_answers) > 1:  # the oracle: every teacher answered; Generate-then-Select
+            row = answers[0] if len(answers) == 1 else best_answer(answers, known, router)
+        else:
+            row = passed[0] if passed else answers[0]
         score = known.get((prompt_id, row["teacher"]), {})
-        quality = score.get("quality")
-        if quality is None and prompt["reference"] is not None:
-            quality = is_correct(row["response"], prompt["reference"])
+        quality = row["quality"]
         records.append({
             "id": prompt_id,
             "messages": prompt["messages"] + [{"role": "assistant", "content": row["response"]}],
@@ -79,8 +95,17 @@ def assemble(
             "learnability": score.get("learnability"),
             "split": prompt["split"],
             "finish_reason": row["finish_reason"],
+            **({"attempt": row["attempt"]} if attempts else {}),
         })
     return records
+
+
+def answer_quality(answer: dict[str, Any], prompt: dict[str, Any], scores: dict[tuple[str, str], dict[str, Any]]) -> float | None:
+    """The scored quality of an answer on S, else its verified correctness (None: no reference to check)."""
+    quality = scores.get((answer["id"], answer["teacher"]), {}).get("quality")
+    if quality is None and prompt["reference"] is not None:
+        quality = is_correct(answer["response"], prompt["reference"])
+    return quality
 
 
 def best_answer(answers: list[dict[str, Any]], scores: dict[tuple[str, str], dict[str, Any]],

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from persyn import engines, io, prompts
+from persyn import budget, io, prompts
+from persyn.budget import CHARACTERS_PER_TOKEN
 from persyn.config import Params
 from persyn.errors import PersynError
-
-CHARACTERS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,22 @@ def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> S
     return Split(counts["router"], counts["pool"], counts["eval"], characters, origin)
 
 
-def plan(params: Params, built: Path = Path("data/prompts.parquet")) -> dict[str, Any]:
-    """Generations, token upper bounds and cost per teacher, for this strategy and Generate-then-Select."""
+def budgeted(params: Params, root: Path) -> dict[str, Any] | None:
+    """The route stage's plan under route.budget / teachers' caps, computed from S's answers, scores and
+    the router under `root` (what the build will then spend on the pool); None when neither is set."""
+    if not budget.constrained(params):
+        return None
+    if not (root / "data/router/router.json").is_file():
+        return {"ready": False, "note": "the budgeted plan needs the router subset answered and the router fitted: "
+                                        "run `dvc repro fit_router`, then `persyn plan` again"}
+    from persyn import route
+
+    return {"ready": True, **route.from_artifacts(params, root).report["budget"]}
+
+
+def plan(params: Params, built: Path = Path("data/prompts.parquet"), root: Path = Path(".")) -> dict[str, Any]:
+    """Generations, token upper bounds and cost per teacher, for this strategy and Generate-then-Select,
+    and the budgeted routing when a budget or cap is set."""
     split = split_sizes(params, built)
     oracle = params.route.strategy == "oracle"
     teachers = {}
@@ -62,9 +75,7 @@ def plan(params: Params, built: Path = Path("data/prompts.parquet")) -> dict[str
         system = len(teacher.system_prompt or teacher.prompt_template or "")
         prompt_tokens = (split.prompt_characters + system) / CHARACTERS_PER_TOKEN
         most = split.router + split.pool
-        options = engines.parse_options(sampling.engine, sampling.engine_options)
-        price_in = getattr(options, "cost_per_million_prompt_tokens", 0.0)
-        price_out = getattr(options, "cost_per_million_completion_tokens", 0.0)
+        price_in, price_out = budget.prices(teacher)
         teachers[name] = {
             "engine": sampling.engine,
             "model": teacher.model,
@@ -87,7 +98,23 @@ def plan(params: Params, built: Path = Path("data/prompts.parquet")) -> dict[str
         "learnability_scores": n * split.router if not oracle else select_all,
         "cost_usd_at_most": (sum(cost_each.values()) * split.router + max(cost_each.values(), default=0.0) * split.pool
                              if not oracle else sum(cost_each.values()) * (split.router + split.pool)),
+        "budget": budgeted(params, root),
     }
+
+
+def render_budget(plan_budget: dict[str, Any]) -> list[str]:
+    """The budgeted routing as lines: spend planned against the budget, reward kept, per-teacher shares."""
+    if not plan_budget["ready"]:
+        return ["", f"budget: {plan_budget['note']}"]
+    b, reward = plan_budget, plan_budget["predicted_reward"]
+    amount = "no budget (caps only)" if b["amount"] is None else f"budget {b['amount']:.6g} {b['unit']}"
+    lines = ["", f"{amount}: planned spend {b['planned_spend']:.6g} {b['unit']} on the pool "
+                 f"(unconstrained {b['unconstrained_spend']:.6g}); predicted reward kept {reward['kept']:.1%}",
+             f"{'teacher':<12} {'cap':>6} {'prompts':>8} {'share':>7} {'planned spend':>14} {'cost/answer basis':>18}"]
+    for name, t in b["teachers"].items():
+        basis = f"{t['mean_completion_tokens']:.1f} tok"
+        lines.append(f"{name:<12} {t['cap']:>6} {t['prompts']:>8} {t['share']:>7.1%} {t['planned_spend']:>14.6g} {basis:>18}")
+    return lines
 
 
 def render(result: dict[str, Any]) -> str:
@@ -110,4 +137,6 @@ def render(result: dict[str, Any]) -> str:
     ]
     if result["cost_usd_at_most"]:
         lines.append(f"API cost: at most ${result['cost_usd_at_most']:.2f} (every answer at max_tokens)")
+    if result["budget"]:
+        lines += render_budget(result["budget"])
     return "\n".join(lines)

@@ -9,16 +9,22 @@
   oracle           every teacher answers every prompt; assemble keeps the best by r (Generate-then-Select)
 
 Route files hold only ids (sorted), so a teacher whose set of prompts did not change keeps a
-byte-identical file and DVC skips its generate stage.
+byte-identical file and DVC skips its generate stage. Beside them, each prompt's fallback order
+(the routed teacher first, then the rest by the router's coefficients, or by mean quality on S for
+the baselines) tells the fallback stage whom to ask next. Under route.budget or a teacher's
+max_share/max_prompts, persyn's choice is the exact constrained optimum of persyn.budget.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from persyn.config import RouteConfig
+from persyn import budget, io, router
+from persyn.config import Params, RouteConfig
 from persyn.errors import PersynError
 from persyn.router import Router
 
@@ -60,16 +66,89 @@ def choose(config: RouteConfig, ids: list[str], router: Router, embeddings: np.n
     return [[single] for _ in ids]
 
 
-def assign(config: RouteConfig, prompts: list[dict[str, Any]], router: Router,
-           embeddings: dict[str, np.ndarray], scores: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Teacher → sorted prompt ids, over the router and pool splits."""
-    routed = sorted(p["id"] for p in prompts if p["split"] in ROUTED_SPLITS)
+@dataclass(frozen=True)
+class Limits:
+    """Estimated cost of each (routed prompt, teacher), each teacher's cap, and the budget."""
+
+    cost: np.ndarray
+    capacity: np.ndarray
+    amount: float | None
+    unit: str
+    model: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Routing:
+    assignment: dict[str, list[str]]  # teacher → sorted prompt ids
+    order: dict[str, list[str]]  # prompt id → teachers to ask, the routed one first
+    report: dict[str, Any]  # metrics/route.json
+
+
+def routed_prompts(prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((p for p in prompts if p["split"] in ROUTED_SPLITS), key=lambda p: p["id"])
+
+
+def limits(params: Params, prompts: list[dict[str, Any]], samples: dict[str, list[dict[str, Any]]],
+           teachers: list[str]) -> Limits | None:
+    """The budget and caps for the routed prompts (in routed_prompts order); None when neither is set."""
+    if not budget.constrained(params):
+        return None
+    unit = params.route.budget.unit if params.route.budget else "tokens"
+    model = budget.cost_model(params, samples)
+    routed = routed_prompts(prompts)
+    return Limits(budget.cost_matrix(unit, model, teachers, routed), budget.capacities(params, teachers, len(routed)),
+                  params.route.budget.amount if params.route.budget else None, unit, model)
+
+
+def fallback_order(first: list[int], preference: np.ndarray) -> list[int]:
+    """The routed teacher(s), then every other teacher by descending preference (ties: teacher order)."""
+    rest = sorted((k for k in range(len(preference)) if k not in first), key=lambda k: (-preference[k], k))
+    return first + rest
+
+
+def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router, embeddings: dict[str, np.ndarray],
+          scores: list[dict[str, Any]], bounds: Limits | None = None) -> Routing:
+    """Assign every router/pool prompt, with its fallback order and the report of what was planned."""
+    routed = [p["id"] for p in routed_prompts(prompts)]
     missing = [i for i in routed if i not in embeddings]
     if missing:
         raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]} (re-run embed)")
     vectors = np.stack([embeddings[i] for i in routed]) if routed else np.zeros((0, 1), dtype=np.float32)
-    assignment: dict[str, list[str]] = {t: [] for t in router.teachers}
-    for prompt_id, chosen in zip(routed, choose(config, routed, router, vectors, scores)):
-        for index in chosen:
-            assignment[router.teachers[index]].append(prompt_id)
-    return assignment
+    teachers = trained.teachers
+    chosen = choose(config, routed, trained, vectors, scores)
+    report: dict[str, Any] = {"strategy": config.strategy, "routed_prompts": len(routed), "budget": None}
+    if config.strategy == "persyn":
+        preference = trained.coefficients(vectors) if routed else np.zeros((0, len(teachers)))
+    else:
+        preference = np.tile(subset_means(scores, teachers)[0], (len(routed), 1))
+    if bounds is not None:
+        solution = budget.solve(preference, bounds.cost, bounds.capacity, bounds.amount)
+        chosen = [[int(k)] for k in solution.choice]
+        report["budget"] = budget.report(preference, bounds.cost, solution.choice, teachers, bounds.capacity,
+                                         bounds.amount, bounds.unit, bounds.model, solution.gap)
+    assignment: dict[str, list[str]] = {t: [] for t in teachers}
+    order = {}
+    for row, (prompt_id, picked) in enumerate(zip(routed, chosen)):
+        for index in picked:
+            assignment[teachers[index]].append(prompt_id)
+        order[prompt_id] = [teachers[k] for k in fallback_order(picked, preference[row])]
+    report["teachers"] = {t: {"prompts": len(ids), "share": len(ids) / len(routed) if routed else 0.0}
+                          for t, ids in assignment.items()}
+    return Routing(assignment, order, report)
+
+
+def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router,
+           embeddings: dict[str, np.ndarray], scores: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Teacher → sorted prompt ids, over the router and pool splits (no budget or caps)."""
+    return route(config, prompts, trained, embeddings, scores).assignment
+
+
+def from_artifacts(params: Params, root: Path = Path(".")) -> Routing:
+    """The routing the route stage writes, from the router, prompts, scores and S answers under `root`
+    (`persyn plan` shows it before the pool is generated)."""
+    trained, _ = router.load(root / "data/router")
+    prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
+    scores = [r for t in trained.teachers for r in io.read_parquet(root / f"data/scores/{t}.parquet", "score")]
+    samples = {t: io.read_parquet(root / f"data/sample/{t}.parquet", "generation") for t in trained.teachers}
+    return route(params.route, prompts, trained, io.read_embeddings(root / "data/embeddings.parquet"), scores,
+                 limits(params, prompts, samples, trained.teachers))

@@ -56,13 +56,15 @@ def check(instance: Any, schema: str, source: str, record: object | None = None)
 
 
 def check_records(records: Iterable[dict[str, Any]], schema: str, source: str) -> None:
-    """Validate every record; ids must be unique. Records are named by id where they have one."""
-    seen: set[str] = set()
+    """Validate every record; ids must be unique (or, where the schema names an "x-unique" key such as
+    id and attempt, that key). Records are named by id where they have one."""
+    seen: set[tuple] = set()
+    fields = validator(schema).schema.get("x-unique", ["id"])
     for index, record in enumerate(records):
         label = f"{index} (id {record['id']})" if isinstance(record, dict) and "id" in record else index
         check(record, schema, source, label)
-        record_id = record.get("id")
-        if record_id is not None:
-            if record_id in seen:
-                raise PersynError(f"{where(source, label, 'id')}: duplicate id")
-            seen.add(record_id)
+        if record.get("id") is not None:
+            key = tuple(record.get(f) for f in fields)
+            if key in seen:
+                raise PersynError(f"{where(source, label, 'id')}: duplicate {' and '.join(fields)}")
+            seen.add(key)

@@ -1,21 +1,21 @@
-"""Stage route: every router/pool prompt to its teacher(s) by route.strategy → data/routes/T.parquet (ids only)."""
+"""Stage route: every router/pool prompt to its teacher(s) by route.strategy (within route.budget and the
+teachers' caps) → data/routes/T.parquet (ids only), data/route_order.parquet (whom the fallback asks
+next), metrics/route.json (shares; the budget's plan)."""
 
-from pathlib import Path
-
-from persyn import config, io, route, router
+from persyn import config, io, route
 from persyn.errors import guarded
 
 
 @guarded
 def main() -> None:
     params = config.load()
-    trained, _ = router.load(Path("data/router"))
-    prompts = io.read_parquet("data/prompts.parquet", "prompt")
-    scores = [r for t in trained.teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
-    assignment = route.assign(params.route, prompts, trained, io.read_embeddings("data/embeddings.parquet"), scores)
+    routing = route.from_artifacts(params)
     with io.atomic_directory("data/routes") as out:
-        for teacher, ids in assignment.items():
+        for teacher, ids in routing.assignment.items():
             io.write_parquet(out / f"{teacher}.parquet", [{"id": i} for i in ids], "route")
+    io.write_parquet("data/route_order.parquet", [{"id": i, "teachers": t} for i, t in sorted(routing.order.items())],
+                     "route_order")
+    io.write_json("metrics/route.json", routing.report, "route_metrics")
 
 
 if __name__ == "__main__":

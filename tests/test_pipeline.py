@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 STAGES_A = {"sample@a", "score@a", "generate@a"}
 ALL_STAGES = {"models", "prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
-              "generate@a", "generate@base", "assemble", "train", "evaluate"}
+              "generate@a", "generate@base", "fallback", "assemble", "train", "evaluate"}
 INSIDE = {"encoder": Path("models/encoder"), "teacher_a": Path("models/teacher_a"), "base": Path("models/base"),
           "student": Path("models/student")}  # local:models/<name>: each copy of the project has its own weights
 
@@ -196,7 +196,7 @@ def test_new_teacher_weights_at_the_same_path_rerun_exactly_its_branch(project: 
     ran = project.repro()
     after = project.lock_hashes()
     assert after["data/scores/a.parquet"] != outs["data/scores/a.parquet"]  # the new weights answered
-    expected = {"models", "sample@a", "score@a", "fit_router", "route", "generate@a", "assemble"}
+    expected = {"models", "sample@a", "score@a", "fit_router", "route", "generate@a", "fallback", "assemble"}
     expected |= {"generate@base"} if route_bytes(project)["base"] != routes["base"] else set()
     expected |= {"train"} if after["data/dataset"] != outs["data/dataset"] else set()
     expected |= {"evaluate"} if after["data/student"] != outs["data/student"] else set()
@@ -206,10 +206,11 @@ def test_new_teacher_weights_at_the_same_path_rerun_exactly_its_branch(project: 
 
 def test_new_student_weights_at_the_same_path_rerun_score_route_onward_and_train(project: Project,
                                                                                  tiny_models: dict[str, Path]) -> None:
-    routes = route_bytes(project)
+    routes, order = route_bytes(project), project.file_bytes("data/route_order.parquet")
     replace_weights(project, "student", tiny_models["teacher_b"])
     ran = project.repro()
     changed = {f"generate@{t}" for t, old in routes.items() if project.file_bytes(f"data/routes/{t}.parquet") != old}
+    changed |= {"fallback"} if changed or project.file_bytes("data/route_order.parquet") != order else set()
     assert ran == {"models", "score@a", "score@base", "fit_router", "route", "assemble", "train", "evaluate"} | changed
 
 
