@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scratch import scratch_project
 
-ENGINE_LINE = re.compile(r'^engine = "ctranslate2"$', re.MULTILINE)
+ENGINE_LINE = re.compile(r'^engine = "ctranslate2"(?=\s*(#.*)?$)', re.MULTILINE)
 
 
 def as_transformers(project: Path) -> None:
