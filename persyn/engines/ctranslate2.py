@@ -150,6 +150,7 @@ class CTranslate2Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(model.path)
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.parameters = parameters(model)
+        self.cannot_score = CANNOT_SCORE.get(_architecture(model))  # read once, not per scoring call
         self._generators: dict[str, Any] = {}
 
     def _generator(self, use: str, fresh: bool = False) -> Any:
@@ -201,9 +202,9 @@ class CTranslate2Engine:
         return [list(result.sequences_ids[0]) for result in results]
 
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
-        if _architecture(self.model) in CANNOT_SCORE:
+        if self.cannot_score:
             raise PersynError(f"{self.model.spec}: engine 'ctranslate2' cannot score this model "
-                              f"({CANNOT_SCORE[_architecture(self.model)]}); score it with engine = 'transformers'")
+                              f"({self.cannot_score}); score it with engine = 'transformers'")
         encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
                    for r in requests]
         results = self._generator("score").score_batch(
