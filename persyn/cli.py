@@ -17,7 +17,8 @@ from persyn.errors import PersynError, guarded
 
 def configured_specs(params: config.Params) -> dict[str, str]:
     """Every model the params name, by role."""
-    specs = {"embed": params.embed.model, "student": params.student.model}
+    specs = {"embed": params.embed.model}
+    specs.update({f"student {name}": student.model for name, student in params.students.items()})
     specs.update({f"teacher {name}": teacher.model for name, teacher in params.teachers.items()})
     if params.quality.reward_model:
         specs["reward model"] = params.quality.reward_model
@@ -32,13 +33,15 @@ def check(args: argparse.Namespace) -> None:
     params = config.load(args.params)
     for teacher in params.teachers.values():
         engines.answering_engine(teacher.sampling.engine, teacher.sampling.engine_options)
-    engines.answering_engine(params.student.engine, params.student.engine_options)
+    for student in params.students.values():
+        engines.answering_engine(student.engine, student.engine_options)
     engines.answering_engine(params.quality.engine, params.quality.engine_options)
     source = "hf source: read by the prompts stage"
     if params.prompts.source != "hf":
         built = prompts.build(params.prompts, require_reference=params.quality.kind == "math")
         source = f"{len(built)} prompts"
     print(f"{args.params}: valid; {len(params.teachers)} teachers: {', '.join(params.teachers)}; "
+          f"{len(params.students)} student{'s' * (len(params.students) > 1)}: {', '.join(params.students)}; "
           f"alpha {params.router.alpha}; strategy {params.route.strategy}; {source}")
 
 
@@ -52,13 +55,13 @@ def prepare(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         resolved = models.resolve(spec)
         print(f"{role:>16}  {resolved.identity}  ({time.perf_counter() - start:.1f}s)  {resolved.path}")
-    student = params.student
-    uses = [(f"teacher {name}", t.model, t.sampling.engine, t.sampling.device, t.sampling.engine_options, ["generate"])
-            for name, t in params.teachers.items()]
-    uses.append(("student", student.model, student.engine, student.device, student.engine_options, ["score", "generate"]))
-    for role, spec, engine, device, options, needs in uses:
+    uses = [(f"teacher {name}", models.resolve(t.model), t.sampling.engine, t.sampling.device,
+             t.sampling.engine_options, ["generate"]) for name, t in params.teachers.items()]
+    uses += [(f"student {name}", models.resolve(s.model, s.chat_template), s.engine, s.device, s.engine_options,
+              ["score", "generate"]) for name, s in params.students.items()]
+    for role, model, engine, device, options, needs in uses:
         start = time.perf_counter()
-        for path in engines.prepare(engine, models.resolve(spec), device, options, needs):
+        for path in engines.prepare(engine, model, device, options, needs):
             print(f"{role:>16}  {engine}: {path}  ({time.perf_counter() - start:.1f}s)")
 
 
@@ -126,14 +129,23 @@ def doctor_command(args: argparse.Namespace) -> None:
 def release_command(args: argparse.Namespace) -> None:
     from persyn import release
 
-    target = release.release(args.version)
-    print(f"released {target} (tag {target.parent.name}@{target.name})")
+    for target in release.release(args.version, students=args.student):
+        print(f"released {target} (tag {target.parent.name}@{target.name})")
+
+
+def only_student(params: config.Params, command: str) -> str:
+    """The student a per-student command means when none is named: the only one there is."""
+    if len(params.students) > 1:
+        raise PersynError(f"{command}: {len(params.students)} students ({', '.join(params.students)}): "
+                          "choose one with --student")
+    return next(iter(params.students))
 
 
 def diff_command(args: argparse.Namespace) -> None:
     from persyn import release
 
-    text = release.markdown(release.diff(Path("."), args.rev_a, args.rev_b))
+    student = args.student or only_student(config.load(args.params), "diff")
+    text = release.markdown(release.diff(Path("."), args.rev_a, args.rev_b, student))
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)
@@ -166,13 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.set_defaults(run=plan_command)
     commands.add_parser("doctor", help="load every configured engine and have it answer one request").set_defaults(
         run=doctor_command)
-    publish = commands.add_parser("release", help="release the built dataset as <name>@v<version>")
+    publish = commands.add_parser("release", help="release each student's dataset as <name>-<student>@v<version>")
     publish.add_argument("version", help="semantic version, e.g. 1.0.0")
+    publish.add_argument("--student", action="append", help="release only this student's dataset (repeatable; "
+                                                            "default: every student's)")
     publish.set_defaults(run=release_command)
     compare = commands.add_parser("diff", help="what changed between two revisions or experiments")
     compare.add_argument("rev_a")
     compare.add_argument("rev_b")
     compare.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    compare.add_argument("--student", help="whose dataset and metrics (default: the only student)")
     compare.set_defaults(run=diff_command)
     page = commands.add_parser("report", help="an HTML page and markdown about a build, revision or experiment")
     page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")

@@ -7,7 +7,7 @@ turned into frozen dataclasses; any problem is one PersynError naming the key.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +75,9 @@ class TeacherConfig:
     prompt_template: str | None = None
     max_share: float | None = None
     max_prompts: int | None = None
+    chat_template: str | None = None  # set for a student answering the evaluation (StudentConfig.chat_template)
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    model: str
-    engine: str = "transformers"
-    device: str = "cpu"
-    batch_size: int = 16
-    max_length: int = 1024
-    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,6 +147,22 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class StudentConfig:
+    """One student: its model and engine, and [train]/[eval] with its own overrides applied."""
+
+    model: str
+    name: str = "student"
+    engine: str = "transformers"
+    device: str = "cpu"
+    batch_size: int = 16
+    max_length: int = 1024
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass(frozen=True)
 class AssembleConfig:
     name: str = "persyn-dataset"
     shard_size: int = 5000
@@ -167,7 +176,7 @@ class Params:
     prompts: PromptsConfig
     embed: EmbedConfig
     teachers: dict[str, TeacherConfig]
-    student: StudentConfig
+    students: dict[str, StudentConfig]
     quality: QualityConfig
     router: RouterConfig
     route: RouteConfig
@@ -181,6 +190,22 @@ class Params:
             known = ", ".join(sorted(self.teachers))
             raise PersynError(f"params.toml: unknown teacher '{name}' (configured: {known})")
         return self.teachers[name]
+
+    def for_student(self, name: str) -> "Params":
+        """The build as one student's branch sees it: only that student, and its [train]/[eval]."""
+        if name not in self.students:
+            known = ", ".join(sorted(self.students))
+            raise PersynError(f"params.toml: unknown student '{name}' (configured: {known})")
+        chosen = self.students[name]
+        return replace(self, students={name: chosen}, train=chosen.train, eval=chosen.eval)
+
+    @property
+    def student(self) -> StudentConfig:
+        """The student of a one-student build or of a `for_student` view."""
+        if len(self.students) != 1:
+            raise PersynError(f"params.toml: {len(self.students)} students ({', '.join(sorted(self.students))}): "
+                              "this step needs one, chosen with Params.for_student")
+        return next(iter(self.students.values()))
 
 
 def _teacher(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> TeacherConfig:
@@ -201,8 +226,32 @@ def _teacher(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> Teac
     )
 
 
+def _eval_config(table: dict[str, Any]) -> EvalConfig:
+    return EvalConfig(**{**table, "lm_eval_tasks": tuple(table.get("lm_eval_tasks", ()))})
+
+
+def _student(name: str, table: dict[str, Any], train: dict[str, Any], evaluation: dict[str, Any]) -> StudentConfig:
+    """A [students.<name>] table; its train/eval subtables override [train]/[eval] key by key."""
+    own = {k: v for k, v in table.items() if k not in ("train", "eval")}
+    return StudentConfig(name=name, **own, train=TrainConfig(**{**train, **table.get("train", {})}),
+                         eval=_eval_config({**evaluation, **table.get("eval", {})}))
+
+
+MIGRATE_STUDENT = ("params.toml: [student] is now [students.<name>] (one table per student; the name is used in "
+                   "stage names, data/*/<name>/ and metrics/<name>/): rename [student] to [students.student], "
+                   "or give the student a name of its own ([a-z0-9_-]+)")
+
+
 def _check_combinations(params: Params) -> None:
     """Settings that are valid alone but not together, caught before any stage computes."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for student in params.students:
+        for teacher in params.teachers:
+            seen = pairs.setdefault(f"{student}-{teacher}", (student, teacher))
+            if seen != (student, teacher):
+                raise PersynError(f"params.toml: student '{student}' with teacher '{teacher}' and student '{seen[0]}' "
+                                  f"with teacher '{seen[1]}' both name the stages score@{student}-{teacher}: "
+                                  "rename one of them")
     math = params.quality.kind == "math"
     if params.route.fallback and not math:
         raise PersynError("params.toml: route.fallback needs a verifiable quality (quality.kind = 'math'); "
@@ -220,6 +269,8 @@ def _check_combinations(params: Params) -> None:
 
 def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
     """Validate a parsed params mapping and build the typed configuration."""
+    if "student" in raw:
+        raise PersynError(MIGRATE_STUDENT.replace("params.toml", source, 1))
     check(raw, "params", source)
     defaults = raw.get("generation", {})
     route = dict(raw["route"])
@@ -229,13 +280,13 @@ def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
         prompts=PromptsConfig(**raw["prompts"]),
         embed=EmbedConfig(**raw["embed"]),
         teachers={name: _teacher(name, table, defaults) for name, table in sorted(raw["teachers"].items())},
-        student=StudentConfig(**raw["student"]),
+        students={name: _student(name, table, raw["train"], raw["eval"]) for name, table in sorted(raw["students"].items())},
         quality=QualityConfig(**raw["quality"]),
         router=RouterConfig(**raw["router"]),
         route=RouteConfig(**route),
         assemble=AssembleConfig(**raw["assemble"]),
         train=TrainConfig(**raw["train"]),
-        eval=EvalConfig(**{**raw["eval"], "lm_eval_tasks": tuple(raw["eval"].get("lm_eval_tasks", ()))}),
+        eval=_eval_config(raw["eval"]),
     )
     _check_combinations(params)
     return params

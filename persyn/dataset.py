@@ -117,6 +117,11 @@ def best_answer(answers: list[dict[str, Any]], scores: dict[tuple[str, str], dic
     return answers[int(reward[0].argmax())]
 
 
+def release_name(dataset_name: str, student: str) -> str:
+    """One student's dataset: assemble.name and the student, spelt as a GTO artifact name allows."""
+    return f"{dataset_name}-{student.replace('_', '-').strip('-')}"
+
+
 def write(records: list[dict[str, Any]], directory: Path, name: str, shard_size: int) -> None:
     """Parquet shards named train-XXXXX-of-YYYYY plus a card, loadable by datasets.load_dataset(dir)."""
     check_records(records, "dataset_record", str(directory))

@@ -15,7 +15,7 @@ from contextlib import closing
 from dataclasses import dataclass
 
 from persyn import embed, engines
-from persyn.config import Params
+from persyn.config import Params, StudentConfig
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.models import resolve
 from persyn.synthesis import teacher_payloads
@@ -66,13 +66,12 @@ def _teacher_probe(params: Params, name: str) -> Callable[[], str]:
     return probe
 
 
-def _student_probe(params: Params) -> Callable[[], str]:
-    student = params.student
+def _student_probe(student: StudentConfig) -> Callable[[], str]:
 
     def probe() -> str:
         if not engines.scores_loglikelihood(student.engine, student.engine_options):
             raise ValueError(f"engine '{student.engine}' cannot score log-likelihoods (learnability needs them)")
-        with closing(engines.load(student.engine, resolve(student.model), student.device, 1, student.max_length,
+        with closing(engines.load(student.engine, resolve(student.model, student.chat_template), student.device, 1, student.max_length,
                                   student.engine_options)) as engine:
             value = engine.loglikelihood([ScoreRequest(PROBE, PROBE_ANSWER)])[0]
         return f"log-likelihood {value.logprob:.3f} per token"
@@ -105,8 +104,8 @@ def run(params: Params) -> list[Finding]:
         (f"teacher {name}", t.sampling.engine, t.sampling.device, t.model, _teacher_probe(params, name))
         for name, t in params.teachers.items()
     ]
-    student = params.student
-    probes.append(("student", student.engine, student.device, student.model, _student_probe(params)))
+    probes += [(f"student {name}", s.engine, s.device, s.model,
+                _student_probe(s)) for name, s in params.students.items()]
     if params.quality.kind == "reward_model":
         quality = params.quality
         probes.append(("reward model", quality.engine, quality.device, str(quality.reward_model), _reward_probe(params)))

@@ -24,7 +24,8 @@ def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: Req
     sampling = SamplingConfig(engine=student.engine, device=student.device, temperature=0.0,
                               max_tokens=params.eval.max_tokens, batch_size=params.eval.batch_size,
                               engine_options=student.engine_options)
-    records, _ = generate(TeacherConfig(name="student", model=spec, sampling=sampling), prompts, cache)
+    records, _ = generate(TeacherConfig(name="student", model=spec, sampling=sampling,
+                                        chat_template=student.chat_template), prompts, cache)
     return records
 
 

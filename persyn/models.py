@@ -7,17 +7,20 @@ A spec is one of
   api:<served name>      a model behind an OpenAI-compatible endpoint (engine "openai" only); its
                          identity is the name: the endpoint is trusted to serve the same weights
 Packaged GGUFs are assembled from their chunk packages, checked against their sha256, and a float32
-copy is saved once under $PERSYN_CACHE_DIR/models/<sha256>/ so later loads take seconds.
+copy is saved once under $PERSYN_CACHE_DIR/models/<sha256>/ so later loads take seconds. A chat
+template given in params (a base model used as a student) is laid over the directory: links to its
+files plus a tokenizer that carries the template, so every engine and the trainer render chats with it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from persyn.errors import PersynError
@@ -61,17 +64,19 @@ class ResolvedModel:
     path: str
     revision: str | None
     fingerprint: str
+    chat_template: str = ""  # sha256 of a chat template laid over the model's own, "" for none
 
     @property
     def identity(self) -> str:
         """What records carry and cache keys hash: a pinned hub revision, or the content checksum.
         A local directory is named by its base name only, so the same weights elsewhere (another
         machine, a DVC experiment's temporary copy) have the same identity."""
+        template = f"+chat_template:{self.chat_template[:16]}" if self.chat_template else ""
         if self.spec.startswith(("hf:", "api:")):
-            return self.spec
+            return self.spec + template
         if self.spec.startswith("local:"):
-            return f"local:{Path(self.path).name}@sha256:{self.fingerprint}"
-        return f"{self.spec}@sha256:{self.fingerprint}"
+            return f"local:{Path(self.spec.removeprefix('local:')).name}@sha256:{self.fingerprint}{template}"
+        return f"{self.spec}@sha256:{self.fingerprint}{template}"
 
 
 def cache_root() -> Path:
@@ -149,8 +154,41 @@ def _convert_gguf(name: str, packaged: Packaged, destination: Path) -> None:
         out.rename(destination)
 
 
-def resolve(spec: str) -> ResolvedModel:
-    """Turn a model spec into something from_pretrained can load, building caches as needed."""
+def with_chat_template(model: ResolvedModel, template: str) -> ResolvedModel:
+    """The model under a chat template of its own: $PERSYN_CACHE_DIR/models/templated/<hash>/ links every
+    file of the model's directory and holds a tokenizer_config.json and chat_template.jinja with the template."""
+    source = Path(model.path)
+    if not source.is_dir():
+        raise PersynError(f"{model.spec}: a chat_template needs the model on disk (packaged: or local:), "
+                          "not a hub id or an endpoint")
+    digest = hashlib.sha256(template.encode()).hexdigest()
+    templated = replace(model, chat_template=digest)
+    target = cache_root() / "models" / "templated" / hashlib.sha256(templated.identity.encode()).hexdigest()[:32]
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".template-") as scratch:
+            overlay = Path(scratch) / "model"
+            overlay.mkdir()
+            for file in source.iterdir():
+                if file.name not in ("tokenizer_config.json", "chat_template.jinja", "chat_template.json"):
+                    (overlay / file.name).symlink_to(file.resolve())
+            settings = json.loads((source / "tokenizer_config.json").read_text()) \
+                if (source / "tokenizer_config.json").is_file() else {}
+            settings["chat_template"] = template
+            (overlay / "tokenizer_config.json").write_text(json.dumps(settings, indent=2))
+            (overlay / "chat_template.jinja").write_text(template)
+            overlay.rename(target)
+    return replace(templated, path=str(target))
+
+
+def resolve(spec: str, chat_template: str | None = None) -> ResolvedModel:
+    """Turn a model spec into something from_pretrained can load, building caches as needed; with
+    `chat_template`, the model under that template (with_chat_template)."""
+    model = _resolve(spec)
+    return with_chat_template(model, chat_template) if chat_template else model
+
+
+def _resolve(spec: str) -> ResolvedModel:
     kind, _, rest = spec.partition(":")
     if kind == "packaged":
         if rest not in PACKAGED:
@@ -179,12 +217,14 @@ def resolve(spec: str) -> ResolvedModel:
     )
 
 
-def identity(spec: str) -> str:
+def identity(spec: str, chat_template: str | None = None) -> str:
     """The identity `resolve(spec)` gives, without building any cache: a packaged GGUF is named by
     its known sha256 (no conversion, no 500 MB hash), a local directory is hashed, hub and api
     specs are their pinned names. Cheap enough to recompute on every build."""
     kind, _, name = spec.partition(":")
     packaged = PACKAGED.get(name) if kind == "packaged" else None
+    template = hashlib.sha256(chat_template.encode()).hexdigest() if chat_template else ""
     if packaged is not None and packaged.chunks:
-        return ResolvedModel(spec, str(cache_root() / "models" / packaged.sha256), None, packaged.sha256).identity
-    return resolve(spec).identity
+        return ResolvedModel(spec, str(cache_root() / "models" / packaged.sha256), None, packaged.sha256,
+                             template).identity
+    return replace(_resolve(spec), chat_template=template).identity

@@ -1,7 +1,10 @@
 """`persyn plan`: what a build will cost, before anything runs.
 
 Route-then-Generate makes N·|S| generations on the router subset S (every teacher answers it) plus
-one per pool prompt; Generate-then-Select makes N·(|S| + |P|). Token counts are upper bounds
+one per pool prompt; Generate-then-Select makes N·(|S| + |P|). With k students the teachers still
+answer S once, and a pool prompt two students route to the same teacher is generated once: between
+|P| (all agree) and min(k, N)·|P| pool generations, against k·(N·|S| + |P|) for one build per
+student; once every student's routes exist, the exact count. Token counts are upper bounds
 (every answer at max_tokens) and prompt tokens are estimated at 4 characters per token, since the
 teachers' tokenizers may not be on this machine yet.
 """
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from persyn import budget, io, prompts
+from persyn import budget, io, prompts, sharing
 from persyn.budget import CHARACTERS_PER_TOKEN
 from persyn.config import Params
 from persyn.errors import PersynError
@@ -52,21 +55,36 @@ def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> S
 
 
 def budgeted(params: Params, root: Path) -> dict[str, Any] | None:
-    """The route stage's plan under route.budget / teachers' caps, computed from S's answers, scores and
-    the router under `root` (what the build will then spend on the pool); None when neither is set."""
+    """Each student's routing under route.budget / teachers' caps, computed from S's answers, its scores and
+    its router under `root` (what the build will then spend on the pool); None when neither is set."""
     if not budget.constrained(params):
         return None
-    if not (root / "data/router/router.json").is_file():
-        return {"ready": False, "note": "the budgeted plan needs the router subset answered and the router fitted: "
-                                        "run `dvc repro fit_router`, then `persyn plan` again"}
     from persyn import route
 
-    return {"ready": True, **route.from_artifacts(params, root).report["budget"]}
+    plans = {}
+    for student in params.students:
+        if not (root / "data/router" / student / "router.json").is_file():
+            plans[student] = {"ready": False, "note": f"the budgeted plan needs the router subset answered and the "
+                                                      f"router fitted: run `dvc repro fit_router@{student}`, then "
+                                                      "`persyn plan` again"}
+        else:
+            plans[student] = {"ready": True, **route.from_artifacts(params, student, root).report["budget"]}
+    return plans
+
+
+def routed(params: Params, root: Path) -> dict[str, Any] | None:
+    """metrics/sharing.json's count from every student's route files under `root`, once they all exist."""
+    if not all((root / "data/routes" / s).is_dir() for s in params.students):
+        return None
+    splits = {p["id"]: p["split"] for p in io.read_parquet(root / "data/prompts.parquet", "prompt")}
+    routes = {s: {p.stem: {r["id"] for r in io.read_parquet(p, "route")}
+                  for p in sorted((root / "data/routes" / s).glob("*.parquet"))} for s in params.students}
+    return sharing.summary(routes, splits, sorted(params.teachers))["generations"]
 
 
 def plan(params: Params, built: Path = Path("data/prompts.parquet"), root: Path = Path(".")) -> dict[str, Any]:
     """Generations, token upper bounds and cost per teacher, for this strategy and Generate-then-Select,
-    and the budgeted routing when a budget or cap is set."""
+    for every student with the teachers' answers shared, and the budgeted routing when a budget or cap is set."""
     split = split_sizes(params, built)
     oracle = params.route.strategy == "oracle"
     teachers = {}
@@ -85,19 +103,22 @@ def plan(params: Params, built: Path = Path("data/prompts.parquet"), root: Path 
             "prompt_tokens_per_request": round(prompt_tokens),
             "cost_per_generation_usd": (prompt_tokens * price_in + sampling.max_tokens * price_out) / 1e6,
         }
-    n = len(teachers)
-    ours = n * (split.router + split.pool) if oracle else n * split.router + split.pool
+    n, k = len(teachers), len(params.students)
+    spread = n if oracle else min(k, n)  # how many teachers a pool prompt can reach across the students
+    fewest = n * (split.router + split.pool) if oracle else n * split.router + split.pool
     select_all = n * (split.router + split.pool)
-    cost_each = {name: t["cost_per_generation_usd"] for name, t in teachers.items()}
+    costs = sorted((t["cost_per_generation_usd"] for t in teachers.values()), reverse=True)
     return {
         "strategy": params.route.strategy,
+        "students": sorted(params.students),
         "prompts": {"router": split.router, "pool": split.pool, "eval": split.eval, "source": split.source},
         "teachers": teachers,
-        "generations": {"planned": ours, "generate_then_select": select_all,
-                        "saved_fraction": 1 - ours / select_all if select_all else 0.0},
-        "learnability_scores": n * split.router if not oracle else select_all,
-        "cost_usd_at_most": (sum(cost_each.values()) * split.router + max(cost_each.values(), default=0.0) * split.pool
-                             if not oracle else sum(cost_each.values()) * (split.router + split.pool)),
+        "generations": {"planned": fewest, "planned_most": n * split.router + spread * split.pool,
+                        "generate_then_select": select_all,
+                        "saved_fraction": 1 - fewest / select_all if select_all else 0.0,
+                        "separate_builds": k * fewest, "routed": routed(params, root)},
+        "learnability_scores": k * (n * split.router if not oracle else select_all),
+        "cost_usd_at_most": sum(costs) * split.router + sum(costs[:spread]) * split.pool,
         "budget": budgeted(params, root),
     }
 
@@ -129,14 +150,20 @@ def render(result: dict[str, Any]) -> str:
     for name, t in result["teachers"].items():
         span = f"{t['fewest']}–{t['most']}" if t["fewest"] != t["most"] else str(t["most"])
         lines.append(f"{name:<12} {t['engine']:<13} {span:>17} {t['max_completion_tokens']:>22}  {t['model']}")
-    lines += [
-        "",
-        f"generations: {g['planned']} planned against {g['generate_then_select']} for Generate-then-Select "
-        f"({g['saved_fraction']:.0%} saved)",
-        f"student log-likelihood scores: {result['learnability_scores']}",
-    ]
+    students = result["students"]
+    lines += ["", f"generations: {g['planned']} planned against {g['generate_then_select']} for Generate-then-Select "
+                  f"({g['saved_fraction']:.0%} saved)"]
+    if len(students) > 1:
+        lines.append(f"{len(students)} students ({', '.join(students)}) share the teachers' answers: "
+                     f"{g['planned']}–{g['planned_most']} generations against {g['separate_builds']} for one build "
+                     "per student")
+    if g["routed"]:
+        r = g["routed"]
+        lines.append(f"routed (data/routes): {r['this_build']} generations against {r['separate_builds']} for one "
+                     f"build per student ({r['saved']} shared)")
+    lines.append(f"student log-likelihood scores: {result['learnability_scores']}")
     if result["cost_usd_at_most"]:
         lines.append(f"API cost: at most ${result['cost_usd_at_most']:.2f} (every answer at max_tokens)")
-    if result["budget"]:
-        lines += render_budget(result["budget"])
+    for student, planned in (result["budget"] or {}).items():
+        lines += render_budget(planned) if len(students) == 1 else ["", f"student {student}:", *render_budget(planned)]
     return "\n".join(lines)

@@ -106,15 +106,19 @@ from best, and only that teacher answered ("Route then Generate").
 """
 
 
-def release(version: str, repo: Path = Path(".")) -> Path:
-    """Write releases/<name>/v<version>/, track it with DVC, record the artifact, tag the commit."""
+def release(version: str, repo: Path = Path("."), students: list[str] | None = None) -> list[Path]:
+    """Release each chosen student's dataset (default: every student) as releases/<name>-<student>/v<version>/:
+    track it with DVC, record the artifact, commit once and tag each <name>-<student>@v<version>."""
     if not SEMVER.match(version):
         raise PersynError(f"release: '{version}' is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.0.0)")
     params = config_module.load(repo / "params.toml")
-    name = params.assemble.name
-    tag = f"{name}@v{version}"
-    if run(["git", "tag", "--list", tag], repo).strip():
-        raise PersynError(f"release: tag {tag} already exists; releases are never overwritten")
+    chosen = sorted(params.students) if not students else students
+    for student in chosen:
+        params.for_student(student)  # an unknown name stops here, naming the configured ones
+    names = {s: dataset.release_name(params.assemble.name, s) for s in chosen}
+    for name in names.values():
+        if run(["git", "tag", "--list", f"{name}@v{version}"], repo).strip():
+            raise PersynError(f"release: tag {name}@v{version} already exists; releases are never overwritten")
     dirty = run(["git", "status", "--porcelain"], repo).strip()
     if dirty:
         raise PersynError(f"release: the git tree is dirty; commit or stash first:\n{dirty}")
@@ -122,17 +126,38 @@ def release(version: str, repo: Path = Path(".")) -> Path:
     stale = {stage: why for stage, why in status.items() if why != ["always changed"]}  # the models stage
     if stale:
         raise PersynError(f"release: the pipeline is not up to date (run dvc repro): {', '.join(sorted(stale))}")
+    targets = [write_release(repo, params.for_student(s), s, names[s], version) for s in chosen]
+    tracked = []
+    for student, target in zip(chosen, targets):
+        relative = target.relative_to(repo)
+        run(["dvc", "add", str(relative)], repo)
+        record_artifact(repo / "dvc.yaml", names[student], str(relative),
+                        f"{names[student]} v{version}: personalised distillation dataset for student {student}")
+        tracked += [f"{relative}.dvc", str(relative.parent / ".gitignore")]
+    tags = [f"{names[s]}@v{version}" for s in chosen]
+    run(["git", "add", *tracked, "dvc.yaml"], repo)
+    run(["git", "commit", "-q", "-m", f"Release {', '.join(tags)}"], repo)
+    for student, tag in zip(chosen, tags):
+        run(["git", "tag", "-a", tag, "-m", f"Release {names[student]} {version}"], repo)
+    if run(["dvc", "remote", "list"], repo).strip():
+        run(["dvc", "push", *tracked[::2]], repo)
+    return targets
 
-    records = dataset.read(repo / "data/dataset")
-    metrics = {m: json.loads((repo / f"metrics/{m}.json").read_text())
-               for m in METRICS if (repo / f"metrics/{m}.json").is_file()}
-    lock = (repo / "dvc.lock").read_bytes()
+
+def write_release(repo: Path, params: config_module.Params, student: str, name: str, version: str) -> Path:
+    """releases/<name>/v<version>/: the student's shards, its card and provenance.json."""
+    records = dataset.read(repo / "data/dataset" / student)
+    metrics = {m: json.loads((repo / f"metrics/{student}/{m}.json").read_text())
+               for m in METRICS if (repo / f"metrics/{student}/{m}.json").is_file()}
+    if (repo / "metrics/sharing.json").is_file():
+        metrics["sharing"] = json.loads((repo / "metrics/sharing.json").read_text())
     provenance = {
         "name": name,
         "version": version,
-        "tag": tag,
+        "tag": f"{name}@v{version}",
+        "student_name": student,
         "git_commit": run(["git", "rev-parse", "HEAD"], repo).strip(),
-        "dvc_lock_sha256": sha256_bytes(lock),
+        "dvc_lock_sha256": sha256_bytes((repo / "dvc.lock").read_bytes()),
         "teachers": {r["teacher"]: r["model"] for r in sorted(records, key=lambda r: r["id"])},
         "student": params.student.model,
         "params": tomllib.loads((repo / "params.toml").read_text()),
@@ -141,19 +166,11 @@ def release(version: str, repo: Path = Path(".")) -> Path:
     target = repo / "releases" / name / f"v{version}"
     with atomic_directory(target) as out:
         (out / "data").mkdir()
-        for shard in sorted((repo / "data/dataset").glob("train-*.parquet")):
+        for shard in sorted((repo / "data/dataset" / student).glob("train-*.parquet")):
             shutil.copy(shard, out / "data" / shard.name)
         provenance["files"] = {f"data/{p.name}": sha256_bytes(p.read_bytes()) for p in sorted((out / "data").iterdir())}
         (out / "README.md").write_text(card(name, version, params, metrics, provenance))
         write_json(out / "provenance.json", provenance)
-    relative = target.relative_to(repo)
-    run(["dvc", "add", str(relative)], repo)
-    record_artifact(repo / "dvc.yaml", name, str(relative), f"{name} v{version}: personalised distillation dataset")
-    run(["git", "add", f"{relative}.dvc", str(relative.parent / ".gitignore"), "dvc.yaml"], repo)
-    run(["git", "commit", "-q", "-m", f"Release {tag}"], repo)
-    run(["git", "tag", "-a", tag, "-m", f"Release {name} {version}"], repo)
-    if run(["dvc", "remote", "list"], repo).strip():
-        run(["dvc", "push", f"{relative}.dvc"], repo)
     return target
 
 
@@ -184,18 +201,20 @@ def resolve_revision(repo: Path, rev: str) -> str:
     return matches[0]
 
 
-def read_revision(repo: Path, rev: str) -> dict[str, Any]:
-    """params, metrics and dataset records as they were at a revision."""
+def read_revision(repo: Path, rev: str, student: str) -> dict[str, Any]:
+    """params, one student's metrics and dataset records as they were at a revision."""
     from dvc.api import DVCFileSystem
 
     fs = DVCFileSystem(str(repo), rev=resolve_revision(repo, rev))
     params = tomllib.loads(fs.read_text("params.toml"))
-    metrics = {m: json.loads(fs.read_text(f"metrics/{m}.json")) for m in METRICS if fs.exists(f"metrics/{m}.json")}
+    metrics = {m: json.loads(fs.read_text(f"metrics/{student}/{m}.json"))
+               for m in METRICS if fs.exists(f"metrics/{student}/{m}.json")}
     try:
-        shards = sorted(p for p in fs.ls("data/dataset", detail=False) if p.rsplit("/", 1)[-1].startswith("train-"))
+        shards = sorted(p for p in fs.ls(f"data/dataset/{student}", detail=False)
+                        if p.rsplit("/", 1)[-1].startswith("train-"))
         records = [r for shard in shards for r in pl.read_parquet(bytes_io.BytesIO(fs.read_bytes(shard))).to_dicts()]
     except FileNotFoundError:
-        raise PersynError(f"diff: {rev} has no data/dataset in the DVC cache (dvc pull, or build it)") from None
+        raise PersynError(f"diff: {rev} has no data/dataset/{student} in the DVC cache (dvc pull, or build it)") from None
     return {"params": params, "metrics": metrics, "records": records}
 
 
@@ -205,9 +224,9 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def diff(repo: Path, rev_a: str, rev_b: str) -> dict[str, Any]:
-    """What changed from rev_a to rev_b: params, teacher shares, records and metrics."""
-    a, b = read_revision(repo, rev_a), read_revision(repo, rev_b)
+def diff(repo: Path, rev_a: str, rev_b: str, student: str) -> dict[str, Any]:
+    """What changed for one student from rev_a to rev_b: params, teacher shares, records and metrics."""
+    a, b = read_revision(repo, rev_a, student), read_revision(repo, rev_b, student)
     params_a, params_b = flatten(a["params"]), flatten(b["params"])
     by_a = {r["id"]: r for r in a["records"]}
     by_b = {r["id"]: r for r in b["records"]}
@@ -220,6 +239,7 @@ def diff(repo: Path, rev_a: str, rev_b: str) -> dict[str, Any]:
     metrics_a, metrics_b = flatten(a["metrics"]), flatten(b["metrics"])
     return {
         "revisions": [rev_a, rev_b],
+        "student": student,
         "params": {k: [params_a.get(k), params_b.get(k)] for k in sorted(params_a.keys() | params_b.keys())
                    if params_a.get(k) != params_b.get(k)},
         "shares": {t: [shares(a["records"])[t], shares(b["records"])[t]] for t in teachers},
@@ -247,7 +267,7 @@ def markdown(result: dict[str, Any]) -> str:
     counts = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in result["records"].items())
     shares = {t: [f"{x:.1%}" for x in v] for t, v in result["shares"].items()}
     return "\n".join([
-        f"## persyn diff {rev_a} → {rev_b}\n",
+        f"## persyn diff {rev_a} → {rev_b} (student {result['student']})\n",
         table("params", result["params"]),
         table("teacher shares", shares),
         f"### records\n\n| | count |\n|---|---|\n{counts}\n",

@@ -143,12 +143,13 @@ def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router,
     return route(config, prompts, trained, embeddings, scores).assignment
 
 
-def from_artifacts(params: Params, root: Path = Path(".")) -> Routing:
-    """The routing the route stage writes, from the router, prompts, scores and S answers under `root`
-    (`persyn plan` shows it before the pool is generated)."""
-    trained, _ = router.load(root / "data/router")
+def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Routing:
+    """The routing the route stage writes for one student, from its router and scores, the prompts and
+    S answers under `root` (`persyn plan` shows it before the pool is generated)."""
+    trained, _ = router.load(root / "data/router" / student)
     prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
-    scores = [r for t in trained.teachers for r in io.read_parquet(root / f"data/scores/{t}.parquet", "score")]
+    scores = [r for t in trained.teachers
+              for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]
     samples = {t: io.read_parquet(root / f"data/sample/{t}.parquet", "generation") for t in trained.teachers}
     return route(params.route, prompts, trained, io.read_embeddings(root / "data/embeddings.parquet"), scores,
                  limits(params, prompts, samples, trained.teachers))

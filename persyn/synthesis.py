@@ -239,7 +239,7 @@ def generate(
 ) -> tuple[list[dict[str, Any]], CacheStats]:
     """The teacher's response to each prompt record, as {id, teacher, model, response,
     finish_reason, completion_tokens, request}."""
-    model = resolve(teacher.model)
+    model = resolve(teacher.model, teacher.chat_template)
     sampling = teacher.sampling
     payloads = teacher_payloads(teacher, model, [p["messages"] for p in prompts])
     requests = [
@@ -270,10 +270,10 @@ def learnability(
     """The student's mean per-token log-likelihood of each (prompt messages, response)."""
     if not engines.scores_loglikelihood(student.engine, student.engine_options):
         raise PersynError(
-            f"params.toml: student.engine = '{student.engine}' cannot score log-likelihoods of a given response, "
+            f"params.toml: students.{student.name}.engine = '{student.engine}' cannot score log-likelihoods of a given response, "
             "which learnability needs; run the student on transformers, vllm or ray"
         )
-    model = resolve(student.model)
+    model = resolve(student.model, student.chat_template)
     common = {"kind": "loglikelihood", "model": model.identity, **engine_identity(student.engine, student.engine_options),
               "device": student.device, "max_length": student.max_length}
     payloads = [{**common, "messages": messages, "response": response} for messages, response in pairs]

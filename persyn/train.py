@@ -74,7 +74,7 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
     if not records:
         raise PersynError("data/dataset: no records to train on")
     set_seed(config.seed)
-    model_ref = resolve(student.model)
+    model_ref = resolve(student.model, student.chat_template)
     device = pick_device(student.device)
     tokenizer = AutoTokenizer.from_pretrained(model_ref.path, revision=model_ref.revision)
     if tokenizer.pad_token_id is None:

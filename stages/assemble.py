@@ -1,7 +1,9 @@
-"""Stage assemble: routed answers (and the fallback's) → data/dataset/ (HF-loadable parquet + card),
-metrics/dataset.json. Under route.strategy = "oracle" every answer is scored here, the best by r is kept,
-and the scores go to data/oracle/T.parquet (empty under other strategies), which names their request-cache keys."""
+"""Stage assemble@S: student S's routed answers (and the fallback's) → data/dataset/S/ (HF-loadable parquet
++ card), metrics/S/dataset.json. Under route.strategy = "oracle" every answer is scored here, the best by r
+is kept, and the scores go to data/oracle/S/T.parquet (empty under other strategies), which names their
+request-cache keys."""
 
+import argparse
 from pathlib import Path
 
 from persyn import budget, config, dataset, fallback, io, rewards
@@ -11,38 +13,42 @@ from persyn.errors import guarded
 
 @guarded
 def main() -> None:
-    params = config.load()
-    teachers = sorted(p.stem for p in Path("data/routes").glob("*.parquet"))
-    routes = {t: [r["id"] for r in io.read_parquet(f"data/routes/{t}.parquet", "route")] for t in teachers}
-    generated = {t: io.read_parquet(f"data/generated/{t}.parquet", "generation") for t in teachers}
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("student")
+    student = parser.parse_args().student
+    params = config.load().for_student(student)
+    teachers = sorted(p.stem for p in Path(f"data/routes/{student}").glob("*.parquet"))
+    routes = {t: [r["id"] for r in io.read_parquet(f"data/routes/{student}/{t}.parquet", "route")] for t in teachers}
+    generated = {t: io.read_parquet(f"data/generated/{student}/{t}.parquet", "generation") for t in teachers}
     prompts = io.read_parquet("data/prompts.parquet", "prompt")
     by_id = {p["id"]: p for p in prompts}
-    extra = io.read_parquet("data/fallback.parquet", "fallback_answer")
+    extra = io.read_parquet(f"data/fallback/{student}.parquet", "fallback_answer")
     oracle = params.route.strategy == "oracle"
     scored: dict[str, list[dict]] = {t: [] for t in teachers}  # the oracle's scores of every answer
     if oracle:
         with RequestCache() as cache:
-            scored = {t: rewards.score_answers(params, t, generated[t], by_id, cache, f"data/generated/{t}.parquet")
-                      for t in teachers}
-    with io.atomic_directory("data/oracle") as out:
+            scored = {t: rewards.score_answers(params, t, generated[t], by_id, cache,
+                                               f"data/generated/{student}/{t}.parquet") for t in teachers}
+    with io.atomic_directory(f"data/oracle/{student}") as out:
         for teacher, rows in scored.items():
             io.write_parquet(out / f"{teacher}.parquet", rows, "score")
-    scores = [r for t in teachers for r in (scored[t] if oracle else io.read_parquet(f"data/scores/{t}.parquet", "score"))]
+    scores = [r for t in teachers
+              for r in (scored[t] if oracle else io.read_parquet(f"data/scores/{student}/{t}.parquet", "score"))]
     records = dataset.assemble(prompts, routes, generated, scores, params.router, params.assemble.drop_truncated,
                                extra, params.assemble.unverified, attempts=params.route.fallback > 0)
-    with io.atomic_directory("data/dataset") as out:
-        dataset.write(records, out, params.assemble.name, params.assemble.shard_size)
+    with io.atomic_directory(f"data/dataset/{student}") as out:
+        dataset.write(records, out, dataset.release_name(params.assemble.name, student), params.assemble.shard_size)
     summary = dataset.metrics(records, routes, prompts, generated)
     if params.route.fallback:
-        order = {r["id"]: r["teachers"] for r in io.read_parquet("data/route_order.parquet", "route_order")}
+        order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
         primary = {} if oracle else fallback.primary_answers(order, generated)
         summary["fallback"] = fallback.metrics(primary, extra, {i: p["reference"] for i, p in by_id.items()}, records,
                                                params.route.fallback, not oracle, teachers)
-    planned = io.read_json("metrics/route.json", "route_metrics")["budget"]
+    planned = io.read_json(f"metrics/{student}/route.json", "route_metrics")["budget"]
     if planned:
         summary["budget"] = budget.outcome(planned, [a for t in teachers for a in generated[t]], extra, by_id, records)
-    io.write_json("metrics/dataset.json", summary, "dataset_metrics")
-    io.write_csv("plots/teacher_shares.csv",
+    io.write_json(f"metrics/{student}/dataset.json", summary, "dataset_metrics")
+    io.write_csv(f"plots/{student}/teacher_shares.csv",
                  [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])
 
 

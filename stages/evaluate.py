@@ -1,6 +1,7 @@
-"""Stage evaluate: the trained and the untrained student on the eval split → metrics/eval.json,
-data/eval/predictions.parquet, plots/accuracy.csv."""
+"""Stage evaluate@S: student S trained and untrained on the eval split → metrics/S/eval.json,
+data/eval/S/predictions.parquet, plots/S/accuracy.csv."""
 
+import argparse
 from pathlib import Path
 
 from persyn import config, evaluate, io
@@ -10,26 +11,30 @@ from persyn.errors import guarded
 
 @guarded
 def main() -> None:
-    params = config.load()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("student")
+    name = parser.parse_args().student
+    params = config.load().for_student(name)
     prompts = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] == "eval"]
-    checkpoint = f"local:{Path('data/student').resolve()}"
+    trained_model = Path(f"data/student/{name}").resolve()
+    checkpoint = f"local:{trained_model}"
     with RequestCache() as cache:
         trained = evaluate.answers(checkpoint, params, prompts, cache)
         untrained = evaluate.answers(params.student.model, params, prompts, cache)
         trained_summary, trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache)
         untrained_summary, untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache)
     metrics = {"trained": trained_summary, "untrained": untrained_summary}
-    lm_eval = evaluate.lm_eval(str(Path("data/student").resolve()), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
+    lm_eval = evaluate.lm_eval(str(trained_model), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
     if lm_eval:
         metrics["lm_eval"] = lm_eval
-    io.write_json("metrics/eval.json", metrics, "eval_metrics")
+    io.write_json(f"metrics/{name}/eval.json", metrics, "eval_metrics")
     predictions = [{"id": p["id"], "trained": t["response"], "untrained": u["response"],
                     "trained_score": ts, "untrained_score": us, "requests": [t["request"], u["request"], *tk, *uk]}
                    for p, t, u, ts, us, tk, uk in zip(prompts, trained, untrained, trained_scores, untrained_scores,
                                                       trained_keys, untrained_keys)]
-    io.write_parquet("data/eval/predictions.parquet", predictions, "prediction")
+    io.write_parquet(f"data/eval/{name}/predictions.parquet", predictions, "prediction")
     key = "accuracy" if params.quality.kind == "math" else "mean_reward"
-    io.write_csv("plots/accuracy.csv", [{"student": name, key: metrics[name][key]} for name in ("untrained", "trained")])
+    io.write_csv(f"plots/{name}/accuracy.csv", [{"student": name, key: metrics[name][key]} for name in ("untrained", "trained")])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Stage fallback: routed answers that fail verification are re-asked of the next teachers in
-data/route_order.parquet, up to route.fallback more, through the request cache → data/fallback.parquet
+"""Stage fallback@S: student S's routed answers that fail verification are re-asked of the next teachers
+in data/route_order/S.parquet, up to route.fallback more, through the request cache → data/fallback/S.parquet
 (empty at route.fallback = 0 and under the oracle, whose every teacher answered already)."""
 
+import argparse
 import logging
 
 from persyn import config, fallback, io, synthesis
@@ -13,15 +14,18 @@ log = logging.getLogger("persyn.fallback")
 
 @guarded
 def main() -> None:
-    params = config.load()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("student")
+    student = parser.parse_args().student
+    params = config.load().for_student(student)
     answers: list[dict] = []
     if params.route.fallback and params.route.strategy == "oracle":
         log.info("route.fallback = %d under route.strategy = 'oracle': every teacher answered every prompt already, "
                  "nothing to re-ask", params.route.fallback)
     elif params.route.fallback:
         teachers = sorted(params.teachers)
-        order = {r["id"]: r["teachers"] for r in io.read_parquet("data/route_order.parquet", "route_order")}
-        generated = {t: io.read_parquet(f"data/generated/{t}.parquet", "generation") for t in teachers}
+        order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
+        generated = {t: io.read_parquet(f"data/generated/{student}/{t}.parquet", "generation") for t in teachers}
         subset = {t: {a["id"]: a for a in io.read_parquet(f"data/sample/{t}.parquet", "generation")} for t in teachers}
         prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
         with RequestCache() as cache:
@@ -30,7 +34,7 @@ def main() -> None:
 
             answers = fallback.ask_in_order(params.route.fallback, order, fallback.primary_answers(order, generated),
                                             {i: p["reference"] for i, p in prompts.items()}, subset, ask)
-    io.write_parquet("data/fallback.parquet", answers, "fallback_answer")
+    io.write_parquet(f"data/fallback/{student}.parquet", answers, "fallback_answer")
 
 
 if __name__ == "__main__":

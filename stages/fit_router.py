@@ -1,4 +1,7 @@
-"""Stage fit_router: rewards → preference pairs → Bradley–Terry head → data/router/, metrics/router.json."""
+"""Stage fit_router@S: student S's rewards → preference pairs → Bradley–Terry head → data/router/S/,
+metrics/S/router.json."""
+
+import argparse
 
 from persyn import config, io, router
 from persyn.errors import guarded
@@ -6,14 +9,17 @@ from persyn.errors import guarded
 
 @guarded
 def main() -> None:
-    params = config.load()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("student")
+    student = parser.parse_args().student
+    params = config.load().for_student(student)
     teachers = sorted(params.teachers)
-    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
+    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
     embeddings = io.read_embeddings("data/embeddings.parquet")
     trained, metrics = router.fit(scores, embeddings, teachers, params.router)
-    with io.atomic_directory("data/router") as out:
+    with io.atomic_directory(f"data/router/{student}") as out:
         router.save(trained, out, params.router, len(next(iter(embeddings.values()))))
-    io.write_json("metrics/router.json", metrics, "router_metrics")
+    io.write_json(f"metrics/{student}/router.json", metrics, "router_metrics")
 
 
 if __name__ == "__main__":

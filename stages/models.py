@@ -8,12 +8,15 @@ from persyn.errors import guarded
 @guarded
 def main() -> None:
     params = config.load()
-    roles = {"embed": ("embed", params.embed.model), "student": ("student", params.student.model),
+    roles = {"embed": ("embed", params.embed.model),
              "quality": ("quality", params.quality.reward_model if params.quality.kind == "reward_model" else None)}
     roles.update({f"teachers/{name}": (f"teacher {name}", t.model) for name, t in params.teachers.items()})
+    templates = {f"students/{name}": s.chat_template for name, s in params.students.items()}
+    roles.update({f"students/{name}": (f"student {name}", s.model) for name, s in params.students.items()})
     with io.atomic_directory("data/models") as out:
         for file, (role, spec) in roles.items():
-            record = {"role": role, "spec": spec, "identity": models.identity(spec) if spec else None}
+            record = {"role": role, "spec": spec,
+                      "identity": models.identity(spec, templates.get(file)) if spec else None}
             io.write_json(out / f"{file}.json", record, "model_identity")
 
 

@@ -1,4 +1,5 @@
-"""Stage score@T: raw quality and learnability of T's router-subset answers → data/scores/T.parquet."""
+"""Stage score@S-T: raw quality and student S's learnability of teacher T's router-subset answers
+→ data/scores/S/T.parquet."""
 
 import argparse
 
@@ -10,16 +11,18 @@ from persyn.errors import guarded
 @guarded
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("student")
     parser.add_argument("teacher")
-    name = parser.parse_args().teacher
-    params = config.load()
+    args = parser.parse_args()
+    name = args.teacher
+    params = config.load().for_student(args.student)
     params.teacher(name)
     source = f"data/sample/{name}.parquet"
     answers = io.read_parquet(source, "generation")
     prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
     with RequestCache() as cache:
         records = rewards.score_answers(params, name, answers, prompts, cache, source)
-    io.write_parquet(f"data/scores/{name}.parquet", records, "score")
+    io.write_parquet(f"data/scores/{args.student}/{name}.parquet", records, "score")
 
 
 if __name__ == "__main__":

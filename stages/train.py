@@ -1,5 +1,7 @@
-"""Stage train: fine-tune the student on data/dataset → data/student/, metrics/train.json, plots/train_loss.csv."""
+"""Stage train@S: fine-tune student S on data/dataset/S → data/student/S/, metrics/S/train.json,
+plots/S/train_loss.csv."""
 
+import argparse
 from pathlib import Path
 
 from persyn import config, dataset, io, train
@@ -8,12 +10,15 @@ from persyn.errors import guarded
 
 @guarded
 def main() -> None:
-    params = config.load()
-    records = dataset.read(Path("data/dataset"))
-    with io.atomic_directory("data/student") as out:
-        summary, curve = train.train(records, params.student, params.train, out)
-    io.write_json("metrics/train.json", summary, "train_metrics")
-    io.write_csv("plots/train_loss.csv", curve)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("student")
+    name = parser.parse_args().student
+    student = config.load().for_student(name).student
+    records = dataset.read(Path(f"data/dataset/{name}"))
+    with io.atomic_directory(f"data/student/{name}") as out:
+        summary, curve = train.train(records, student, student.train, out)
+    io.write_json(f"metrics/{name}/train.json", summary, "train_metrics")
+    io.write_csv(f"plots/{name}/train_loss.csv", curve)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ from dvcproject import Project, make_project
 
 pytestmark = pytest.mark.slow
 
-STAGES_A = {"sample@a", "score@a", "generate@a"}
-ALL_STAGES = {"models", "prompts", "embed", "sample@a", "sample@base", "score@a", "score@base", "fit_router", "route",
-              "generate@a", "generate@base", "fallback", "assemble", "train", "evaluate"}
+STAGES_A = {"sample@a", "score@student-a", "generate@student-a"}
+ALL_STAGES = {"models", "prompts", "embed", "sample@a", "sample@base", "score@student-a", "score@student-base",
+              "fit_router@student", "route@student", "generate@student-a", "generate@student-base", "sharing",
+              "fallback@student", "assemble@student", "train@student", "evaluate@student"}
 INSIDE = {"encoder": Path("models/encoder"), "teacher_a": Path("models/teacher_a"), "base": Path("models/base"),
           "student": Path("models/student")}  # local:models/<name>: each copy of the project has its own weights
 
@@ -53,7 +54,7 @@ model = "local:{models['base']}"
 prompt_template = "Question: 2 + 2\\nAnswer: 4\\n\\nQuestion: {{prompt}}\\nAnswer:"
 stop = ["\\nQuestion:"]
 
-[student]
+[students.student]
 model = "local:{models['student']}"
 batch_size = 4
 max_length = 256
@@ -104,12 +105,12 @@ def project(built: tuple[Project, set[str]], tmp_path: Path) -> Project:
 def test_first_repro_builds_a_loadable_dataset(built: tuple[Project, set[str]]) -> None:
     project, ran = built
     assert ran == ALL_STAGES
-    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
-    router = json.loads(project.file_bytes("metrics/router.json"))
-    loaded = datasets.load_dataset(str(project.path / "data/dataset"), split="train")
+    metrics = json.loads(project.file_bytes("metrics/student/dataset.json"))
+    router = json.loads(project.file_bytes("metrics/student/router.json"))
+    loaded = datasets.load_dataset(str(project.path / "data/dataset/student"), split="train")
     assert len(loaded) == metrics["records"] == 28 - 4  # every prompt but the eval split
     assert set(loaded["teacher"]) <= {"a", "base"} and loaded[0]["messages"][-1]["role"] == "assistant"
-    assert len(list((project.path / "data/dataset").glob("train-*.parquet"))) == 4  # 24 records, shards of 7
+    assert len(list((project.path / "data/dataset/student").glob("train-*.parquet"))) == 4  # 24 records, shards of 7
     assert metrics["generations"]["generate_then_select"] == 2 * 24
     assert metrics["generations"]["used"] == 2 * 10 + 14
     assert sum(t["records"] for t in metrics["teachers"].values()) == 24
@@ -139,10 +140,10 @@ def test_same_params_same_bytes(project: Project) -> None:
     """A forced rebuild (answers now come from the request cache) reproduces every artifact exactly, so
     dvc.lock is the same whatever the cache held; only the run logs (runs/, not versioned) say that
     this run generated nothing."""
-    before, metrics_before = project.lock_hashes(), project.file_bytes("metrics/dataset.json")
+    before, metrics_before = project.lock_hashes(), project.file_bytes("metrics/student/dataset.json")
     cold = json.loads(project.file_bytes("runs/sample@a.json"))
     assert project.repro("--force") == ALL_STAGES
-    assert project.lock_hashes() == before and project.file_bytes("metrics/dataset.json") == metrics_before
+    assert project.lock_hashes() == before and project.file_bytes("metrics/student/dataset.json") == metrics_before
     warm = json.loads(project.file_bytes("runs/sample@a.json"))
     assert (cold["generated"], cold["usage"]["requests"], warm["generated"], warm["reused"]) == (10, 10, 0, 10)
     assert "runs" not in project.run("git", "status", "--porcelain").stdout  # git-ignored, never an output
@@ -150,11 +151,11 @@ def test_same_params_same_bytes(project: Project) -> None:
 
 def routed_pool(project: Project, teacher: str) -> set[str]:
     pool = {r["id"] for r in pl.read_parquet(project.path / "data/prompts.parquet").to_dicts() if r["split"] == "pool"}
-    return set(pl.read_parquet(project.path / f"data/routes/{teacher}.parquet")["id"].to_list()) & pool
+    return set(pl.read_parquet(project.path / f"data/routes/student/{teacher}.parquet")["id"].to_list()) & pool
 
 
 def route_bytes(project: Project) -> dict[str, bytes]:
-    return {t: project.file_bytes(f"data/routes/{t}.parquet") for t in ("a", "base")}
+    return {t: project.file_bytes(f"data/routes/student/{t}.parquet") for t in ("a", "base")}
 
 
 def test_alpha_change_reruns_only_router_onward(project: Project) -> None:
@@ -162,26 +163,26 @@ def test_alpha_change_reruns_only_router_onward(project: Project) -> None:
     before = {t: routed_pool(project, t) for t in ("a", "base")}
     project.set_param("alpha = 0.4", "alpha = 0.9")
     ran = project.repro()
-    assert {"fit_router", "route"} <= ran
-    assert not ran & {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base"}
+    assert {"fit_router@student", "route@student"} <= ran
+    assert not ran & {"prompts", "embed", "sample@a", "sample@base", "score@student-a", "score@student-base"}
     for teacher in ("a", "base"):
-        changed = project.file_bytes(f"data/routes/{teacher}.parquet") != routes[teacher]
-        assert (f"generate@{teacher}" in ran) == changed
-        stats = json.loads(project.file_bytes(f"runs/generate@{teacher}.json"))
+        changed = project.file_bytes(f"data/routes/student/{teacher}.parquet") != routes[teacher]
+        assert (f"generate@student-{teacher}" in ran) == changed
+        stats = json.loads(project.file_bytes(f"runs/generate@student-{teacher}.json"))
         moved_in = routed_pool(project, teacher) - before[teacher]
         if changed:  # exactly the prompts that moved to this teacher are generated; nothing else
             assert stats["generated"] == len(moved_in)
             assert stats["reused"] == len(routed_pool(project, teacher) & before[teacher])
-    assert json.loads(project.file_bytes("metrics/router.json"))["alpha"] == 0.9
+    assert json.loads(project.file_bytes("metrics/student/router.json"))["alpha"] == 0.9
 
 
 def test_one_teacher_change_reruns_only_its_branch(project: Project) -> None:
     project.set_param('stop = ["\\nQuestion:"]', 'stop = ["\\nQuestion:"]\nmax_tokens = 5')
     ran = project.repro()
-    assert {"sample@base", "score@base"} <= ran
-    assert not ran & (STAGES_A - {"generate@a"}) and not ran & {"prompts", "embed"}
-    if "generate@a" in ran:
-        assert "route" in ran  # only a changed route can re-run another teacher's generation
+    assert {"sample@base", "score@student-base"} <= ran
+    assert not ran & (STAGES_A - {"generate@student-a"}) and not ran & {"prompts", "embed"}
+    if "generate@student-a" in ran:
+        assert "route@student" in ran  # only a changed route can re-run another teacher's generation
 
 
 def replace_weights(project: Project, model: str, donor: Path) -> None:
@@ -195,44 +196,49 @@ def test_new_teacher_weights_at_the_same_path_rerun_exactly_its_branch(project: 
     replace_weights(project, "teacher_a", tiny_models["teacher_b"])
     ran = project.repro()
     after = project.lock_hashes()
-    assert after["data/scores/a.parquet"] != outs["data/scores/a.parquet"]  # the new weights answered
-    expected = {"models", "sample@a", "score@a", "fit_router", "route", "generate@a", "fallback", "assemble"}
-    expected |= {"generate@base"} if route_bytes(project)["base"] != routes["base"] else set()
-    expected |= {"train"} if after["data/dataset"] != outs["data/dataset"] else set()
-    expected |= {"evaluate"} if after["data/student"] != outs["data/student"] else set()
+    assert after["data/scores/student/a.parquet"] != outs["data/scores/student/a.parquet"]  # the new weights answered
+    expected = {"models", "sample@a", "score@student-a", "fit_router@student", "route@student", "generate@student-a",
+                "fallback@student", "assemble@student"}
+    expected |= {"generate@student-base"} if route_bytes(project)["base"] != routes["base"] else set()
+    expected |= {"sharing"} if route_bytes(project) != routes else set()
+    expected |= {"train@student"} if after["data/dataset/student"] != outs["data/dataset/student"] else set()
+    expected |= {"evaluate@student"} if after["data/student/student"] != outs["data/student/student"] else set()
     assert ran == expected
     assert project.repro() == {"models"}
 
 
 def test_new_student_weights_at_the_same_path_rerun_score_route_onward_and_train(project: Project,
                                                                                  tiny_models: dict[str, Path]) -> None:
-    routes, order = route_bytes(project), project.file_bytes("data/route_order.parquet")
+    routes, order = route_bytes(project), project.file_bytes("data/route_order/student.parquet")
     replace_weights(project, "student", tiny_models["teacher_b"])
     ran = project.repro()
-    changed = {f"generate@{t}" for t, old in routes.items() if project.file_bytes(f"data/routes/{t}.parquet") != old}
-    changed |= {"fallback"} if changed or project.file_bytes("data/route_order.parquet") != order else set()
-    assert ran == {"models", "score@a", "score@base", "fit_router", "route", "assemble", "train", "evaluate"} | changed
+    changed = {f"generate@student-{t}" for t, old in routes.items()
+               if project.file_bytes(f"data/routes/student/{t}.parquet") != old}
+    changed |= {"sharing"} if changed else set()
+    changed |= {"fallback@student"} if changed or project.file_bytes("data/route_order/student.parquet") != order else set()
+    assert ran == {"models", "score@student-a", "score@student-base", "fit_router@student", "route@student",
+                   "assemble@student", "train@student", "evaluate@student"} | changed
 
 
 def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
     output = project.run("dvc", "exp", "run", "-n", "alpha-half", "-S", "params.toml:router.alpha=0.5").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", output))
-    assert {"fit_router", "route"} <= ran
-    assert not ran & {"prompts", "embed", "sample@a", "sample@base", "score@a", "score@base"}
+    assert {"fit_router@student", "route@student"} <= ran
+    assert not ran & {"prompts", "embed", "sample@a", "sample@base", "score@student-a", "score@student-base"}
     output = project.run("dvc", "exp", "run", "-n", "strong", "-S", "params.toml:route.strategy=strongest").stdout
     ran = set(re.findall(r"Running stage '([^']+)'", output))
-    assert "route" in ran and "fit_router" not in ran
-    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
+    assert "route@student" in ran and "fit_router@student" not in ran
+    metrics = json.loads(project.file_bytes("metrics/student/dataset.json"))
     assert sorted(t["share"] for t in metrics["teachers"].values()) == [0.0, 1.0]
     project.run("dvc", "exp", "run", "-n", "oracle", "-S", "params.toml:route.strategy=oracle")
-    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
+    metrics = json.loads(project.file_bytes("metrics/student/dataset.json"))
     assert metrics["generations"]["used"] == metrics["generations"]["generate_then_select"] == 2 * 24
     for teacher in ("a", "base"):  # every router-subset answer is reused, none generated again
-        assert json.loads(project.file_bytes(f"data/generated/{teacher}.stats.json"))["from_subset"] == 10
+        assert json.loads(project.file_bytes(f"data/generated/student/{teacher}.stats.json"))["from_subset"] == 10
     shown = json.dumps(json.loads(project.run("dvc", "exp", "show", "--json").stdout))
     assert all(name in shown for name in ("alpha-half", "strong", "oracle"))
     diff = project.run("dvc", "metrics", "diff", "--json").stdout
-    assert "metrics/dataset.json" in diff and "metrics/eval.json" in diff
+    assert "metrics/student/dataset.json" in diff and "metrics/student/eval.json" in diff
 
 
 def commit(project: Project, message: str) -> None:
@@ -246,8 +252,8 @@ def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     assert result.returncode == 2 and "release: the git tree is dirty" in result.stderr
     commit(project, "build")
     project.run("persyn", "release", "0.1.0")
-    target = project.path / "releases/tiny/v0.1.0"
-    metrics = {m: json.loads(project.file_bytes(f"metrics/{m}.json")) for m in ("dataset", "eval", "router")}
+    target = project.path / "releases/tiny-student/v0.1.0"
+    metrics = {m: json.loads(project.file_bytes(f"metrics/student/{m}.json")) for m in ("dataset", "eval", "router")}
     loaded = datasets.load_dataset(str(target), split="train")
     assert len(loaded) == metrics["dataset"]["records"]
     header = yaml.safe_load((target / "README.md").read_text().split("---")[1])
@@ -257,20 +263,20 @@ def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     assert header["persyn"]["eval_trained"] == metrics["eval"]["trained"]
     assert header["persyn"]["router_regret"] == metrics["router"]["router"]["regret"]
     provenance = json.loads((target / "provenance.json").read_text())
-    assert provenance["tag"] == "tiny@v0.1.0" and provenance["params"]["route"]["strategy"] == "persyn"
-    assert "tiny@v0.1.0" in project.run("git", "tag").stdout
-    assert yaml.safe_load(project.file_bytes("dvc.yaml"))["artifacts"]["tiny"]["path"] == "releases/tiny/v0.1.0"
+    assert provenance["tag"] == "tiny-student@v0.1.0" and provenance["params"]["route"]["strategy"] == "persyn"
+    assert "tiny-student@v0.1.0" in project.run("git", "tag").stdout
+    assert yaml.safe_load(project.file_bytes("dvc.yaml"))["artifacts"]["tiny-student"]["path"] == "releases/tiny-student/v0.1.0"
     assert project.run("git", "status", "--porcelain").stdout == ""
     again = subprocess.run(["persyn", "release", "0.1.0"], cwd=project.path, env=project.env, capture_output=True,
                            text=True)
-    assert again.returncode == 2 and "tag tiny@v0.1.0 already exists" in again.stderr
+    assert again.returncode == 2 and "tag tiny-student@v0.1.0 already exists" in again.stderr
 
 
 def test_diff_between_a_release_and_an_experiment(project: Project) -> None:
     commit(project, "build")
     project.run("persyn", "release", "0.1.0")
     project.run("dvc", "exp", "run", "-n", "strong", "-S", "params.toml:route.strategy=strongest")
-    output = project.run("persyn", "diff", "strong", "tiny@v0.1.0").stdout
+    output = project.run("persyn", "diff", "strong", "tiny-student@v0.1.0").stdout
     assert "| route.strategy | strongest | persyn |" in output
     assert "| added | 0 |" in output and "| removed | 0 |" in output
 

@@ -19,6 +19,7 @@ ENGINES = "persyn/engines"
 SCHEMA_ARGUMENT = {"read_parquet": 1, "write_parquet": 2, "read_json": 1, "write_json": 2, "check": 1,
                    "check_records": 1, "validator": 0}
 ARTIFACT = re.compile(r"(data|metrics|plots)/[\w.${}/-]+")
+FIELD = re.compile(r"\$\{(key|item\.\w+)\}")  # foreach's ${key}, matrix's ${item.<axis>}: a stage script's f-string field
 
 
 def stages() -> dict[str, dict]:
@@ -170,7 +171,7 @@ def artifact_paths(script: str) -> set[str]:
 @pytest.mark.parametrize("name", sorted(stages()))
 def test_every_path_a_stage_names_is_declared(name: str) -> None:
     stage = stages()[name]
-    declared_paths = declared(stage, "deps", "outs", "metrics", "plots")
+    declared_paths = [FIELD.sub("${key}", d) for d in declared(stage, "deps", "outs", "metrics", "plots")]
     for path in artifact_paths(script_of(stage)):
         assert any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared_paths), \
             f"stages/{name}: {path} is neither a dep nor an output of stage {name} in dvc.yaml"
