@@ -72,7 +72,7 @@ model = "local:{models / 'teacher_a'}"
 model = "local:{models / 'teacher_b'}"
 system_prompt = "Answer briefly."
 
-[student]
+[students.student]
 model = "local:{models / 'student'}"
 batch_size = 4
 max_length = 256

@@ -30,7 +30,7 @@ def server() -> Iterator[FakeServer]:
 def api_params(models: dict[str, Path], url: str, concurrency: int = 4, batch_size: int = 4) -> str:
     base = params_toml(models)
     start = base.index("[teachers.base]")
-    end = base.index("[student]")
+    end = base.index("[students.student]")
     return base[:start] + f'''[teachers.api]
 model = "api:echo-model"
 engine = "openai"
@@ -55,7 +55,7 @@ def test_endpoint_teacher_through_a_real_build(server: FakeServer, tiny_models: 
     project.env.update({"PERSYN_TEST_API_KEY": SECRET, "no_proxy": "127.0.0.1"})
     server.script.extend(["503", "drop", "malformed"])
     output = project.run("dvc", "repro", "assemble")
-    runs = [json.loads(project.file_bytes(f"runs/{stage}@api.json")) for stage in ("sample", "generate")]
+    runs = [json.loads(project.file_bytes(f"runs/{stage}.json")) for stage in ("sample@api", "generate@student-api")]
     api = {key: sum(run["usage"][key] for run in runs) for key in runs[0]["usage"]}
     answered = [b for b in server.bodies if b["model"] == "echo-model"]
     # every answer of the router subset (10) and of the routed pool prompts, each paid once; 3 faults retried
@@ -64,7 +64,7 @@ def test_endpoint_teacher_through_a_real_build(server: FakeServer, tiny_models: 
     prompt_tokens = sum(len(b["messages"][-1]["content"]) for b in answered[3:])  # the fake counts characters
     assert api["prompt_tokens"] == prompt_tokens
     assert api["cost_usd"] == pytest.approx((api["prompt_tokens"] * PRICE_IN + api["completion_tokens"] * PRICE_OUT) / 1e6)
-    local = [json.loads(project.file_bytes(f"runs/{stage}@a.json"))["usage"]["cost_usd"] for stage in ("sample", "generate")]
+    local = [json.loads(project.file_bytes(f"runs/{stage}.json"))["usage"]["cost_usd"] for stage in ("sample@a", "generate@student-a")]
     assert local == [0.0, 0.0]  # the local teacher costs nothing
     assert all(auth == f"Bearer {SECRET}" for auth in server.auth)
     cache = Path(project.env["PERSYN_CACHE_DIR"])
@@ -108,4 +108,4 @@ def test_kill_9_loses_at_most_the_requests_in_flight(tiny_models: dict[str, Path
         uninterrupted.env.update(project.env, PERSYN_CACHE_DIR=str(tmp_path / "u-cache"))
         uninterrupted.repro("assemble")
     assert project.lock_hashes() == uninterrupted.lock_hashes()
-    assert project.file_bytes("metrics/dataset.json") == uninterrupted.file_bytes("metrics/dataset.json")
+    assert project.file_bytes("metrics/student/dataset.json") == uninterrupted.file_bytes("metrics/student/dataset.json")

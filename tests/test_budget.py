@@ -144,6 +144,6 @@ def test_plan_says_what_the_budgeted_plan_waits_for(tmp_path: Path) -> None:
 
     budgeted = params(route={"budget": {"amount": 100, "unit": "tokens"}})
     result = plan.plan(budgeted, tmp_path / "absent.parquet", root=tmp_path)
-    assert result["budget"]["ready"] is False
-    assert "run `dvc repro fit_router`, then `persyn plan` again" in plan.render(result)
+    assert result["budget"]["student"]["ready"] is False
+    assert "run `dvc repro fit_router@student`, then `persyn plan` again" in plan.render(result)
     assert plan.plan(params(), tmp_path / "absent.parquet", root=tmp_path)["budget"] is None

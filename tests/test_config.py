@@ -68,3 +68,46 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         config.load(tmp_path / "params.toml")
     with pytest.raises(PersynError, match="file not found"):
         config.load(tmp_path / "missing.toml")
+
+
+def test_an_old_student_table_says_how_to_migrate(raw: dict) -> None:
+    raw["student"] = raw.pop("students")["smol"]
+    message = error_for(raw)
+    assert message.startswith("params.toml: [student] is now [students.<name>]")
+    assert "rename [student] to [students.student]" in message
+
+
+def test_each_student_overrides_train_and_eval_key_by_key(raw: dict) -> None:
+    raw["students"]["gemma"] = {"model": "packaged:gemma-3-270m", "chat_template": "{{ messages }}",
+                                "train": {"lr": 1e-4}, "eval": {"max_tokens": 32}}
+    params = config.parse(raw)
+    assert sorted(params.students) == ["gemma", "smol"]
+    gemma = params.for_student("gemma")
+    assert gemma.train.lr == 1e-4 and gemma.train.epochs == params.train.epochs == 1
+    assert gemma.eval.max_tokens == 32 and gemma.eval.batch_size == params.eval.batch_size
+    assert params.for_student("smol").train == params.train and params.for_student("smol").eval == params.eval
+    assert gemma.student.chat_template == "{{ messages }}" and gemma.student.name == "gemma"
+    with pytest.raises(PersynError, match="2 students .*Params.for_student"):
+        params.student
+    with pytest.raises(PersynError, match="unknown student 'qwen' .configured: gemma, smol."):
+        params.for_student("qwen")
+
+
+@pytest.mark.parametrize(
+    ("students", "expected"),
+    [
+        ({"Big": {"model": "local:x"}}, "students.Big: name must match ^[a-z0-9_-]+$"),
+        ({"s": {"model": "local:x", "train": {"lr": 0}}}, "students.s.train.lr: 0 is less than or equal to the minimum"),
+        ({"s": {"model": "local:x", "epochs": 2}}, "students.s.epochs: unknown key"),
+        ({}, "students: {} should be non-empty"),
+    ],
+)
+def test_bad_student_tables_give_one_clear_error(raw: dict, students: dict, expected: str) -> None:
+    raw["students"] = students
+    assert expected in error_for(raw)
+
+
+def test_student_and_teacher_names_that_join_to_one_stage_name_are_refused(raw: dict) -> None:
+    raw["teachers"]["b-smol"] = {"model": "local:x"}  # student smol + teacher b-smol, student smol-b + teacher smol
+    raw["students"]["smol-b"] = {"model": "local:y"}
+    assert "both name the stages score@smol-b-smol" in error_for(raw)

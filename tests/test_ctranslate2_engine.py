@@ -116,7 +116,7 @@ def test_persyn_models_converts_what_each_role_needs(tiny_models: dict[str, Path
     from persyn.cli import main
 
     params = params_toml(tiny_models).replace("[generation]\n", "[generation]\nengine = \"ctranslate2\"\n").replace(
-        "[student]\n", "[student]\nengine = \"ctranslate2\"\n")
+        "[students.student]\n", "[students.student]\nengine = \"ctranslate2\"\n")
     (tmp_path / "params.toml").write_text(params)
     main(["--params", str(tmp_path / "params.toml"), "models"])
     converted = {p.parent.name: sorted(c.name for c in p.parent.glob("ct2-*"))

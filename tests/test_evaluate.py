@@ -15,7 +15,7 @@ PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"What i
 
 def params_for(tiny_models: dict[str, Path], **quality) -> config.Params:
     raw = tomllib.loads((ROOT / "params.toml").read_text())
-    raw["student"]["model"] = f"local:{tiny_models['student']}"
+    raw["students"]["smol"]["model"] = f"local:{tiny_models['student']}"
     raw["eval"].update(max_tokens=6, batch_size=2)
     raw["quality"].update(quality)
     return config.parse(raw)

@@ -63,9 +63,9 @@ def test_a_cold_and_a_cached_build_give_the_same_lock(tiny_models: dict[str, Pat
     cold.repro("assemble")
     warm = make_project(tmp_path / "warm", tmp_path / "cache", tiny_params(tiny_models))  # same cache, now full
     warm.repro("assemble")
-    assert json.loads(warm.file_bytes("runs/generate@a.json"))["generated"] == 0
+    assert json.loads(warm.file_bytes("runs/generate@student-a.json"))["generated"] == 0
     assert warm.file_bytes("dvc.lock") == cold.file_bytes("dvc.lock")
-    assert warm.file_bytes("metrics/dataset.json") == cold.file_bytes("metrics/dataset.json")
+    assert warm.file_bytes("metrics/student/dataset.json") == cold.file_bytes("metrics/student/dataset.json")
 
 
 def generated_by(*projects: Project) -> int:
@@ -87,7 +87,7 @@ def test_two_builds_at_once_compute_each_request_once(tiny_models: dict[str, Pat
     assert "computed by another process" in "".join(outputs)  # they really overlapped, and shared
     for clone in clones:
         assert clone.lock_hashes() == serial.lock_hashes()
-        assert clone.file_bytes("metrics/dataset.json") == serial.file_bytes("metrics/dataset.json")
+        assert clone.file_bytes("metrics/student/dataset.json") == serial.file_bytes("metrics/student/dataset.json")
     clones[0].run("persyn", "cache", "verify")
 
 
@@ -99,7 +99,7 @@ def exp_metrics(project: Project) -> dict[float, dict]:
             data = experiment["revs"][0]["data"]
             alpha = data["params"]["params.toml"]["data"]["router"]["alpha"]
             found[alpha] = {path: value["data"] for path, value in data["metrics"].items() if "data" in value}
-            assert {"metrics/dataset.json", "metrics/router.json"} <= set(found[alpha])  # what assemble builds
+            assert {"metrics/student/dataset.json", "metrics/student/router.json"} <= set(found[alpha])  # what assemble builds
     return found
 
 

@@ -28,8 +28,8 @@ def test_plan_counts_what_the_pipeline_generates(tiny_models: dict[str, Path], t
     result = plan.plan(params(tiny_models), tmp_path / "absent.parquet")
     # the same numbers test_pipeline asserts on metrics/dataset.json after a real dvc repro
     assert result["prompts"] | {"source": None} == {"router": 10, "pool": 14, "eval": 4, "source": None}
-    assert result["generations"] == {"planned": 2 * 10 + 14, "generate_then_select": 2 * 24,
-                                     "saved_fraction": 1 - 34 / 48}
+    assert result["generations"] == {"planned": 2 * 10 + 14, "planned_most": 2 * 10 + 14, "generate_then_select": 2 * 24,
+                                     "saved_fraction": 1 - 34 / 48, "separate_builds": 34, "routed": None}
     assert result["teachers"]["a"]["fewest"] == 10 and result["teachers"]["a"]["most"] == 24
     assert result["teachers"]["a"]["max_completion_tokens"] == 24 * 8
     oracle = plan.plan(params(tiny_models, route={"strategy": "oracle"}), tmp_path / "absent.parquet")
@@ -60,16 +60,16 @@ def test_plan_command_writes_json(tiny_models: dict[str, Path], tmp_path: Path, 
 def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[str, Path]) -> None:
     scored = {"kind": "reward_model", "reward_model": f"local:{tiny_models['reward']}"}
     healthy = doctor.run(params(tiny_models, quality=scored))
-    assert [(f.role, f.ok) for f in healthy] == [("teacher a", True), ("teacher base", True), ("student", True),
+    assert [(f.role, f.ok) for f in healthy] == [("teacher a", True), ("teacher base", True), ("student student", True),
                                                   ("reward model", True), ("embed", True)]
     assert "log-likelihood" in healthy[2].detail and healthy[3].detail.startswith("reward ")
     dead_endpoint = {"model": "api:gone", "engine": "openai",
                      "engine_options": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "connect_timeout_s": 2}}
-    broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, student={"engine": "openai",
+    broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, students__student={"engine": "openai",
                                                                              "engine_options": dead_endpoint["engine_options"]}))
     by_role = {f.role: f for f in broken}
     assert not by_role["teacher a"].ok and "127.0.0.1:9" in by_role["teacher a"].detail
-    assert not by_role["student"].ok and "cannot score" in by_role["student"].detail
+    assert not by_role["student student"].ok and "cannot score" in by_role["student student"].detail
     assert by_role["teacher base"].ok and by_role["embed"].ok
     assert "FAILED" in doctor.render(broken)
 

@@ -18,12 +18,12 @@ def record(i: int, teacher: str, answer: str) -> dict:
 
 
 def commit(repo: Path, records: list[dict], alpha: float, accuracy: float, message: str) -> None:
-    (repo / "data/dataset").mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(records).write_parquet(repo / "data/dataset/train-00000-of-00001.parquet")
+    (repo / "data/dataset/s").mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(records).write_parquet(repo / "data/dataset/s/train-00000-of-00001.parquet")
     (repo / "params.toml").write_text(f"[router]\nalpha = {alpha}\n\n[route]\nstrategy = \"persyn\"\n")
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / "metrics/eval.json").write_text(json.dumps({"trained": {"accuracy": accuracy, "prompts": 4}}))
-    for command in (["dvc", "add", "-q", "data/dataset"], ["git", "add", "-A"],
+    (repo / "metrics/s").mkdir(parents=True, exist_ok=True)
+    (repo / "metrics/s/eval.json").write_text(json.dumps({"trained": {"accuracy": accuracy, "prompts": 4}}))
+    for command in (["dvc", "add", "-q", "data/dataset/s"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
 
@@ -37,7 +37,7 @@ def test_diff_counts_exactly_what_changed(tmp_path: Path) -> None:
     # id 1 removed, id 5 added, id 2 moves to teacher b, id 3 gets a new answer, id 4 unchanged
     commit(tmp_path, [record(2, "b", "2"), record(3, "b", "three"), record(4, "b", "4"), record(5, "a", "5")], 0.8, 0.5,
            "second")
-    result = release.diff(tmp_path, "first", "HEAD")
+    result = release.diff(tmp_path, "first", "HEAD", "s")
     assert result["records"] == {"added": 1, "removed": 1, "changed_teacher": 1, "changed_response": 1, "unchanged": 1}
     assert result["params"] == {"router.alpha": [0.4, 0.8]}
     assert result["shares"] == {"a": [0.5, 0.25], "b": [0.5, 0.75]}

@@ -114,7 +114,7 @@ def plant(root: Path) -> dict:
     trained, router_metrics = router.fit(scores, embeddings, TEACHERS, params.router)
     (root / "data/router").mkdir(parents=True)
     router.save(trained, root / "data/router", params.router, 8)
-    write_json(root / "metrics/router.json", router_metrics, "router_metrics")
+    write_json(root / "metrics/student/router.json", router_metrics, "router_metrics")
 
     routed = trained.route(vectors[:32].astype(np.float32))
     by_score = {(s["id"], s["teacher"]): s for s in scores}
@@ -143,9 +143,9 @@ def plant(root: Path) -> dict:
     dataset.write(sorted(records, key=lambda r: r["id"]), root / "data/dataset", "planted-math", 5000)
     built = {"records": 32, "routed_prompts": 32, "truncated": 0, "teachers": teachers,
              "generations": {"used": 80, "generate_then_select": 96, "saved_fraction": 1 - 80 / 96}}
-    write_json(root / "metrics/dataset.json", built, "dataset_metrics")
+    write_json(root / "metrics/student/dataset.json", built, "dataset_metrics")
     evaluation = {"trained": {"accuracy": 0.375, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}}
-    write_json(root / "metrics/eval.json", evaluation, "eval_metrics")
+    write_json(root / "metrics/student/eval.json", evaluation, "eval_metrics")
     return {"router": router_metrics, "dataset": built, "spent": spent}
 
 
@@ -187,7 +187,7 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
 
 def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     plant(tmp_path)
-    (tmp_path / "metrics/eval.json").unlink()
+    (tmp_path / "metrics/student/eval.json").unlink()
     shutil.rmtree(tmp_path / "data/router")
     for stats in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
         write_json(stats, {k: v for k, v in json.loads(stats.read_text()).items() if k != "usage"})
@@ -218,7 +218,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 alpha = tomllib.load(open("params.toml", "rb"))["router"]["alpha"]
 json.dump({"trained": {"accuracy": 0.25 + alpha / 4, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}},
-          open("metrics/eval.json", "w"))
+          open("metrics/student/eval.json", "w"))
 """
 STAGE = """stages:
   sweep:

@@ -77,33 +77,33 @@ def generate_entries(project: Project) -> int:
 
 
 def records(project: Project) -> dict[str, dict]:
-    return {r["id"]: r for f in sorted((project.path / "data/dataset").glob("train-*.parquet"))
+    return {r["id"]: r for f in sorted((project.path / "data/dataset/student").glob("train-*.parquet"))
             for r in pl.read_parquet(f).to_dicts()}
 
 
 def order(project: Project) -> dict[str, list[str]]:
-    return {r["id"]: r["teachers"] for r in pl.read_parquet(project.path / "data/route_order.parquet").to_dicts()}
+    return {r["id"]: r["teachers"] for r in pl.read_parquet(project.path / "data/route_order/student.parquet").to_dicts()}
 
 
 def test_default_build_asks_nothing_more(planted: tuple[Project, dict, set[str]]) -> None:
     project, routed, ran = planted
-    assert ran == ALL_STAGES | {"generate@b", "sample@b", "score@b", "fallback"}
-    assert pl.read_parquet(project.path / "data/fallback.parquet").height == 0
+    assert ran == ALL_STAGES | {"generate@student-b", "sample@b", "score@student-b"}
+    assert pl.read_parquet(project.path / "data/fallback/student.parquet").height == 0
     kept = records(project)
     assert len(kept) == len(routed) and all("attempt" not in r for r in kept.values())
-    metrics = json.loads(project.file_bytes("metrics/dataset.json"))
+    metrics = json.loads(project.file_bytes("metrics/student/dataset.json"))
     assert "fallback" not in metrics and "budget" not in metrics
-    assert json.loads(project.file_bytes("metrics/route.json"))["budget"] is None
+    assert json.loads(project.file_bytes("metrics/student/route.json"))["budget"] is None
 
 
 def test_fallback_reasks_exactly_the_failed_prompts_and_reruns_exactly_what_depends_on_it(
         planted: tuple[Project, dict, set[str]], project: Project) -> None:
     routed = planted[1]
-    routes = {p.name: p.read_bytes() for p in (project.path / "data/routes").glob("*.parquet")}
+    routes = {p.name: p.read_bytes() for p in (project.path / "data/routes/student").glob("*.parquet")}
     entries = generate_entries(project)
     project.set_param('strategy = "persyn"', 'strategy = "persyn"\nfallback = 2')
-    assert project.repro() == {"models", "route", "fallback", "assemble", "train", "evaluate"}
-    assert routes == {p.name: p.read_bytes() for p in (project.path / "data/routes").glob("*.parquet")}
+    assert project.repro() == {"models", "route@student", "fallback@student", "assemble@student", "train@student", "evaluate@student"}
+    assert routes == {p.name: p.read_bytes() for p in (project.path / "data/routes/student").glob("*.parquet")}
     assert generate_entries(project) == entries  # every extra answer came through the cache: nothing generated twice
 
     asked, kept = set(), {}
@@ -116,12 +116,12 @@ def test_fallback_reasks_exactly_the_failed_prompts_and_reruns_exactly_what_depe
             if right(teacher, position):
                 kept[prompt_id] = (teacher, attempt)
                 break
-    extra = pl.read_parquet(project.path / "data/fallback.parquet").to_dicts()
+    extra = pl.read_parquet(project.path / "data/fallback/student.parquet").to_dicts()
     assert {(a["id"], a["teacher"], a["attempt"]) for a in extra} == asked
     assert all(a["from_subset"] == (routed[a["id"]]["split"] == "router") for a in extra)
     assert {i: (r["teacher"], r["attempt"]) for i, r in records(project).items()} == kept
 
-    total = json.loads(project.file_bytes("metrics/dataset.json"))["fallback"]["total"]
+    total = json.loads(project.file_bytes("metrics/student/dataset.json"))["fallback"]["total"]
     before = sum(right(t[0], routed[i]["position"]) for i, t in order(project).items())
     assert total["verified_before"] == before / len(routed)
     assert total["verified_after"] == sum(routed[i]["position"] % 4 != 3 for i in routed) / len(routed)
@@ -129,7 +129,7 @@ def test_fallback_reasks_exactly_the_failed_prompts_and_reruns_exactly_what_depe
     assert total["extra_generations"] == sum(routed[a[0]]["split"] == "pool" for a in asked)
 
     project.set_param("drop_truncated = false", 'drop_truncated = false\nunverified = "drop"')
-    assert project.repro() == {"models", "assemble", "train", "evaluate"}
+    assert project.repro() == {"models", "assemble@student", "train@student", "evaluate@student"}
     assert set(records(project)) == {i for i in routed if routed[i]["position"] % 4 != 3}
 
 
@@ -137,7 +137,7 @@ def pool_spend(project: Project) -> float:
     """Completion tokens of the routed pool answers (the planted counts): what the build really spent."""
     pool = {i for i, r in records(project).items() if r["split"] == "pool"}
     return float(sum(TOKENS[p.stem] * len(set(pl.read_parquet(p)["id"].to_list()) & pool)
-                     for p in (project.path / "data/routes").glob("*.parquet")))
+                     for p in (project.path / "data/routes/student").glob("*.parquet")))
 
 
 def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Project) -> None:
@@ -152,22 +152,22 @@ def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Projec
     assert plan["optimality_gap"] == 0.0 and plan["predicted_reward"]["routed"] < plan["predicted_reward"]["unconstrained"]
     assert 0 <= plan["predicted_reward"]["kept"] <= 1
     project.repro()
-    spent = json.loads(project.file_bytes("metrics/dataset.json"))["budget"]
+    spent = json.loads(project.file_bytes("metrics/student/dataset.json"))["budget"]
     assert spent["actual_spend"] == plan["planned_spend"] == pool_spend(project) and spent["estimate_error"] == 0.0
     assert spent["within_budget"] and spent["actual_spend"] <= amount
-    route_plan = json.loads(project.file_bytes("metrics/route.json"))["budget"]
+    route_plan = json.loads(project.file_bytes("metrics/student/route.json"))["budget"]
     assert {k: v for k, v in route_plan.items()} == {k: v for k, v in plan.items() if k != "ready"}
 
 
 def test_max_share_caps_a_teacher(project: Project) -> None:
-    shares = json.loads(project.file_bytes("metrics/route.json"))["teachers"]
+    shares = json.loads(project.file_bytes("metrics/student/route.json"))["teachers"]
     top = max(shares, key=lambda t: shares[t]["share"])
-    routed = json.loads(project.file_bytes("metrics/route.json"))["routed_prompts"]
+    routed = json.loads(project.file_bytes("metrics/student/route.json"))["routed_prompts"]
     cap = shares[top]["prompts"] // 2
     project.set_param(f'model = "local:{INSIDE[MODEL_OF[top]]}"',
                       f'model = "local:{INSIDE[MODEL_OF[top]]}"\nmax_share = {cap / routed}')
     project.repro()
-    capped = json.loads(project.file_bytes("metrics/route.json"))
+    capped = json.loads(project.file_bytes("metrics/student/route.json"))
     assert capped["teachers"][top]["prompts"] == cap  # the cap binds: the router wanted twice as many
     assert sum(r["teacher"] == top for r in records(project).values()) == cap
-    assert json.loads(project.file_bytes("metrics/dataset.json"))["budget"]["shares"][top] == cap / routed
+    assert json.loads(project.file_bytes("metrics/student/dataset.json"))["budget"]["shares"][top] == cap / routed
