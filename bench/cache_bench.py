@@ -29,12 +29,14 @@ def repro(project: Path, env: dict[str, str], target: str) -> float:
 
 
 def routed(project: Path) -> dict[str, set[str]]:
-    return {path.stem: set(pl.read_parquet(path)["id"].to_list()) for path in (project / "data/routes").glob("*.parquet")}
+    """"<student>/<teacher>" → the prompt ids routed to that teacher for that student."""
+    return {f"{path.parent.name}/{path.stem}": set(pl.read_parquet(path)["id"].to_list())
+            for path in (project / "data/routes").glob("*/*.parquet")}
 
 
 def generated(project: Path, folder: str, since: float = 0.0) -> int:
     """Generations counted by the stats files written after `since` (stages that ran)."""
-    return sum(json.loads(p.read_text())["generated"] for p in (project / "data" / folder).glob("*.stats.json")
+    return sum(json.loads(p.read_text())["generated"] for p in (project / "data" / folder).rglob("*.stats.json")
                if p.stat().st_mtime > since)
 
 

@@ -123,7 +123,7 @@ def answers_and_scores(project: Path) -> dict[tuple[str, str], tuple[str, float,
     rows = {}
     for sample in sorted((project / "data/sample").glob("*.parquet")):
         answers = {r["id"]: r["response"] for r in pl.read_parquet(sample).to_dicts()}
-        for score in pl.read_parquet(project / "data/scores" / sample.name).to_dicts():
+        for score in pl.read_parquet(project / "data/scores/student" / sample.name).to_dicts():
             rows[(sample.stem, score["id"])] = (answers[score["id"]], score["learnability"], score["quality"])
     return rows
 

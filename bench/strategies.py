@@ -126,39 +126,42 @@ def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -
     return time.perf_counter() - start
 
 
-def scores(project: Path, rev: str) -> tuple[dict[str, float], dict[str, float]]:
+def scores(project: Path, rev: str, student: str) -> tuple[dict[str, float], dict[str, float]]:
     """Per-prompt trained and untrained scores, read from the DVC cache at the experiment's commit:
     no experiment is applied, so the workspace and the queue are left as they are."""
     from dvc.api import DVCFileSystem
 
     with tempfile.TemporaryDirectory(prefix="persyn-bench-") as folder:
         target = Path(folder) / "predictions.parquet"
-        DVCFileSystem(str(project), rev=rev).get_file("data/eval/predictions.parquet", str(target))
+        DVCFileSystem(str(project), rev=rev).get_file(f"data/eval/{student}/predictions.parquet", str(target))
         rows = read_parquet(target, "prediction")
     return {r["id"]: r["trained_score"] for r in rows}, {r["id"]: r["untrained_score"] for r in rows}
 
 
-def parse_show(shown: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, commit, flattened params and metrics) of every named experiment in `dvc exp show --json`."""
+def parse_show(shown: list[dict[str, Any]], student: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, commit, flattened params and metrics) of every named experiment in `dvc exp show --json`;
+    the student's metrics/<student>/x.json are keyed metrics/x.json."""
     found = []
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
             for rev in experiment.get("revs") or []:
                 data = rev.get("data") or {}
-                flat = flatten({path: value.get("data", {}) for group in ("params", "metrics")
+                flat = flatten({path.replace(f"metrics/{student}/", "metrics/", 1): value.get("data", {})
+                                for group in ("params", "metrics")
                                 for path, value in (data.get(group) or {}).items()})
                 if rev.get("name"):
                     found.append((rev["name"], rev["rev"], flat))
     return found
 
 
-def collect(project: Path, env: dict[str, str], names: dict[str, str]) -> list[Run]:
-    """The named experiments (name → arm label) with their metrics and per-prompt predictions."""
-    shown = {name: (rev, flat) for name, rev, flat in parse_show(json.loads(dvc(project, env, "exp", "show", "--json")))}
+def collect(project: Path, env: dict[str, str], names: dict[str, str], student: str) -> list[Run]:
+    """The named experiments (name → arm label) with one student's metrics and per-prompt predictions."""
+    shown = {name: (rev, flat) for name, rev, flat
+             in parse_show(json.loads(dvc(project, env, "exp", "show", "--json")), student)}
     runs = []
     for name in names:
         rev, flat = shown[name]
-        trained, untrained = scores(project, rev)
+        trained, untrained = scores(project, rev, student)
         runs.append(Run(name, rev, names[name], int(flat["params.toml.train.seed"]),
                         flat, trained, untrained))
     return runs
@@ -276,18 +279,19 @@ def main() -> None:
                         help="reuse this machine's request cache (answers already generated are not timed again)")
     parser.add_argument("--show", nargs="+", default=[], metavar="KEY",
                         help="extra metric columns, flattened: metrics/dataset.json.fallback.total.recovered")
+    parser.add_argument("--student", help="whose datasets and evaluation to compare (default: the first student)")
     parser.add_argument("--jobs", type=int, default=1, help="queue workers (1 on a small machine: stages are CPU-bound)")
     args = parser.parse_args()
     scratch, project, env = scratch_project("persyn-strategies-", share_requests=args.shared_cache)
     if args.params:
         shutil.copy(args.params, project / "params.toml")
-    chosen = args.strategies if args.strategies is not None else [] if args.variant else \
-        strategies(list(config.load(project / "params.toml").teachers))
+    params = config.load(project / "params.toml")
+    chosen = args.strategies if args.strategies is not None else [] if args.variant else strategies(list(params.teachers))
     arms = arms_of(chosen, args.variant)
     cold = build_baseline(project, env)
     names = queue(project, env, arms, args.seeds)
     wall = run_queue(project, env, list(names), args.jobs)
-    runs = collect(project, env, names)
+    runs = collect(project, env, names, args.student or sorted(params.students)[0])
     (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     print(f"cold baseline build {cold:.0f} s; {len(names)} experiments {wall:.0f} s (--jobs {args.jobs}); "
           f"scratch {scratch}\n")

@@ -36,6 +36,23 @@ def test_plan_counts_what_the_pipeline_generates(tiny_models: dict[str, Path], t
     assert oracle["generations"]["planned"] == 48 and oracle["learnability_scores"] == 48
 
 
+def test_plan_counts_the_teachers_once_for_several_students(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Three students, two teachers: S is answered once; a pool prompt reaches at most two teachers."""
+    raw = tomllib.loads(params_toml(tiny_models))
+    raw["students"].update(other={"model": f"local:{tiny_models['teacher_a']}"}, third={"model": "local:x"})
+    result = plan.plan(config.parse(raw), tmp_path / "absent.parquet", root=tmp_path)
+    assert result["students"] == ["other", "student", "third"]
+    assert result["generations"] | {"saved_fraction": None} == {
+        "planned": 2 * 10 + 14, "planned_most": 2 * 10 + 2 * 14, "generate_then_select": 48, "saved_fraction": None,
+        "separate_builds": 3 * 34, "routed": None}
+    assert result["learnability_scores"] == 3 * 2 * 10
+    assert "3 students (other, student, third) share the teachers' answers: 34–48 generations against 102" \
+        in plan.render(result)
+    raw["route"]["strategy"] = "oracle"
+    oracle = plan.plan(config.parse(raw), tmp_path / "absent.parquet", root=tmp_path)["generations"]
+    assert (oracle["planned"], oracle["planned_most"], oracle["separate_builds"]) == (48, 48, 3 * 48)
+
+
 def test_plan_prices_an_api_teacher(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     api = {"model": "api:big-model", "engine": "openai", "max_tokens": 100,
            "engine_options": {"base_url": "http://127.0.0.1:9/v1", "cost_per_million_prompt_tokens": 2.0,

@@ -89,7 +89,7 @@ def test_queue_two_strategies_two_seeds(tiny_models: dict[str, Path], tmp_path: 
     assert list(names) == ["persyn-s0", "persyn-s1", "fallback-1-s0", "fallback-1-s1"]
     assert set(bench.states(project.path, project.env)) >= set(names)  # queued, visible to dvc exp show
     bench.run_queue(project.path, project.env, list(names), jobs=1)
-    runs = bench.collect(project.path, project.env, names)
+    runs = bench.collect(project.path, project.env, names, "student")
     assert [(r.strategy, r.seed) for r in runs] == [("persyn", 0), ("persyn", 1), ("fallback-1", 0), ("fallback-1", 1)]
     for run in runs:  # each row is the experiment's own evaluation: its predictions agree with its metrics
         assert len(run.trained) == 4 and np.mean(list(run.trained.values())) == pytest.approx(
