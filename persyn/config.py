@@ -41,13 +41,18 @@ def schema_node(*path: str) -> dict[str, Any]:
     return node
 
 
-def _json_type(hint: Any) -> tuple[str, bool]:
-    """The JSON type a field annotation stands for ("any" for Any), and whether it admits None."""
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """A field annotation without its `| None`, and whether it had one."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _json_type(inner)[0], True
-    origin = typing.get_origin(hint) or hint
-    return ("object" if dataclasses.is_dataclass(origin) else JSON_TYPES.get(origin, "any")), False
+        return inner, True
+    return hint, False
+
+
+def _origin(hint: Any) -> Any:
+    """The class an annotation stands for: tuple for tuple[str, ...], the class itself for a class."""
+    base = _unwrap(hint)[0]
+    return typing.get_origin(base) or base
 
 
 def _schema_type(spec: dict[str, Any]) -> str:
@@ -60,8 +65,7 @@ def _schema_type(spec: dict[str, Any]) -> str:
 
 def _value(hint: Any, value: Any) -> Any:
     """A validated TOML value as its field holds it: arrays become tuples, sub-tables their class."""
-    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if _json_type(hint)[1] else hint
-    origin = typing.get_origin(base) or base
+    origin = _origin(hint)
     if origin is tuple:
         return tuple(value)
     if dataclasses.is_dataclass(origin) and isinstance(value, dict):
@@ -69,11 +73,24 @@ def _value(hint: Any, value: Any) -> Any:
     return value
 
 
+def _check_field(cls: type, name: str, hint: Any, spec: dict[str, Any], required: bool, where: str) -> None:
+    """The annotation must say what the schema says: the same JSON type, and `| None` exactly where
+    the key is optional without a default."""
+    origin = _origin(hint)
+    annotated = "object" if dataclasses.is_dataclass(origin) else JSON_TYPES.get(origin, "any")
+    wanted = _schema_type(spec)
+    agree = annotated == wanted or "any" in (annotated, wanted)
+    if not agree or _unwrap(hint)[1] != (not required and "default" not in spec):
+        raise TypeError(f"{cls.__name__}.{name}: annotated {hint}, but the schema's {where}.{name} is "
+                        f"{'required ' if required else ''}{wanted}{' with a default' if 'default' in spec else ''}")
+
+
 def table(*path: str, derived: tuple[str, ...] = (), inline: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
     """Make the class a frozen dataclass of the params table at `path`, one field per key, each
     defaulting to the schema's default (an optional key without one: None). `derived` fields are
     not keys (a teacher's name); an `inline` field is a table class whose keys sit in this table
-    (a teacher's sampling keys)."""
+    (a teacher's sampling keys). A key without a field, a field without a key or a type that
+    disagrees with the schema is a TypeError at import."""
 
     def wrap(cls: type[T]) -> type[T]:
         node, where = schema_node(*path), ".".join(path)
@@ -86,17 +103,13 @@ def table(*path: str, derived: tuple[str, ...] = (), inline: tuple[str, ...] = (
         for name in own:
             if name not in keys:
                 raise TypeError(f"{cls.__name__}.{name} is a field with no key {where}.{name} in the params schema")
-            spec, required = resolved(keys[name], SCHEMA), name in node.get("required", ())
-            (annotated, optional), wanted = _json_type(hints[name]), _schema_type(spec)
-            agree = annotated == wanted or "any" in (annotated, wanted)
-            if not agree or optional != (not required and "default" not in spec):
-                raise TypeError(f"{cls.__name__}.{name}: annotated {hints[name]}, but the schema's {where}.{name} is "
-                                f"{'required ' if required else ''}{wanted}{' with a default' if 'default' in spec else ''}")
+            spec = resolved(keys[name], SCHEMA)
+            _check_field(cls, name, hints[name], spec, name in node.get("required", ()), where)
             if "default" in spec:
                 default = _value(hints[name], spec["default"])
                 mutable = isinstance(default, (dict, list))
                 setattr(cls, name, dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d)) if mutable else default)
-            elif optional:
+            elif _unwrap(hints[name])[1]:
                 setattr(cls, name, None)
         return dataclass(frozen=True)(cls)
 
