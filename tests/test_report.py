@@ -199,8 +199,8 @@ def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     plant(tmp_path)
     (tmp_path / "metrics/eval.json").unlink()
     shutil.rmtree(tmp_path / "data/router")
-    for stats in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
-        write_json(stats, {k: v for k, v in json.loads(stats.read_text()).items() if k != "usage"})
+    for log in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
+        write_json(log, {k: v for k, v in json.loads(log.read_text()).items() if k != "usage"})
     page, markdown = render(tmp_path, tmp_path / "out")
     assert section(markdown, "8. Eval accuracy").strip() == "not built yet (run dvc repro evaluate)"
     assert "not built yet (run dvc repro fit_router)" in section(markdown, "4. Router: regret and calibration")
