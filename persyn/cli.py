@@ -156,7 +156,7 @@ def diff_command(args: argparse.Namespace) -> None:
 def report_command(args: argparse.Namespace) -> None:
     from persyn import report
 
-    page = report.report(Path("."), args.rev, Path(args.out))
+    page = report.report(Path("."), args.rev, Path(args.out), args.strategies)
     print(f"wrote {page} and {page.parent / 'report.md'}")
 
 
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     page = commands.add_parser("report", help="an HTML page and markdown about a build, revision or experiment")
     page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")
     page.add_argument("--out", default="report", help="folder for index.html and report.md (default: report/)")
+    page.add_argument("--strategies", type=Path, metavar="FILE",
+                      help="a strategy comparison to chart (JSON, as schemas/strategy_results.schema.json describes)")
     page.set_defaults(run=report_command)
     return parser
 
