@@ -60,6 +60,11 @@ def routed(project: Project) -> dict[str, dict[str, set[str]]]:
                 for p in (project.path / "data/routes" / s).glob("*.parquet")} for s in STUDENTS}
 
 
+def route_files(project: Project) -> dict[tuple[str, str], bytes]:
+    """(student, teacher) → its route file's bytes (router-subset prompts too): what generate@S-T depends on."""
+    return {(p.parent.name, p.stem): p.read_bytes() for p in (project.path / "data/routes").glob("*/*.parquet")}
+
+
 def generated(project: Project, stage: str) -> int:
     return json.loads(project.file_bytes(f"runs/{stage}.json"))["generated"]
 
@@ -110,12 +115,12 @@ def test_a_train_override_reruns_only_that_students_training(project: Project) -
 
 def test_new_weights_for_one_student_rerun_only_its_branch(project: Project, tiny_models: dict[str, Path]) -> None:
     before, plain_lock = routed(project), {p: h for p, h in project.lock_hashes().items() if "plain" in p}
-    order = project.file_bytes("data/route_order/small.parquet")
+    order, files = project.file_bytes("data/route_order/small.parquet"), route_files(project)
     (project.path / "models/student/model.safetensors").write_bytes((tiny_models["teacher_b"] / "model.safetensors")
                                                                      .read_bytes())
     ran = project.repro()
     after = routed(project)
-    moved = {t for t in TEACHERS if after["small"].get(t, set()) != before["small"].get(t, set())}
+    moved = {t for t in TEACHERS if route_files(project).get(("small", t)) != files.get(("small", t))}
     expected = {"models", "score@small-a", "score@small-base", "fit_router@small", "route@small", "assemble@small",
                 "train@small", "evaluate@small"} | {f"generate@small-{t}" for t in moved}
     expected |= {"sharing"} if moved else set()
@@ -128,11 +133,11 @@ def test_new_weights_for_one_student_rerun_only_its_branch(project: Project, tin
 
 
 def test_adding_a_teacher_then_removing_it(project: Project) -> None:
-    original, before = project.lock_hashes(), routed(project)
+    original, before, files = project.lock_hashes(), routed(project), route_files(project)
     project.set_param("[students.plain]", ADD_C)
     ran = project.repro()
     after, outs = routed(project), project.lock_hashes()
-    moved = {(s, t) for s in STUDENTS for t in TEACHERS if after[s].get(t, set()) != before[s].get(t, set())}
+    moved = {(s, t) for s in STUDENTS for t in TEACHERS if route_files(project).get((s, t)) != files.get((s, t))}
     expected = {"models", "sample@c", "sharing"} | {f"generate@{s}-{t}" for s, t in moved}
     for s in STUDENTS:
         expected |= {f"score@{s}-c", f"fit_router@{s}", f"route@{s}", f"generate@{s}-c", f"fallback@{s}", f"assemble@{s}"}
