@@ -86,9 +86,9 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def experiments(repo: Path) -> list[dict[str, Any]]:
-    """α, strategy and headline metrics of each baseline commit that has DVC experiments, then of
-    its experiments (`dvc exp show`); empty when there are no experiments."""
+def experiments(repo: Path, student: str) -> list[dict[str, Any]]:
+    """α, strategy and one student's headline metrics of each baseline commit that has DVC experiments,
+    then of its experiments (`dvc exp show`); empty when there are no experiments."""
     rows = []
     for baseline in json.loads(run(["dvc", "exp", "show", "--json"], repo) or "[]"):
         runs = sorted((r for exp in baseline.get("experiments") or [] for r in exp.get("revs", [])),
@@ -102,7 +102,7 @@ def experiments(repo: Path) -> list[dict[str, Any]]:
                            for path, value in (data.get(group) or {}).items()})
             rows.append({"name": name, "alpha": got.get("params.toml.router.alpha"),
                          "strategy": got.get("params.toml.route.strategy", "persyn"),
-                         "accuracy": got.get("metrics/eval.json.trained.accuracy"),
-                         "regret": got.get("metrics/router.json.router.regret"),
-                         "used": got.get("metrics/dataset.json.generations.used")})
+                         "accuracy": got.get(f"metrics/{student}/eval.json.trained.accuracy"),
+                         "regret": got.get(f"metrics/{student}/router.json.router.regret"),
+                         "used": got.get(f"metrics/{student}/dataset.json.generations.used")})
     return rows

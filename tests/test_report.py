@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from persyn import cli, config, dataset, report, router, stats
+from persyn import cli, config, dataset, report, router, sharing, stats
 from persyn.errors import PersynError
-from persyn.io import write_json, write_parquet
+from persyn.io import read_parquet, write_json, write_parquet
 from persyn.report import sections
 
 TEACHERS = ["gemma", "qwen", "smol"]
@@ -50,7 +50,7 @@ model = "local:models/qwen"
 [teachers.smol]
 model = "local:models/smol"
 
-[student]
+[students.smol]
 model = "local:models/smol"
 
 [quality]
@@ -112,14 +112,14 @@ def plant(root: Path) -> dict:
                          "learnability": -1.5 + 0.6 * (k == i % 3) - 0.1 * ((7 * i + k) % 5),
                          "requests": [hashlib.sha256(f"score{t}{i}".encode()).hexdigest()]})
         write_parquet(root / f"data/sample/{t}.parquet", sample, "generation")
-        write_parquet(root / f"data/scores/{t}.parquet", rows, "score")
+        write_parquet(root / f"data/scores/smol/{t}.parquet", rows, "score")
         scores += rows
         answers[t] = {r["id"]: r["response"] for r in sample}
     embeddings = {ids[i]: vectors[i].astype(np.float32) for i in range(40)}
     trained, router_metrics = router.fit(scores, embeddings, TEACHERS, params.router)
-    (root / "data/router").mkdir(parents=True)
-    router.save(trained, root / "data/router", params.router, 8)
-    write_json(root / "metrics/router.json", router_metrics, "router_metrics")
+    (root / "data/router/smol").mkdir(parents=True)
+    router.save(trained, root / "data/router/smol", params.router, 8)
+    write_json(root / "metrics/smol/router.json", router_metrics, "router_metrics")
 
     routed = trained.route(vectors[:32].astype(np.float32))
     by_score = {(s["id"], s["teacher"]): s for s in scores}
@@ -128,12 +128,12 @@ def plant(root: Path) -> dict:
         mine = [i for i in range(32) if routed[i] == k]
         in_s = [i for i in mine if i < 24]
         write_json(root / f"data/sample/{t}.stats.json", {"teacher": t, "prompts": 24, "from_subset": 0}, "generation_stats")
-        write_json(root / f"data/generated/{t}.stats.json", {"teacher": t, "prompts": len(mine), "from_subset": len(in_s)},
+        write_json(root / f"data/generated/smol/{t}.stats.json", {"teacher": t, "prompts": len(mine), "from_subset": len(in_s)},
                    "generation_stats")
         spent[t] = [usage(24, k), usage(len(mine) - len(in_s), k)]
         write_json(root / f"runs/sample@{t}.json", {"stage": f"sample@{t}", "generated": 24, "reused": 0,
                                                    "usage": spent[t][0], "finished": "-"}, "run_log")
-        write_json(root / f"runs/generate@{t}.json", {"stage": f"generate@{t}", "generated": len(mine) - len(in_s),
+        write_json(root / f"runs/generate@smol-{t}.json", {"stage": f"generate@smol-{t}", "generated": len(mine) - len(in_s),
                                                      "reused": len(in_s), "usage": spent[t][1], "finished": "-"}, "run_log")
         for i in mine:
             score = by_score.get((ids[i], t), {})
@@ -144,15 +144,15 @@ def plant(root: Path) -> dict:
         checked = [r["quality"] for r in records if r["teacher"] == t and r["quality"] is not None]
         teachers[t] = {"records": len(mine), "share": len(mine) / 32, "mean_quality": sum(checked) / len(checked)
                        if checked else None, "truncated": 0}
-    (root / "data/dataset").mkdir(parents=True)
-    dataset.write(sorted(records, key=lambda r: r["id"]), root / "data/dataset", "planted-math", 5000)
+    (root / "data/dataset/smol").mkdir(parents=True)
+    dataset.write(sorted(records, key=lambda r: r["id"]), root / "data/dataset/smol", "planted-math", 5000)
     built = {"records": 32, "routed_prompts": 32, "truncated": 0, "teachers": teachers,
              "generations": {"used": 80, "generate_then_select": 96, "saved_fraction": 1 - 80 / 96}}
-    write_json(root / "metrics/dataset.json", built, "dataset_metrics")
+    write_json(root / "metrics/smol/dataset.json", built, "dataset_metrics")
     evaluation = {"trained": {"accuracy": 0.375, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}}
-    write_json(root / "metrics/eval.json", evaluation, "eval_metrics")
+    write_json(root / "metrics/smol/eval.json", evaluation, "eval_metrics")
     # the trained student right on 3 of the 8 eval prompts, the untrained one on the first of them only
-    write_parquet(root / "data/eval/predictions.parquet",
+    write_parquet(root / "data/eval/smol/predictions.parquet",
                   [{"id": ids[i], "trained": "-", "untrained": "-", "trained_score": float(i < 35),
                     "untrained_score": float(i == 32), "requests": [f"{i:064x}", f"{i + 1:064x}"]} for i in range(32, 40)],
                   "prediction")
@@ -160,7 +160,7 @@ def plant(root: Path) -> dict:
 
 
 def render(root: Path, out: Path, strategies: Path | None = None) -> tuple[str, str]:
-    report.write(root, out, "planted workspace", [], strategies)
+    report.write(root, out, "planted workspace", {}, strategies)
     return (out / "index.html").read_text(), (out / "report.md").read_text()
 
 
@@ -195,10 +195,49 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     assert render(tmp_path / "ws", tmp_path / "again") == (page, markdown)  # same artifacts, same bytes
 
 
+def second_student(root: Path) -> None:
+    """The planted build with a student `other` beside smol: the same routed dataset and router, and an
+    evaluation where the trained student is right on every eval prompt and the untrained one on none."""
+    params = root / "params.toml"
+    params.write_text(params.read_text().replace("[quality]", '[students.other]\nmodel = "local:models/qwen"\n\n[quality]'))
+    for kind in ("data/scores", "data/router", "data/dataset", "data/generated", "metrics"):
+        shutil.copytree(root / kind / "smol", root / kind / "other")
+    for log in (root / "runs").glob("generate@smol-*.json"):
+        shutil.copy(log, root / "runs" / log.name.replace("@smol-", "@other-"))
+    predictions = read_parquet(root / "data/eval/smol/predictions.parquet", "prediction")
+    write_parquet(root / "data/eval/other/predictions.parquet",
+                  [{**r, "trained_score": 1.0, "untrained_score": 0.0} for r in predictions], "prediction")
+    routes = {s: {t: {r["id"] for r in read_parquet(root / f"data/dataset/{s}/train-00000-of-00001.parquet",
+                                                      "dataset_record") if r["teacher"] == t} for t in TEACHERS}
+              for s in ("other", "smol")}
+    splits = {p["id"]: p["split"] for p in read_parquet(root / "data/prompts.parquet", "prompt")}
+    write_json(root / "metrics/sharing.json", sharing.summary(routes, splits, list(TEACHERS)), "sharing_metrics")
+
+
+def test_two_students_side_by_side(tmp_path: Path) -> None:
+    planted = plant(tmp_path)
+    second_student(tmp_path)
+    page, markdown = render(tmp_path, tmp_path / "out")
+    compared = section(markdown, "Students side by side")
+    shares = " | ".join(f"{v['share']:.1%}" for _, v in sorted(planted["dataset"]["teachers"].items()))
+    regret = planted["router"]["router"]["regret"]
+    assert f"| other | local:models/qwen | {shares} | {regret:.4f} (best single " in compared
+    assert f"| smol | local:models/smol | {shares} | {regret:.4f} (best single " in compared
+    assert "| 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | +1.000 [+1.000, +1.000], p = " in compared
+    assert "| 0.375 [" in compared and "| 0.125 [" in compared
+    # the same 8 pool prompts routed alike by both students: each generated once
+    assert "24 prompts) once for all 2 students" in compared and "80 generations in this build against 160" in compared
+    assert markdown.index("## Students side by side") < markdown.index("## other: 1. Build summary") \
+        < markdown.index("## smol: 1. Build summary") < markdown.index("## 6. Strategy comparison")
+    for plot in ("students-eval", "other-eval-students", "smol-eval-students", "smol-shares", "other-calibration"):
+        assert f'<figure class="plot" id="{plot}">' in page, plot
+    assert 'id="smol-eval"' in page and 'id="eval-students"' not in page
+
+
 def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     plant(tmp_path)
-    (tmp_path / "metrics/eval.json").unlink()
-    shutil.rmtree(tmp_path / "data/router")
+    (tmp_path / "metrics/smol/eval.json").unlink()
+    shutil.rmtree(tmp_path / "data/router/smol")
     for log in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
         write_json(log, {k: v for k, v in json.loads(log.read_text()).items() if k != "usage"})
     page, markdown = render(tmp_path, tmp_path / "out")
@@ -297,7 +336,7 @@ def test_same_artifacts_same_bytes_in_another_process(tmp_path: Path) -> None:
     strategies = plant_strategies(tmp_path / "strategies.json")
     page, _ = render(tmp_path / "ws", tmp_path / "out", strategies)
     code = (f"from pathlib import Path; from persyn import report; report.write(Path({str(tmp_path / 'ws')!r}), "
-            f"Path({str(tmp_path / 'other')!r}), 'planted workspace', [], Path({str(strategies)!r}))")
+            f"Path({str(tmp_path / 'other')!r}), 'planted workspace', {{}}, Path({str(strategies)!r}))")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "other/index.html").read_text() == page
     assert page.count("<svg") == len(PLOTS - {"sweep-accuracy", "sweep-regret"})
@@ -323,7 +362,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 alpha = tomllib.load(open("params.toml", "rb"))["router"]["alpha"]
 json.dump({"trained": {"accuracy": 0.25 + alpha / 4, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}},
-          open("metrics/eval.json", "w"))
+          open("metrics/smol/eval.json", "w"))
 """
 STAGE = """stages:
   sweep:
@@ -333,10 +372,10 @@ STAGE = """stages:
       - params.toml:
           - router.alpha
     metrics:
-      - metrics/eval.json:
+      - metrics/smol/eval.json:
           cache: false
 metrics:
-  - metrics/router.json
+  - metrics/smol/router.json
 """
 
 

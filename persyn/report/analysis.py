@@ -37,7 +37,7 @@ class Routing:
 def routing(build: Build) -> Routing:
     trained = build.router
     scores = [r for t in trained.teachers for r in build.scores[t]]
-    ids, quality, learn = router.reward_matrices(scores, trained.teachers, "data/scores")
+    ids, quality, learn = router.reward_matrices(scores, trained.teachers, f"data/scores/{build.student}")
     reward = router.combined_reward(quality, learn, build.params.router.alpha, build.params.router.normalisation)
     coefficients = trained.coefficients(np.stack([build.embeddings[i] for i in ids])).astype(np.float64)
     probabilities = np.exp(coefficients - coefficients.max(axis=1, keepdims=True))
@@ -49,7 +49,7 @@ def routing(build: Build) -> Routing:
 def held_out(build: Build, reward: np.ndarray, chosen: np.ndarray) -> list[int] | None:
     """fit_router's validation prompts, redrawn as router.fit draws them; kept only if the router's
     regret on them equals the one in metrics/router.json, so the label never claims what it is not."""
-    metrics = build.json("metrics/router.json", "fit_router")
+    metrics = build.metrics("router", "fit_router")
     validation, _ = router.split(len(reward), build.params.router)
     regret = (reward.max(axis=1) - reward[np.arange(len(reward)), chosen])[validation]
     if (metrics["evaluated_on"] == "validation" and len(validation) == metrics["prompts"]
@@ -125,7 +125,7 @@ class Answers:
 
 def answers(build: Build) -> dict[str, Answers]:
     return {t: Answers(build.run_log("sample", t), build.run_log("generate", t),
-                       build.json(f"data/generated/{t}.stats.json", "generate")["from_subset"])
+                       build.json(f"data/generated/{build.student}/{t}.stats.json", "generate")["from_subset"])
             for t in build.teachers}
 
 

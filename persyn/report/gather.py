@@ -1,4 +1,5 @@
-"""What the report reads: one build's artifacts under a folder, each read (and schema-checked) once.
+"""What the report reads: one student's artifacts of a build under a folder, each read (and
+schema-checked) once.
 
 The folder is the workspace itself, or what persyn.revisions copied out of a git revision or DVC
 experiment (the files FETCHED names). A missing input raises NotBuilt with the stage that makes it,
@@ -17,9 +18,9 @@ from persyn import config, router
 from persyn.errors import PersynError, where
 from persyn.io import read_embeddings, read_json, read_parquet
 
-FETCHED = ("params.toml", "metrics/*.json", "data/prompts.parquet", "data/embeddings.parquet", "data/scores/*",
-           "data/sample/*", "data/generated/*.stats.json", "data/router/*", "data/dataset/*",
-           "data/eval/predictions.parquet")
+FETCHED = ("params.toml", "metrics/*.json", "metrics/*/*.json", "data/prompts.parquet", "data/embeddings.parquet",
+           "data/scores/*/*", "data/sample/*", "data/generated/*/*.stats.json", "data/router/*/*", "data/dataset/*/*",
+           "data/eval/*/predictions.parquet")
 
 
 class NotBuilt(Exception):
@@ -27,11 +28,11 @@ class NotBuilt(Exception):
 
 
 class Build:
-    """One build's artifacts under `root`."""
+    """One student's artifacts of the build under `root` (data/<kind>/<student>/, metrics/<student>/)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.params = config.load(root / "params.toml")
+    def __init__(self, root: Path, student: str) -> None:
+        self.root, self.student = root, student
+        self.params = config.load(root / "params.toml").for_student(student)
         self.teachers = sorted(self.params.teachers)
 
     def path(self, relative: str, stage: str) -> Path:
@@ -43,9 +44,13 @@ class Build:
         """Metrics and stats unvalidated, so that builds from before the `usage` blocks still read."""
         return read_json(self.path(relative, stage))
 
+    def metrics(self, name: str, stage: str) -> dict[str, Any]:
+        """metrics/<student>/<name>.json."""
+        return self.json(f"metrics/{self.student}/{name}.json", stage)
+
     @cached_property
     def scores(self) -> dict[str, list[dict[str, Any]]]:
-        return {t: read_parquet(self.path(f"data/scores/{t}.parquet", "score"), "score") for t in self.teachers}
+        return {t: read_parquet(self.path(f"data/scores/{self.student}/{t}.parquet", "score"), "score") for t in self.teachers}
 
     @cached_property
     def samples(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -63,23 +68,25 @@ class Build:
 
     @cached_property
     def router(self) -> router.Router:
-        return router.load(self.path("data/router", "fit_router"))[0]
+        return router.load(self.path(f"data/router/{self.student}", "fit_router"))[0]
 
     @cached_property
     def dataset_teachers(self) -> dict[str, str]:
         """Prompt id → the teacher whose answer the dataset holds; empty before assemble."""
-        shards = sorted((self.root / "data/dataset").glob("train-*.parquet"))
+        shards = sorted((self.root / "data/dataset" / self.student).glob("train-*.parquet"))
         return {r["id"]: r["teacher"] for shard in shards for r in read_parquet(shard, "dataset_record")}
 
     @cached_property
     def predictions(self) -> list[dict[str, Any]]:
         """Per eval prompt, the trained and the untrained student's scores, in prompt-id order."""
-        rows = read_parquet(self.path("data/eval/predictions.parquet", "evaluate"), "prediction")
+        rows = read_parquet(self.path(f"data/eval/{self.student}/predictions.parquet", "evaluate"), "prediction")
         return sorted(rows, key=lambda r: r["id"])
 
     def run_log(self, stage: str, teacher: str) -> dict[str, Any]:
-        """This workspace's last run of `stage@teacher` (runs/*.json, not versioned)."""
-        return self.json(f"runs/{stage}@{teacher}.json", stage)
+        """This workspace's last run of sample@T (shared by the students) or of this student's
+        generate@<student>-T (runs/*.json, not versioned)."""
+        name = f"{stage}@{teacher}" if stage == "sample" else f"{stage}@{self.student}-{teacher}"
+        return self.json(f"runs/{name}.json", stage)
 
 
 def read_strategies(path: Path) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def summary(build: Build) -> list[Block]:
             return params.teachers[teacher].model
 
     def generations() -> list[Block]:
-        built = build.json("metrics/dataset.json", "assemble")
+        built = build.metrics("dataset", "assemble")
         g = built["generations"]
         return [Table(["dataset", "value"], [["records", str(built["records"])], ["generations used", str(g["used"])],
                                              ["Generate-then-Select would use", str(g["generate_then_select"])],
@@ -60,7 +60,7 @@ def summary(build: Build) -> list[Block]:
 
 
 def shares(build: Build) -> list[Block]:
-    teachers = build.json("metrics/dataset.json", "assemble")["teachers"]
+    teachers = build.metrics("dataset", "assemble")["teachers"]
     names = sorted(teachers)
     return [charts.bars("shares", "Share of dataset records per teacher", names,
                         {"share": [teachers[t]["share"] for t in names]}, pct),
@@ -72,7 +72,8 @@ def shares(build: Build) -> list[Block]:
 def rewards(build: Build) -> list[Block]:
     quality = {t: [r["quality"] for r in build.scores[t]] for t in build.teachers}
     learn = {t: [r["learnability"] for r in build.scores[t]] for t in build.teachers}
-    return ["Raw rewards of every teacher's answers on the router subset S (data/scores), before normalisation.",
+    return [f"Raw rewards of every teacher's answers on the router subset S (data/scores/{build.student}), before "
+            "normalisation.",
             charts.histograms("quality-histogram", "Quality per teacher", quality, "raw quality r_q"),
             charts.histograms("learnability-histogram", "Learnability per teacher (student's mean token "
                               "log-likelihood)", learn, "raw learnability r_l"),
@@ -82,7 +83,7 @@ def rewards(build: Build) -> list[Block]:
 
 
 def router_section(build: Build) -> list[Block]:
-    metrics = build.json("metrics/router.json", "fit_router")
+    metrics = build.metrics("router", "fit_router")
     best = metrics["best_single"]
     labels = ["router", f"best single ({best['teacher']})", "random"]
     choices = [metrics["router"], best, metrics["random"]]
@@ -186,7 +187,7 @@ def cost(build: Build) -> list[Block]:
 
 
 def evaluation(build: Build) -> list[Block]:
-    result = build.json("metrics/eval.json", "evaluate")
+    result = build.metrics("eval", "evaluate")
     students = ["trained", "untrained"]
     table = Table(["student", "prompts", "accuracy", "mean reward"],
                   [[s, str(result[s]["prompts"]), f4(result[s].get("accuracy")), f4(result[s].get("mean_reward"))]
@@ -200,8 +201,8 @@ def evaluation_intervals(build: Build, accuracy: bool) -> list[Block]:
     found = analysis.evaluation(build)
     metric = "accuracy" if accuracy else "mean reward"
     gain = found.gain.difference
-    return [f"Per-prompt scores of the {found.prompts} eval prompts (data/eval/predictions.parquet), with 95% "
-            f"bootstrap intervals over prompts. Trained − untrained: {gain.estimate:+.4f} "
+    return [f"Per-prompt scores of the {found.prompts} eval prompts (data/eval/{build.student}/predictions.parquet), "
+            f"with 95% bootstrap intervals over prompts. Trained − untrained: {gain.estimate:+.4f} "
             f"[{gain.low:+.4f}, {gain.high:+.4f}], p = {found.gain.p_value:.2g} (sign-flip test over prompts, "
             f"{found.gain.method}).",
             charts.intervals("eval-students", f"Eval {metric}: the student after vs before fine-tuning (95% intervals)",
