@@ -139,10 +139,11 @@ def test_every_key_has_a_description_and_a_valid_default() -> None:
 
 
 def minimal(raw: dict) -> dict:
-    """Only the keys the schema requires (and the teachers' models)."""
+    """Only the keys the schema requires (and the teachers' and students' models)."""
     tables = {name: {k: v for k, v in raw[name].items() if k in config.schema_node(name).get("required", ())}
-              for name in raw if name != "teachers"}
-    return {**tables, "teachers": {name: {"model": t["model"]} for name, t in raw["teachers"].items()}}
+              for name in raw if name not in ("teachers", "students")}
+    return {**tables, **{kind: {name: {"model": t["model"]} for name, t in raw[kind].items()}
+                         for kind in ("teachers", "students")}}
 
 
 def test_absent_keys_take_the_schema_defaults(raw: dict) -> None:
@@ -155,6 +156,8 @@ def test_absent_keys_take_the_schema_defaults(raw: dict) -> None:
     assert params.teachers["qwen"].sampling.stop == () and params.teachers["qwen"].system_prompt is None
     assert params.route == config.RouteConfig() and params.route.budget is None
     assert params.train == config.TrainConfig() and params.eval == config.EvalConfig()
+    assert params.students["smol"] == config.StudentConfig(model=raw["students"]["smol"]["model"], name="smol")
+    assert params.students["smol"].train == params.train and params.students["smol"].chat_template is None
     assert params.assemble == config.AssembleConfig() and params.assemble.drop_truncated is True
     assert params.prompts.fields == {"prompt": "prompt", "reference": "reference"}
     assert params.router == config.RouterConfig(alpha=raw["router"]["alpha"])

@@ -25,12 +25,12 @@ def test_params_put_every_model_role_on_the_engine(engine: str, tmp_path: Path) 
 
 
 def fake_project(path: Path, answers: list[str], learnability: list[float]) -> Path:
-    for stage in ("sample", "scores"):
+    for stage in ("sample", "scores/student"):
         (path / "data" / stage).mkdir(parents=True)
     ids = [f"p{i}" for i in range(len(answers))]
     pl.DataFrame({"id": ids, "response": answers}).write_parquet(path / "data/sample/a.parquet")
     pl.DataFrame({"id": ids, "learnability": learnability, "quality": [1.5] * len(ids)}).write_parquet(
-        path / "data/scores/a.parquet")
+        path / "data/scores/student/a.parquet")
     return path
 
 
