@@ -156,7 +156,12 @@ def test_adding_a_teacher_then_removing_it(project: Project) -> None:
     assert not ran & ({"prompts", "embed", "sample@a", "sample@base"} | {f"score@{s}-{t}" for s in STUDENTS for t in TEACHERS})
     assert {f"fit_router@{s}" for s in STUDENTS} <= ran  # the stale data/scores/<s>/c.parquet does not hide the change
     assert all(generated(project, stage) == 0 for stage in ran if stage.startswith("generate@"))
-    assert project.lock_hashes() == original  # every output is back, byte for byte: nothing another stage needs was lost
+    locked = project.lock_hashes()  # every output is back, byte for byte: nothing another stage needs was lost
+    assert {p: h for p, h in locked.items() if p in original} == original
+    # DVC keeps the removed stages' dvc.lock entries (and their files): only c's outputs are left over
+    assert set(locked) - set(original) == {"data/sample/c.parquet", "data/sample/c.stats.json"} | {
+        f"data/{kind}/{s}/c.{ext}" for s in STUDENTS for kind, ext in (("scores", "parquet"), ("generated", "parquet"),
+                                                                        ("generated", "stats.json"))}
     assert project.repro() == {"models"}
     for student in STUDENTS:
         router = json.loads(project.file_bytes(f"data/router/{student}/router.json"))
