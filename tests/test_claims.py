@@ -64,12 +64,13 @@ def test_a_killed_owner_blocks_nobody_beyond_its_lease(tmp_path: Path, monkeypat
     assert owner.stdout.readline().strip() == "6"  # it holds every request, then dies without releasing
     os.kill(owner.pid, signal.SIGKILL)
     owner.wait()
-    monkeypatch.setenv("PERSYN_LEASE_S", "2")
+    monkeypatch.setenv("PERSYN_LEASE_S", "2")  # against the 30 s default: waiting that long would fail below
     began = time.monotonic()
     with RequestCache(database) as cache:
         answers = synthesis.run_cached(cache, "loglikelihood", "m", payloads, list(range(6)),
                                        lambda batch: [Score(-1.0, 1) for _ in batch], 4, "takeover")
-    assert answers.stats.computed == 6 and time.monotonic() - began < 2 + 2  # one lease (2 s), plus polling
+    # one 2 s lease plus polling; generous for a loaded CI machine, and still well short of the default lease
+    assert answers.stats.computed == 6 and time.monotonic() - began < 2 + 13
 
 
 def test_thread_budget(monkeypatch: pytest.MonkeyPatch) -> None:
