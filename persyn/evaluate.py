@@ -15,7 +15,8 @@ from persyn.cache import RequestCache
 from persyn.config import Params
 from persyn.engines import Sampling
 from persyn.models import resolve
-from persyn.runner import EngineSpec, generate_cached, generation_payloads
+from persyn.runner import EngineSpec
+from persyn.synthesis import generate_cached, generation_payloads
 
 log = logging.getLogger("persyn.evaluate")
 

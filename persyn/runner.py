@@ -5,8 +5,8 @@ as soon as it is back (an engine with `stream` hands them over one by one as the
 killed stage loses only what was in flight. Requests another process is computing at the same
 time are claimed (persyn/claims.py): this one takes other work and waits for theirs instead of
 repeating it. A cached value that cannot be read back as its kind's result (damaged, or from an
-older format) counts as missing and is computed again. What goes into a request's key is built
-here too (engine_identity, generation_payloads), so that every caller keys the same answer alike.
+older format) counts as missing and is computed again. What a key holds of the engine is decided
+here too (engine_identity), so that every kind of request names its engine alike.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
 
 from tqdm import tqdm
 
 from persyn import engines, io
-from persyn.cache import CODECS, RequestCache, derived_seed, request_key
+from persyn.cache import CODECS, RequestCache, request_key
 from persyn.claims import Worker, apply_threads, budget_threads
-from persyn.engines import Completion, Engine, GenerationRequest, RewardScorer, Sampling, Usage
+from persyn.engines import Engine, RewardScorer, Usage
 from persyn.models import ResolvedModel
 
 log = logging.getLogger("persyn.runner")
@@ -214,39 +213,6 @@ def engine_identity(engine: str, options: dict[str, Any]) -> dict[str, Any]:
     return {"engine": engine, **({"engine_options": changed} if changed else {})}
 
 
-
-
-def generation_payloads(model: ResolvedModel, spec: EngineSpec, decoding: Sampling, seed: int,
-                        prompts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The request-cache payload of generating an answer to each prompt (a chat {"messages"} or a raw
-    completion {"text"}): everything that determines the answer. The seed counts only when sampling."""
-    common: dict[str, Any] = {
-        "kind": "generate",
-        "model": model.identity,
-        **engine_identity(spec.name, spec.options),
-        "device": spec.device,
-        "sampling": asdict(decoding),
-        **({"seed": seed} if decoding.temperature > 0 else {}),
-    }
-    return [{**common, **prompt} for prompt in prompts]
-
-
-def generate_cached(cache: RequestCache, model: ResolvedModel, spec: EngineSpec, payloads: Sequence[dict[str, Any]],
-                    decoding: Sampling, description: str) -> Answers:
-    """The completion for each generation payload, each request seeded from its own payload (so a
-    sample does not depend on its batch); the engine loads only if some answer is missing, and
-    streams answers to the cache as they complete where it can."""
-    requests = [GenerationRequest(messages=p.get("messages"), text=p.get("text"), seed=derived_seed(p)) for p in payloads]
-
-    def stream(batch: list[GenerationRequest]) -> Iterator[list[tuple[int, Completion]]]:
-        engine = lazy.engine
-        if hasattr(engine, "stream"):
-            yield from ([item] for item in engine.stream(batch, decoding))
-        else:
-            yield list(enumerate(engine.generate(batch, decoding)))
-
-    with closing(lazy_engine(spec, model)) as lazy:
-        return run_cached(cache, "generate", model.identity, payloads, requests, stream, spec.batch_size, description)
 
 
 def write_run_log(path: Path, stage: str, stats: CacheStats) -> None:

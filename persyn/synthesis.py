@@ -1,21 +1,57 @@
-"""Teacher generation: each teacher answers its prompts through the request runner.
+"""Generation through the request runner, and the teachers' requests.
 
-A teacher's request is its chat (the teacher's system prompt, then the prompt's messages) or, for a
-base model with a `prompt_template`, one completion text built from the prompt's user turns. What
-determines the answer (model identity, answering engine, device, sampling, seed when sampling) is
-the request-cache key, so an answer is generated once across stages and experiments: sample@T,
-generate@T and the fallback all ask here.
+What determines a generated answer (model identity, answering engine, device, sampling, the seed
+when sampling, the prompt) is its request-cache key, so an answer is generated once across stages
+and experiments. A teacher's request is its chat (its system prompt, then the prompt's messages)
+or, for a base model with a `prompt_template`, one completion text built from the prompt's user
+turns; sample@T, generate@T and the fallback ask teachers here, and evaluation asks the student
+through the same generate_cached.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import closing
+from dataclasses import asdict
+from typing import Any, Iterator, Sequence
 
-from persyn.cache import RequestCache
+from persyn.cache import RequestCache, derived_seed
 from persyn.config import SamplingConfig, TeacherConfig
-from persyn.engines import Sampling
+from persyn.engines import Completion, GenerationRequest, Sampling
 from persyn.models import ResolvedModel, resolve
-from persyn.runner import CacheStats, EngineSpec, generate_cached, generation_payloads
+from persyn.runner import Answers, CacheStats, EngineSpec, engine_identity, lazy_engine, run_cached
+
+
+def generation_payloads(model: ResolvedModel, spec: EngineSpec, decoding: Sampling, seed: int,
+                        prompts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The request-cache payload of generating an answer to each prompt (a chat {"messages"} or a raw
+    completion {"text"}): everything that determines the answer. The seed counts only when sampling."""
+    common: dict[str, Any] = {
+        "kind": "generate",
+        "model": model.identity,
+        **engine_identity(spec.name, spec.options),
+        "device": spec.device,
+        "sampling": asdict(decoding),
+        **({"seed": seed} if decoding.temperature > 0 else {}),
+    }
+    return [{**common, **prompt} for prompt in prompts]
+
+
+def generate_cached(cache: RequestCache, model: ResolvedModel, spec: EngineSpec, payloads: Sequence[dict[str, Any]],
+                    decoding: Sampling, description: str) -> Answers:
+    """The completion for each generation payload, each request seeded from its own payload (so a
+    sample does not depend on its batch); the engine loads only if some answer is missing, and
+    streams answers to the cache as they complete where it can."""
+    requests = [GenerationRequest(messages=p.get("messages"), text=p.get("text"), seed=derived_seed(p)) for p in payloads]
+
+    def stream(batch: list[GenerationRequest]) -> Iterator[list[tuple[int, Completion]]]:
+        engine = lazy.engine
+        if hasattr(engine, "stream"):
+            yield from ([item] for item in engine.stream(batch, decoding))
+        else:
+            yield list(enumerate(engine.generate(batch, decoding)))
+
+    with closing(lazy_engine(spec, model)) as lazy:
+        return run_cached(cache, "generate", model.identity, payloads, requests, stream, spec.batch_size, description)
 
 
 def engine_spec(sampling: SamplingConfig) -> EngineSpec:
