@@ -7,17 +7,19 @@ from persyn import config, evaluate, io
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
+PROMPTS = "data/prompts.parquet"
+
 
 @guarded
 def main() -> None:
     params = config.load()
-    prompts = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] == "eval"]
+    prompts = [p for p in io.read_parquet(PROMPTS, "prompt") if p["split"] == "eval"]
     checkpoint = f"local:{Path('data/student').resolve()}"
     with RequestCache() as cache:
         trained = evaluate.answers(checkpoint, params, prompts, cache)
         untrained = evaluate.answers(params.student.model, params, prompts, cache)
-        trained_summary, trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache)
-        untrained_summary, untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache)
+        trained_summary, trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache, PROMPTS)
+        untrained_summary, untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache, PROMPTS)
     metrics = {"trained": trained_summary, "untrained": untrained_summary}
     lm_eval = evaluate.lm_eval(str(Path("data/student").resolve()), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
     if lm_eval:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from persyn import engines, synthesis
+from persyn import engines, rewards, synthesis
 from persyn.cache import RequestCache
 from persyn.config import SamplingConfig, StudentConfig, TeacherConfig
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage
@@ -328,7 +328,7 @@ def test_end_to_end_through_the_request_cache(server: FakeServer, tmp_path: Path
 def test_the_student_cannot_be_scored_through_an_endpoint(server: FakeServer, tmp_path: Path) -> None:
     student = StudentConfig(model="api:echo-model", engine="openai", engine_options={"base_url": server.url})
     with RequestCache(tmp_path / "requests.sqlite") as cache, pytest.raises(PersynError, match="cannot score"):
-        synthesis.learnability(student, [([{"role": "user", "content": "q"}], "a")], cache)
+        rewards.learnability(student, [([{"role": "user", "content": "q"}], "a")], cache)
     with pytest.raises(PersynError, match="run the student on transformers, vllm or ray"):
         engine(server).loglikelihood([ScoreRequest([{"role": "user", "content": "q"}], "a")])
     assert server.bodies == []
