@@ -27,6 +27,7 @@ class PromptsConfig:
     router_size: int
     eval_size: int
     count: int = 0
+    shifted_eval_size: int = 0
     path: str | None = None
     hf: dict[str, str] | None = None
     fields: dict[str, Any] = field(default_factory=lambda: {"prompt": "prompt", "reference": "reference"})
@@ -109,6 +110,7 @@ class RouterConfig:
     lr: float = 0.01
     weight_decay: float = 1e-4
     validation_fraction: float = 0.25
+    refit_on_all: bool = True
     seed: int = 0
 
 

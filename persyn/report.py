@@ -59,17 +59,32 @@ def pct(value: float) -> str:
 
 
 @dataclass
+class Choices:
+    """One router's choice on every prompt of S and its confidence (softmax of its coefficients there)."""
+
+    chosen: np.ndarray
+    confidence: np.ndarray
+
+
+def choices(trained: router.Router, x: np.ndarray) -> Choices:
+    coefficients = trained.coefficients(x).astype(np.float64)
+    probabilities = np.exp(coefficients - coefficients.max(axis=1, keepdims=True))
+    chosen = coefficients.argmax(axis=1)
+    return Choices(chosen, (probabilities / probabilities.sum(axis=1, keepdims=True))[np.arange(len(x)), chosen])
+
+
+@dataclass
 class Routing:
     """The router's view of the router subset S: combined rewards, its choices, their confidence."""
 
     teachers: list[str]
     ids: list[str]
     reward: np.ndarray
-    chosen: np.ndarray
+    chosen: np.ndarray  # the routing router's (refitted on all of S under router.refit_on_all)
     confidence: np.ndarray
-    validation: list[int] | None  # the held-out prompts of metrics/router.json, when reconstructed
-
-
+    fit_on: str  # what the routing router was fit on: "all" of S or its "training" part
+    held_out: Choices  # the fit that metrics/router.json measured, on every prompt of S
+    validation: list[int] | None  # rows of the held-out ids saved with the router; None if they disagree with it
 class Build:
     """One build's artifacts under `root`, each read (and schema-checked) once, on first use."""
 
@@ -98,24 +113,25 @@ class Build:
 
     @cached_property
     def routing(self) -> Routing:
-        trained, _ = router.load(self.path("data/router", "fit_router"))
+        directory = self.path("data/router", "fit_router")
+        trained, meta = router.load(directory)
         scores = [r for t in trained.teachers for r in self.scores[t]]
         ids, quality, learn = router.reward_matrices(scores, trained.teachers, "data/scores")
         reward = router.combined_reward(quality, learn, self.params.router.alpha, self.params.router.normalisation)
         embeddings = read_embeddings(self.path("data/embeddings.parquet", "embed"))
-        coefficients = trained.coefficients(np.stack([embeddings[i] for i in ids])).astype(np.float64)
-        probabilities = np.exp(coefficients - coefficients.max(axis=1, keepdims=True))
-        chosen = coefficients.argmax(axis=1)
-        confidence = (probabilities / probabilities.sum(axis=1, keepdims=True))[np.arange(len(ids)), chosen]
-        return Routing(trained.teachers, ids, reward, chosen, confidence, self.held_out(reward, chosen))
+        x = np.stack([embeddings[i] for i in ids])
+        routed, held = choices(trained, x), choices(router.load(directory, "held_out")[0], x)
+        return Routing(trained.teachers, ids, reward, routed.chosen, routed.confidence, meta["fit_on"], held,
+                       self.held_out(ids, reward, held, meta["held_out_ids"]))
 
-    def held_out(self, reward: np.ndarray, chosen: np.ndarray) -> list[int] | None:
-        """fit_router's validation prompts, redrawn as router.fit draws them; kept only if the router's
-        regret on them equals the one in metrics/router.json, so the label never claims what it is not."""
+    def held_out(self, ids: list[str], reward: np.ndarray, held: Choices, saved: list[str]) -> list[int] | None:
+        """Rows of the held-out ids saved with the router; kept only if the held-out fit's regret on them
+        equals the one in metrics/router.json, so the label never claims what it is not."""
         metrics = self.json("metrics/router.json", "fit_router")
-        validation, _ = router.split(len(reward), self.params.router)
-        regret = (reward.max(axis=1) - reward[np.arange(len(reward)), chosen])[validation]
-        if (metrics["evaluated_on"] == "validation" and len(validation) == metrics["prompts"]
+        row = {prompt: i for i, prompt in enumerate(ids)}
+        validation = sorted(row[i] for i in saved if i in row)
+        regret = (reward.max(axis=1) - reward[np.arange(len(reward)), held.chosen])[validation]
+        if (metrics["evaluated_on"] == "validation" and len(validation) == len(saved) == metrics["prompts"]
                 and np.isclose(regret.mean(), metrics["router"]["regret"])):
             return validation
         return None
@@ -177,9 +193,12 @@ def router_section(build: Build) -> list[Block]:
     best = metrics["best_single"]
     labels = ["router", f"best single ({best['teacher']})", "random"]
     choices = [metrics["router"], best, metrics["random"]]
+    refit = metrics.get("routing_fit", {})
+    routes = (f" The router that routes was then refitted on all {refit['prompts']} prompts of S "
+              "(router.refit_on_all)." if refit.get("on") == "all" and metrics["evaluated_on"] == "validation" else "")
     return [f"On the {metrics['prompts']} {metrics['evaluated_on']} prompts of S (router trained on "
             f"{metrics['train_prompts']}); regret = oracle r − chosen r, top-1 = chose an oracle teacher. "
-            f"Pairwise accuracy {f4(metrics['pairwise_accuracy'])} on {metrics['pairs']} pairs.",
+            f"Pairwise accuracy {f4(metrics['pairwise_accuracy'])} on {metrics['pairs']} pairs.{routes}",
             Figure(svg.bars("router-regret", "Mean regret (lower is better)", labels,
                             {"regret": [c["regret"] for c in choices]}, f4)),
             Figure(svg.bars("router-top1", "Top-1 agreement with the oracle teacher", labels,
@@ -190,18 +209,25 @@ def router_section(build: Build) -> list[Block]:
 
 def calibration(build: Build) -> list[Block]:
     """Confidence of the router's choice (softmax over its coefficients) against how often it was
-    the best teacher by combined reward r, in five equal-width bins from 1/N to 1."""
+    the best teacher by combined reward r, in five equal-width bins from 1/N to 1: the held-out fit on
+    the held-out prompts (out of sample), and apart the routing router on what it was fit on."""
     routing, held = build.routing, build.routing.validation
-    hit = np.isclose(routing.reward[np.arange(len(routing.ids)), routing.chosen], routing.reward.max(axis=1))
+    rows_all = np.arange(len(routing.ids))
+    best = routing.reward.max(axis=1)
     everything = list(range(len(routing.ids)))
-    groups = ({"all router-subset prompts (training + validation)": everything} if held is None else
-              {f"validation (n={len(held)})": held,
-               f"training (n={len(everything) - len(held)})": [i for i in everything if i not in held]})
+    routed = (routing.chosen, routing.confidence)
+    if held is None:
+        groups = {"all router-subset prompts (routing router)": (everything, *routed)}
+    else:
+        rest = everything if routing.fit_on == "all" else [i for i in everything if i not in held]
+        groups = {f"validation (n={len(held)})": (held, routing.held_out.chosen, routing.held_out.confidence),
+                  f"{'all of S' if routing.fit_on == 'all' else 'training'} (n={len(rest)})": (rest, *routed)}
     edges = np.linspace(1 / len(routing.teachers), 1, 6)
     series: dict[str, list[tuple[float, float, str]]] = {}
     rows = []
-    for name, members in groups.items():
-        confidence, correct = routing.confidence[members], hit[members]
+    for name, (members, chosen, confidences) in groups.items():
+        hit = np.isclose(routing.reward[rows_all, chosen], best)
+        confidence, correct = confidences[members], hit[members]
         bins = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, len(edges) - 2)
         series[name] = []
         for b in sorted(set(bins.tolist())):
@@ -209,9 +235,11 @@ def calibration(build: Build) -> list[Block]:
             x, y, n = float(confidence[inside].mean()), float(correct[inside].mean()), int(inside.sum())
             series[name].append((x, y, f"{n} prompts, confidence {x:.2f}, best {y:.2f}"))
             rows.append([name, f"{edges[b]:.2f}–{edges[b + 1]:.2f}", str(n), f4(x), f4(y)])
-    which = ("all router-subset prompts (training + validation): the validation split could not be reconstructed"
-             if held is None else "validation prompts (redrawn from router.seed and router.validation_fraction) "
-             "and, apart, the training prompts")
+    fitted = "all of S" if routing.fit_on == "all" else "the training prompts"
+    which = ("all router-subset prompts, by the routing router: the held-out ids saved with the router do not "
+             "reproduce metrics/router.json" if held is None else
+             "the validation prompts (the held-out ids saved with the router), by the fit that metrics/router.json "
+             f"measured, and apart {fitted}, by the routing router fitted on them (in sample)")
     return [f"Calibration on {which}.",
             Figure(svg.lines("calibration", "Router calibration: confidence of its choice vs how often it was best",
                              series, "predicted confidence", "observed: chosen teacher was best", (0, 1), (0, 1),

@@ -111,12 +111,12 @@ def plant(root: Path) -> dict:
         scores += rows
         answers[t] = {r["id"]: r["response"] for r in sample}
     embeddings = {ids[i]: vectors[i].astype(np.float32) for i in range(40)}
-    trained, router_metrics = router.fit(scores, embeddings, TEACHERS, params.router)
+    fitted = router.fit(scores, embeddings, TEACHERS, params.router)
     (root / "data/router").mkdir(parents=True)
-    router.save(trained, root / "data/router", params.router, 8)
-    write_json(root / "metrics/router.json", router_metrics, "router_metrics")
+    router.save(fitted, root / "data/router", params.router, 8)
+    write_json(root / "metrics/router.json", fitted.metrics, "router_metrics")
 
-    routed = trained.route(vectors[:32].astype(np.float32))
+    routed = fitted.routing.route(vectors[:32].astype(np.float32))
     by_score = {(s["id"], s["teacher"]): s for s in scores}
     records, teachers, spent = [], {}, {}
     for k, t in enumerate(TEACHERS):
@@ -146,7 +146,7 @@ def plant(root: Path) -> dict:
     write_json(root / "metrics/dataset.json", built, "dataset_metrics")
     evaluation = {"trained": {"accuracy": 0.375, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}}
     write_json(root / "metrics/eval.json", evaluation, "eval_metrics")
-    return {"router": router_metrics, "dataset": built, "spent": spent}
+    return {"router": fitted.metrics, "dataset": built, "spent": spent}
 
 
 def render(root: Path, out: Path) -> tuple[str, str]:
@@ -172,8 +172,10 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     best = metrics["best_single"]
     assert f"| best single ({best['teacher']}) | {best['regret']:.4f} | {best['top1']:.4f} |" in markdown
     assert f"| random | {metrics['random']['regret']:.4f} | {metrics['random']['top1']:.4f} |" in markdown
-    assert "Calibration on validation prompts (redrawn from router.seed" in markdown
-    assert f"| validation (n={metrics['prompts']}) |" in section(markdown, "4. Router: regret and calibration")
+    routed = section(markdown, "4. Router: regret and calibration")
+    assert "Calibration on the validation prompts (the held-out ids saved with the router)" in routed
+    assert f"| validation (n={metrics['prompts']}) |" in routed and "| all of S (n=24) |" in routed
+    assert "refitted on all 24 prompts of S" in routed
     cost = section(markdown, "6. Cost")
     for t, (sampled, routed) in planted["spent"].items():
         tokens = [sum(u[key] for u in (sampled, routed)) for key in ("prompt_tokens", "completion_tokens", "cost_usd")]
@@ -183,6 +185,21 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     assert len(rows) == 1 + report.SAMPLES and rows[0] == "| prompt | gemma | qwen | smol |"
     assert page.count('<figure class="plot"') == len(PLOTS) - 2  # no experiments: no sweep plots
     assert render(tmp_path / "ws", tmp_path / "again") == (page, markdown)  # same artifacts, same bytes
+
+
+def test_calibration_reads_the_held_out_ids_saved_with_the_router(tmp_path: Path) -> None:
+    """A changed router.seed would redraw another split: the report still shows the saved one; ids
+    that do not reproduce metrics/router.json are not called held out."""
+    planted = plant(tmp_path / "ws")
+    (tmp_path / "ws/params.toml").write_text(PARAMS.replace("seed = 0\n\n[route]", "seed = 5\n\n[route]"))
+    routed = section(render(tmp_path / "ws", tmp_path / "out")[1], "4. Router: regret and calibration")
+    assert f"| validation (n={planted['router']['prompts']}) |" in routed
+    meta = json.loads((tmp_path / "ws/data/router/router.json").read_text())
+    held = set(meta["held_out_ids"])
+    meta["held_out_ids"] = [f"{i + 1:016x}" for i in range(24) if f"{i + 1:016x}" not in held][:len(held)]
+    write_json(tmp_path / "ws/data/router/router.json", meta, "router_model")
+    routed = section(render(tmp_path / "ws", tmp_path / "again")[1], "4. Router: regret and calibration")
+    assert "do not reproduce metrics/router.json" in routed and "| validation (n=" not in routed
 
 
 def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
