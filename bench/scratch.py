@@ -13,13 +13,16 @@ from persyn.models import cache_root
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scratch_project(prefix: str) -> tuple[Path, Path, dict[str, str]]:
-    """(scratch directory, project clone, environment for running dvc in it)."""
+def scratch_project(prefix: str, share_requests: bool = False) -> tuple[Path, Path, dict[str, str]]:
+    """(scratch directory, project clone, environment for running dvc in it); with `share_requests`
+    the machine's whole request cache is used (answers generated before are not generated again)."""
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
     project = scratch / "project"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
-    (scratch / "cache").mkdir()
-    (scratch / "cache" / "models").symlink_to(cache_root() / "models")
-    env = {**os.environ, "PERSYN_CACHE_DIR": str(scratch / "cache"), "DVC_NO_ANALYTICS": "1",
+    cache = cache_root() if share_requests else scratch / "cache"
+    if not share_requests:
+        cache.mkdir()
+        (cache / "models").symlink_to(cache_root() / "models")
+    env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": str(project)}  # the clone's persyn, not whatever is installed
     return scratch, project, env

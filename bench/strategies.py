@@ -69,15 +69,30 @@ def experiment_name(strategy: str, seed: int) -> str:
     return f"{strategy.replace(':', '-')}-s{seed}"
 
 
-def queue(project: Path, env: dict[str, str], chosen: list[str], seeds: list[int]) -> list[str]:
-    """One queued experiment per (strategy, seed); the names, in queue order."""
-    names = []
-    for strategy in chosen:
+def arms_of(chosen: list[str], variants: list[list[str]]) -> list[tuple[str, list[str]]]:
+    """(label, params overrides) per arm: each strategy sets route.strategy; each `--variant LABEL
+    KEY=VALUE…` sets its keys (route.strategy stays the profile's unless it sets it)."""
+    arms = [(strategy, [f"route.strategy={strategy}"]) for strategy in chosen]
+    for label, *sets in variants:
+        if not sets or any("=" not in s for s in sets):
+            raise SystemExit(f"--variant {label}: give KEY=VALUE overrides after the label")
+        arms.append((label, sets))
+    labels = [label for label, _ in arms]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"arm labels must differ: {labels}")
+    return arms
+
+
+def queue(project: Path, env: dict[str, str], arms: list[tuple[str, list[str]]], seeds: list[int]) -> dict[str, str]:
+    """One queued experiment per (arm, seed); experiment name → arm label, in queue order."""
+    names = {}
+    for label, overrides in arms:
         for seed in seeds:
-            names.append(experiment_name(strategy, seed))
+            name = experiment_name(label, seed)
+            names[name] = label
             # "++": set the key whether or not the profile writes it (hydra's add-or-override)
-            sets = [f"params.toml:++route.strategy={strategy}", *(f"params.toml:++{key}={seed}" for key in SEEDED)]
-            dvc(project, env, "exp", "run", "--queue", "-n", names[-1], *(arg for s in sets for arg in ("-S", s)))
+            sets = [f"params.toml:++{o}" for o in overrides] + [f"params.toml:++{key}={seed}" for key in SEEDED]
+            dvc(project, env, "exp", "run", "--queue", "-n", name, *(arg for s in sets for arg in ("-S", s)))
     return names
 
 
@@ -137,14 +152,14 @@ def parse_show(shown: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, An
     return found
 
 
-def collect(project: Path, env: dict[str, str], names: list[str]) -> list[Run]:
-    """The named experiments with their metrics and per-prompt predictions."""
+def collect(project: Path, env: dict[str, str], names: dict[str, str]) -> list[Run]:
+    """The named experiments (name → arm label) with their metrics and per-prompt predictions."""
     shown = {name: (rev, flat) for name, rev, flat in parse_show(json.loads(dvc(project, env, "exp", "show", "--json")))}
     runs = []
     for name in names:
         rev, flat = shown[name]
         trained, untrained = scores(project, rev)
-        runs.append(Run(name, rev, flat["params.toml.route.strategy"], int(flat["params.toml.train.seed"]),
+        runs.append(Run(name, rev, names[name], int(flat["params.toml.train.seed"]),
                         flat, trained, untrained))
     return runs
 
@@ -162,11 +177,12 @@ def interval(value: stats.Interval, signed: bool = False) -> str:
 
 def mean_of(runs: list[Run], key: str) -> float | None:
     values = [r.metrics.get(key) for r in runs]
-    return None if any(v is None for v in values) else float(np.mean(values))
+    return None if any(not isinstance(v, (int, float)) for v in values) else float(np.mean(values))
 
 
-def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES) -> str:
-    """The markdown comparison: one row per strategy (and the untrained student), then the router."""
+def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES, extra: tuple[str, ...] = ()) -> str:
+    """The markdown comparison: one row per arm (and the untrained student), then the router; `extra`
+    metrics (flattened keys, "metrics/dataset.json.fallback.total.recovered") add columns, mean over seeds."""
     by_strategy: dict[str, list[Run]] = {}
     for run in runs:
         by_strategy.setdefault(run.strategy, []).append(run)
@@ -178,15 +194,17 @@ def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RES
         raise ValueError(f"strategies ran with different seeds: {seeds}")
     base = matrix(by_strategy[reference], ids) if reference in by_strategy else None
     lines = [f"| strategy | seeds | eval accuracy [95% CI] | Δ vs {reference} [95% CI] | p | generations used | "
-             "teacher shares |", "|---|---|---|---|---|---|---|"]
+             "teacher shares |" + "".join(f" {key.split('.json.')[-1]} |" for key in extra),
+             "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
 
     def row(label: str, scores: np.ndarray, group: list[Run], shares: str, used: str) -> None:
         versus, p = "–", "–"
         if base is not None and label != reference:
             difference = stats.paired(scores, base, resamples)
             versus, p = interval(difference.difference, signed=True), f"{difference.p_value:.2g}"
+        means = [mean_of(group, key) if shares != "–" else None for key in extra]
         lines.append(f"| {label} | {len(group)} | {interval(stats.mean_ci(scores, resamples))} | {versus} | {p} "
-                     f"| {used} | {shares} |")
+                     f"| {used} | {shares} |" + "".join(" – |" if m is None else f" {m:.4g} |" for m in means))
 
     first = next(iter(by_strategy.values()))
     row("untrained student", matrix(first, ids, untrained=True), first, "–", "–")
@@ -251,21 +269,31 @@ def main() -> None:
     parser.add_argument("--params", type=Path, help="a params profile to build with (default: the repository's params.toml)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", help="default: persyn strongest random mix car fixed:<each teacher> oracle")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="LABEL KEY=VALUE",
+                        help="an extra arm: a label, then params overrides (route.fallback=1); repeatable")
+    parser.add_argument("--reference", help="the arm every other is compared with (default: the first)")
+    parser.add_argument("--shared-cache", action="store_true",
+                        help="reuse this machine's request cache (answers already generated are not timed again)")
+    parser.add_argument("--show", nargs="+", default=[], metavar="KEY",
+                        help="extra metric columns, flattened: metrics/dataset.json.fallback.total.recovered")
     parser.add_argument("--jobs", type=int, default=1, help="queue workers (1 on a small machine: stages are CPU-bound)")
     args = parser.parse_args()
-    scratch, project, env = scratch_project("persyn-strategies-")
+    scratch, project, env = scratch_project("persyn-strategies-", share_requests=args.shared_cache)
     if args.params:
         shutil.copy(args.params, project / "params.toml")
-    chosen = args.strategies or strategies(list(config.load(project / "params.toml").teachers))
+    chosen = args.strategies if args.strategies is not None else [] if args.variant else \
+        strategies(list(config.load(project / "params.toml").teachers))
+    arms = arms_of(chosen, args.variant)
     cold = build_baseline(project, env)
-    names = queue(project, env, chosen, args.seeds)
-    wall = run_queue(project, env, names, args.jobs)
+    names = queue(project, env, arms, args.seeds)
+    wall = run_queue(project, env, list(names), args.jobs)
     runs = collect(project, env, names)
     (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     print(f"cold baseline build {cold:.0f} s; {len(names)} experiments {wall:.0f} s (--jobs {args.jobs}); "
           f"scratch {scratch}\n")
-    print(table(runs))
-    print(power_note(runs))
+    reference = args.reference or arms[0][0]
+    print(table(runs, reference, extra=tuple(args.show)))
+    print(power_note(runs, reference))
 
 
 if __name__ == "__main__":

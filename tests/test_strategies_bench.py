@@ -57,6 +57,23 @@ def test_table_refuses_unpaired_runs() -> None:
         bench.table([planted("persyn", 0, [1, 0]), planted("random", 0, [1, 0, 1])], resamples=10)
 
 
+def test_arms_from_strategies_and_variants() -> None:
+    arms = bench.arms_of(["persyn", "fixed:a"], [["budget-80", "route.budget.amount=10", "route.budget.unit=tokens"]])
+    assert arms == [("persyn", ["route.strategy=persyn"]), ("fixed:a", ["route.strategy=fixed:a"]),
+                    ("budget-80", ["route.budget.amount=10", "route.budget.unit=tokens"])]
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        bench.arms_of([], [["no-overrides"]])
+    with pytest.raises(SystemExit, match="must differ"):
+        bench.arms_of(["persyn"], [["persyn", "route.fallback=1"]])
+
+
+def test_extra_columns_are_means_over_seeds() -> None:
+    runs = [planted("persyn", s, [1, 0]) for s in (0, 1)]
+    runs[0].metrics["metrics/dataset.json.records"], runs[1].metrics["metrics/dataset.json.records"] = 10, 13
+    lines = bench.table(runs, resamples=10, extra=("metrics/dataset.json.records",)).splitlines()
+    assert lines[0].endswith(" | records |") and lines[3].endswith(" | 11.5 |") and lines[2].endswith(" | – |")
+
+
 def test_default_strategies_cover_every_teacher() -> None:
     assert bench.strategies(["smol", "qwen"]) == ["persyn", "strongest", "random", "mix", "car", "fixed:qwen",
                                                   "fixed:smol", "oracle"]
@@ -67,19 +84,21 @@ def test_queue_two_strategies_two_seeds(tiny_models: dict[str, Path], tmp_path: 
     project = make_project(tmp_path / "project", tmp_path / "cache", params_toml(INSIDE),
                            {name: tiny_models[name] for name in INSIDE})
     bench.build_baseline(project.path, project.env)
-    names = bench.queue(project.path, project.env, ["persyn", "strongest"], [0, 1])
-    assert names == ["persyn-s0", "persyn-s1", "strongest-s0", "strongest-s1"]
+    arms = bench.arms_of(["persyn"], [["fallback-1", "route.fallback=1"]])
+    names = bench.queue(project.path, project.env, arms, [0, 1])
+    assert list(names) == ["persyn-s0", "persyn-s1", "fallback-1-s0", "fallback-1-s1"]
     assert set(bench.states(project.path, project.env)) >= set(names)  # queued, visible to dvc exp show
-    bench.run_queue(project.path, project.env, names, jobs=1)
+    bench.run_queue(project.path, project.env, list(names), jobs=1)
     runs = bench.collect(project.path, project.env, names)
-    assert [(r.strategy, r.seed) for r in runs] == [("persyn", 0), ("persyn", 1), ("strongest", 0), ("strongest", 1)]
+    assert [(r.strategy, r.seed) for r in runs] == [("persyn", 0), ("persyn", 1), ("fallback-1", 0), ("fallback-1", 1)]
     for run in runs:  # each row is the experiment's own evaluation: its predictions agree with its metrics
         assert len(run.trained) == 4 and np.mean(list(run.trained.values())) == pytest.approx(
             run.metrics["metrics/eval.json.trained.accuracy"])
         assert run.metrics["params.toml.route.seed"] == run.seed
-    shares = [r.metrics[f"metrics/dataset.json.teachers.{t}.share"] for r in runs[2:] for t in ("a", "base")]
-    assert sorted(shares) == [0.0, 0.0, 1.0, 1.0]  # strongest: one teacher answers everything
-    text = bench.table(runs, resamples=200)
-    assert text.splitlines()[3].startswith("| persyn | 2 | ") and text.splitlines()[4].startswith("| strongest | 2 | ")
+    assert [r.metrics["params.toml.route.fallback"] for r in runs] == [0, 0, 1, 1]  # the variant's override
+    assert all(r.metrics["metrics/dataset.json.fallback.attempts"] == 2 for r in runs[2:])
+    text = bench.table(runs, resamples=200, extra=("metrics/dataset.json.fallback.attempts",))
+    assert text.splitlines()[3].startswith("| persyn | 2 | ") and text.splitlines()[4].startswith("| fallback-1 | 2 | ")
+    assert text.splitlines()[4].endswith(" | 2 |") and text.splitlines()[3].endswith(" | – |")
     assert "| router |" in text
-    assert "| strongest | " in bench.power_note(runs)
+    assert "| fallback-1 | " in bench.power_note(runs)
