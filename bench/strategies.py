@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this
 
 from persyn import config, stats  # noqa: E402
 from persyn.io import read_parquet  # noqa: E402
-from persyn.release import flatten  # noqa: E402
+from persyn.revisions import flatten  # noqa: E402
 
 SEEDED = ("train.seed", "route.seed")
 POLL_S = 5.0

@@ -42,6 +42,20 @@ def check(args: argparse.Namespace) -> None:
           f"alpha {params.router.alpha}; strategy {params.route.strategy}; {source}")
 
 
+def params_command(args: argparse.Namespace) -> None:
+    """The parameter reference (docs/params.md): every key's type, default, range and description from
+    the schema, beside what the params file sets (the file must be valid)."""
+    from persyn import paramdoc
+
+    raw = config.read(args.params)
+    config.parse(raw, args.params)
+    page = paramdoc.markdown(raw)
+    print(page, end="")
+    if args.markdown:
+        with io.atomic_path(args.markdown) as scratch:
+            scratch.write_text(page, encoding="utf-8")
+
+
 def prepare(args: argparse.Namespace) -> None:
     """Resolve every configured model once (packaged GGUFs are converted to float32 here), then let
     each role's engine build what it needs (CTranslate2 converts once per compute type)."""
@@ -142,7 +156,7 @@ def diff_command(args: argparse.Namespace) -> None:
 def report_command(args: argparse.Namespace) -> None:
     from persyn import report
 
-    page = report.report(Path("."), args.rev, Path(args.out))
+    page = report.report(Path("."), args.rev, Path(args.out), args.strategies)
     print(f"wrote {page} and {page.parent / 'report.md'}")
 
 
@@ -152,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.toml")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="validate params.toml").set_defaults(run=check)
+    reference = commands.add_parser("params", help="every params.toml key: type, default, range, description (markdown)")
+    reference.add_argument("--markdown", metavar="FILE", help="also write it to FILE (docs/params.md)")
+    reference.set_defaults(run=params_command)
     commands.add_parser("models", help="resolve (and convert once) every configured model").set_defaults(run=prepare)
     cache = commands.add_parser("cache", help="request cache: stats | gc | verify")
     cache.add_argument("action", choices=["stats", "gc", "verify"])
@@ -177,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     page = commands.add_parser("report", help="an HTML page and markdown about a build, revision or experiment")
     page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")
     page.add_argument("--out", default="report", help="folder for index.html and report.md (default: report/)")
+    page.add_argument("--strategies", type=Path, metavar="FILE",
+                      help="a strategy comparison to chart (JSON, as schemas/strategy_results.schema.json describes)")
     page.set_defaults(run=report_command)
     return parser
 

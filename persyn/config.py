@@ -1,36 +1,143 @@
-"""params.toml → typed, validated configuration.
+"""params.toml → typed, validated configuration, with schemas/params.schema.json as the one source
+of every key's type, range, default and description.
 
-The file is checked against schemas/params.schema.json first (unknown keys, types, ranges), then
-turned into frozen dataclasses; any problem is one PersynError naming the key.
+The file is checked against the schema first (unknown keys, types, ranges), then turned into frozen
+dataclasses whose defaults are read from the schema; any problem is one PersynError naming the key.
+A table class declares only its fields' names and Python types: importing this module fails if a
+schema key has no field, a field has no key, or a field's type disagrees with the schema, so the
+classes cannot drift from the schema (docs/params.md is generated from it too: persyn/paramdoc.py).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import sys
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from persyn.errors import PersynError
-from persyn.schemas import check
+from persyn.schemas import check, resolved, validator
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+SCHEMA = validator("params").schema
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", tuple: "array", dict: "object"}
+T = TypeVar("T")
 
-@dataclass(frozen=True)
+
+def schema_node(*path: str) -> dict[str, Any]:
+    """The params schema of the table at `path`; "*" steps into each named table of a map (teachers)."""
+    node = SCHEMA
+    for part in path:
+        node = resolved(node["additionalProperties"] if part == "*" else node["properties"][part], SCHEMA)
+    return node
+
+
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """A field annotation without its `| None`, and whether it had one."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return inner, True
+    return hint, False
+
+
+def _origin(hint: Any) -> Any:
+    """The class an annotation stands for: tuple for tuple[str, ...], the class itself for a class."""
+    base = _unwrap(hint)[0]
+    return typing.get_origin(base) or base
+
+
+def _schema_type(spec: dict[str, Any]) -> str:
+    """The JSON type a key's schema allows ("any" where it allows several)."""
+    if "type" in spec:
+        return spec["type"]
+    enum = spec.get("enum", [None])
+    return "string" if all(isinstance(value, str) for value in enum) else "any"
+
+
+def _value(hint: Any, value: Any) -> Any:
+    """A validated TOML value as its field holds it: arrays become tuples, sub-tables their class."""
+    origin = _origin(hint)
+    if origin is tuple:
+        return tuple(value)
+    if dataclasses.is_dataclass(origin) and isinstance(value, dict):
+        return build(origin, value)
+    return value
+
+
+def _check_field(cls: type, name: str, hint: Any, spec: dict[str, Any], required: bool, where: str) -> None:
+    """The annotation must say what the schema says: the same JSON type, and `| None` exactly where
+    the key is optional without a default."""
+    origin = _origin(hint)
+    annotated = "object" if dataclasses.is_dataclass(origin) else JSON_TYPES.get(origin, "any")
+    wanted = _schema_type(spec)
+    agree = annotated == wanted or "any" in (annotated, wanted)
+    if not agree or _unwrap(hint)[1] != (not required and "default" not in spec):
+        raise TypeError(f"{cls.__name__}.{name}: annotated {hint}, but the schema's {where}.{name} is "
+                        f"{'required ' if required else ''}{wanted}{' with a default' if 'default' in spec else ''}")
+
+
+def table(*path: str, derived: tuple[str, ...] = (), inline: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
+    """Make the class a frozen dataclass of the params table at `path`, one field per key, each
+    defaulting to the schema's default (an optional key without one: None). `derived` fields are
+    not keys (a teacher's name); an `inline` field is a table class whose keys sit in this table
+    (a teacher's sampling keys). A key without a field, a field without a key or a type that
+    disagrees with the schema is a TypeError at import."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        node, where = schema_node(*path), ".".join(path)
+        keys, hints = node["properties"], typing.get_type_hints(cls)
+        own = [name for name in hints if name not in derived + inline]
+        inlined = {key for name in inline for key in hints[name].__dataclass_fields__}
+        unused = sorted(set(keys) - set(own) - inlined)
+        if unused:
+            raise TypeError(f"params schema: {where}.{unused[0]} is a key with no field in {cls.__name__}")
+        for name in own:
+            if name not in keys:
+                raise TypeError(f"{cls.__name__}.{name} is a field with no key {where}.{name} in the params schema")
+            spec = resolved(keys[name], SCHEMA)
+            _check_field(cls, name, hints[name], spec, name in node.get("required", ()), where)
+            if "default" in spec:
+                default = _value(hints[name], spec["default"])
+                mutable = isinstance(default, (dict, list))
+                setattr(cls, name, dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d)) if mutable else default)
+            elif _unwrap(hints[name])[1]:
+                setattr(cls, name, None)
+        return dataclass(frozen=True)(cls)
+
+    return wrap
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def build(cls: type[T], mapping: dict[str, Any], **derived: Any) -> T:
+    """The typed table from its validated params mapping; absent keys take the schema's defaults."""
+    hints = _hints(cls)
+    return cls(**{key: _value(hints[key], value) for key, value in mapping.items()}, **derived)
+
+
+@table("prompts")
 class PromptsConfig:
     source: str
     seed: int
     router_size: int
     eval_size: int
-    count: int = 0
-    shifted_eval_size: int = 0
-    path: str | None = None
-    hf: dict[str, str] | None = None
-    fields: dict[str, Any] = field(default_factory=lambda: {"prompt": "prompt", "reference": "reference"})
+    count: int
+    shifted_eval_size: int
+    path: str | None
+    hf: dict[str, str] | None
+    fields: dict[str, Any]
 
     def __post_init__(self) -> None:
         if self.source in ("jsonl", "parquet") and not self.path:
@@ -44,77 +151,77 @@ class PromptsConfig:
             )
 
 
-@dataclass(frozen=True)
+@table("embed")
 class EmbedConfig:
     model: str
-    batch_size: int = 64
-    max_length: int = 128
-    device: str = "cpu"
+    batch_size: int
+    max_length: int
+    device: str
 
 
-@dataclass(frozen=True)
+@table("generation")
 class SamplingConfig:
     """How one teacher generates; the [generation] table gives the defaults."""
 
-    engine: str = "transformers"
-    device: str = "cpu"
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-    batch_size: int = 16
-    seed: int = 0
-    engine_options: dict[str, Any] = field(default_factory=dict)
+    engine: str
+    device: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: tuple[str, ...]
+    batch_size: int
+    seed: int
+    engine_options: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@table("teachers", "*", derived=("name",), inline=("sampling",))
 class TeacherConfig:
     name: str
     model: str
     sampling: SamplingConfig
-    system_prompt: str | None = None
-    prompt_template: str | None = None
-    max_share: float | None = None
-    max_prompts: int | None = None
+    system_prompt: str | None
+    prompt_template: str | None
+    max_share: float | None
+    max_prompts: int | None
 
 
-@dataclass(frozen=True)
+@table("student")
 class StudentConfig:
     model: str
-    engine: str = "transformers"
-    device: str = "cpu"
-    batch_size: int = 16
-    max_length: int = 1024
-    engine_options: dict[str, Any] = field(default_factory=dict)
+    engine: str
+    device: str
+    batch_size: int
+    max_length: int
+    engine_options: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@table("quality")
 class QualityConfig:
     kind: str
-    reward_model: str | None = None
-    engine: str = "transformers"
-    device: str = "cpu"
-    batch_size: int = 8
-    max_length: int = 1024
-    engine_options: dict[str, Any] = field(default_factory=dict)
+    reward_model: str | None
+    engine: str
+    device: str
+    batch_size: int
+    max_length: int
+    engine_options: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@table("router")
 class RouterConfig:
     alpha: float
-    normalisation: str = "zscore"
-    tie_margin: float = 0.1
-    head: str = "linear"
-    hidden: int = 64
-    epochs: int = 300
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    validation_fraction: float = 0.25
-    refit_on_all: bool = True
-    seed: int = 0
+    normalisation: str
+    tie_margin: float
+    head: str
+    hidden: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    validation_fraction: float
+    refit_on_all: bool
+    seed: int
 
 
-@dataclass(frozen=True)
+@table("route", "budget")
 class Budget:
     """A bound on the teachers' spend on routed pool prompts, in USD or completion tokens."""
 
@@ -122,50 +229,52 @@ class Budget:
     unit: str
 
 
-@dataclass(frozen=True)
+@table("route")
 class RouteConfig:
-    strategy: str = "persyn"
-    seed: int = 0
-    mix_ratio: float = 0.5
-    car_beta: float = 1.0
-    fallback: int = 0
-    budget: Budget | None = None
+    strategy: str
+    seed: int
+    mix_ratio: float
+    car_beta: float
+    fallback: int
+    budget: Budget | None
 
 
-@dataclass(frozen=True)
+@table("train")
 class TrainConfig:
-    epochs: float = 1.0
-    lr: float = 5e-5
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 512
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    seed: int = 0
-    lora_r: int = 0
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
+    epochs: float
+    lr: float
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    warmup_ratio: float
+    weight_decay: float
+    seed: int
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
 
 
-@dataclass(frozen=True)
+@table("eval")
 class EvalConfig:
-    max_tokens: int = 256
-    batch_size: int = 16
-    lm_eval_tasks: tuple[str, ...] = ()
-    lm_eval_limit: int = 0
+    max_tokens: int
+    batch_size: int
+    lm_eval_tasks: tuple[str, ...]
+    lm_eval_limit: int
 
 
-@dataclass(frozen=True)
+@table("assemble")
 class AssembleConfig:
-    name: str = "persyn-dataset"
-    shard_size: int = 5000
-    license: str = "other"
-    drop_truncated: bool = True
-    unverified: str = "keep"
+    name: str
+    shard_size: int
+    license: str
+    drop_truncated: bool
+    unverified: str
 
 
 @dataclass(frozen=True)
 class Params:
+    """The whole file; [generation] is folded into each teacher's sampling."""
+
     prompts: PromptsConfig
     embed: EmbedConfig
     teachers: dict[str, TeacherConfig]
@@ -185,22 +294,19 @@ class Params:
         return self.teachers[name]
 
 
-def _teacher(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> TeacherConfig:
-    """[generation] values under the teacher's own; engine options are inherited only by a teacher
-    on the default engine (another engine's options would not apply)."""
-    sampling = {**defaults, **{k: v for k, v in table.items() if k in SamplingConfig.__dataclass_fields__}}
-    sampling["stop"] = tuple(sampling.get("stop", ()))
-    if sampling.get("engine", "transformers") == defaults.get("engine", "transformers"):
-        sampling["engine_options"] = {**defaults.get("engine_options", {}), **table.get("engine_options", {})}
-    return TeacherConfig(
-        name=name,
-        model=table["model"],
-        sampling=SamplingConfig(**sampling),
-        system_prompt=table.get("system_prompt"),
-        prompt_template=table.get("prompt_template"),
-        max_share=table.get("max_share"),
-        max_prompts=table.get("max_prompts"),
-    )
+SAMPLING_KEYS = frozenset(SamplingConfig.__dataclass_fields__)
+
+
+def _teacher(name: str, mapping: dict[str, Any], generation: SamplingConfig) -> TeacherConfig:
+    """The teacher's own keys, and its sampling keys over [generation]'s; engine options are inherited
+    only by a teacher on [generation]'s engine (another engine's options would not apply)."""
+    tuned = {key: value for key, value in mapping.items() if key in SAMPLING_KEYS}
+    options = tuned.get("engine_options", {})
+    same_engine = tuned.get("engine", generation.engine) == generation.engine
+    tuned["engine_options"] = {**generation.engine_options, **options} if same_engine else options
+    own = {key: value for key, value in mapping.items() if key not in SAMPLING_KEYS}
+    return build(TeacherConfig, own, name=name, sampling=replace(generation, **{
+        key: _value(_hints(SamplingConfig)[key], value) for key, value in tuned.items()}))
 
 
 def _check_combinations(params: Params) -> None:
@@ -223,33 +329,34 @@ def _check_combinations(params: Params) -> None:
 def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
     """Validate a parsed params mapping and build the typed configuration."""
     check(raw, "params", source)
-    defaults = raw.get("generation", {})
-    route = dict(raw["route"])
-    if "budget" in route:
-        route["budget"] = Budget(**route["budget"])
+    generation = build(SamplingConfig, raw["generation"])
     params = Params(
-        prompts=PromptsConfig(**raw["prompts"]),
-        embed=EmbedConfig(**raw["embed"]),
-        teachers={name: _teacher(name, table, defaults) for name, table in sorted(raw["teachers"].items())},
-        student=StudentConfig(**raw["student"]),
-        quality=QualityConfig(**raw["quality"]),
-        router=RouterConfig(**raw["router"]),
-        route=RouteConfig(**route),
-        assemble=AssembleConfig(**raw["assemble"]),
-        train=TrainConfig(**raw["train"]),
-        eval=EvalConfig(**{**raw["eval"], "lm_eval_tasks": tuple(raw["eval"].get("lm_eval_tasks", ()))}),
+        prompts=build(PromptsConfig, raw["prompts"]),
+        embed=build(EmbedConfig, raw["embed"]),
+        teachers={name: _teacher(name, table, generation) for name, table in sorted(raw["teachers"].items())},
+        student=build(StudentConfig, raw["student"]),
+        quality=build(QualityConfig, raw["quality"]),
+        router=build(RouterConfig, raw["router"]),
+        route=build(RouteConfig, raw["route"]),
+        assemble=build(AssembleConfig, raw["assemble"]),
+        train=build(TrainConfig, raw["train"]),
+        eval=build(EvalConfig, raw["eval"]),
     )
     _check_combinations(params)
     return params
 
 
-def load(path: str | Path = "params.toml") -> Params:
-    """Read and validate params.toml; every stage calls this before any work."""
+def read(path: str | Path) -> dict[str, Any]:
+    """The params file as parsed TOML, not yet validated."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PersynError(f"{path}: file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise PersynError(f"{path}: not valid TOML: {error}") from None
-    return parse(raw, str(path))
+
+
+def load(path: str | Path = "params.toml") -> Params:
+    """Read and validate params.toml; every stage calls this before any work."""
+    return parse(read(path), str(path))

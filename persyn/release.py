@@ -1,8 +1,8 @@
-"""Versioned dataset releases and diffs between revisions: the DVC- and git-facing layer.
+"""Versioned dataset releases, and what changed between two revisions.
 
-The pipeline library (config … dataset) knows nothing of DVC; this module is where persyn meets
-the repository: it reads revisions through dvc.api, and releases with git tags (GTO convention
-`<name>@v<version>`) and DVC's `artifacts:` section.
+A release is a git tag (GTO convention `<name>@v<version>`), a DVC-tracked copy of the dataset
+with its card and provenance, and an entry in dvc.yaml's `artifacts:` section. Revisions are read
+through persyn.revisions, the one module that talks to git and DVC for release, diff and report.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import io as bytes_io
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import yaml
 
 from persyn import config as config_module
@@ -24,16 +22,9 @@ from persyn import dataset
 from persyn.config import tomllib
 from persyn.errors import PersynError
 from persyn.io import atomic_directory, write_json
+from persyn.revisions import METRICS, commit_of, flatten, read_revision, run
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-METRICS = ("router", "dataset", "train", "eval")
-
-
-def run(command: list[str], cwd: Path) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PersynError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()[:400]}")
-    return result.stdout
 
 
 def size_category(records: int) -> str:
@@ -131,7 +122,7 @@ def release(version: str, repo: Path = Path(".")) -> Path:
         "name": name,
         "version": version,
         "tag": tag,
-        "git_commit": run(["git", "rev-parse", "HEAD"], repo).strip(),
+        "git_commit": commit_of(repo),
         "dvc_lock_sha256": sha256_bytes(lock),
         "teachers": {r["teacher"]: r["model"] for r in sorted(records, key=lambda r: r["id"])},
         "student": params.student.model,
@@ -170,39 +161,6 @@ def record_artifact(dvc_yaml: Path, name: str, path: str, description: str) -> N
     stream = bytes_io.StringIO()
     document.dump(data, stream)
     dvc_yaml.write_text(stream.getvalue())
-
-
-def resolve_revision(repo: Path, rev: str) -> str:
-    """A git revision, or the name of a DVC experiment."""
-    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
-                      capture_output=True).returncode == 0:
-        return rev
-    refs = run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], repo).split()
-    matches = [ref for ref in refs if ref.rsplit("/", 1)[-1] == rev]
-    if not matches:
-        raise PersynError(f"diff: '{rev}' is neither a git revision nor a DVC experiment")
-    return matches[0]
-
-
-def read_revision(repo: Path, rev: str) -> dict[str, Any]:
-    """params, metrics and dataset records as they were at a revision."""
-    from dvc.api import DVCFileSystem
-
-    fs = DVCFileSystem(str(repo), rev=resolve_revision(repo, rev))
-    params = tomllib.loads(fs.read_text("params.toml"))
-    metrics = {m: json.loads(fs.read_text(f"metrics/{m}.json")) for m in METRICS if fs.exists(f"metrics/{m}.json")}
-    try:
-        shards = sorted(p for p in fs.ls("data/dataset", detail=False) if p.rsplit("/", 1)[-1].startswith("train-"))
-        records = [r for shard in shards for r in pl.read_parquet(bytes_io.BytesIO(fs.read_bytes(shard))).to_dicts()]
-    except FileNotFoundError:
-        raise PersynError(f"diff: {rev} has no data/dataset in the DVC cache (dvc pull, or build it)") from None
-    return {"params": params, "metrics": metrics, "records": records}
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        return {k: v for key, value in data.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): data}
 
 
 def diff(repo: Path, rev_a: str, rev_b: str) -> dict[str, Any]:

@@ -22,6 +22,17 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+def resolved(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """A schema node as a reader sees it: a local "$ref" merged in, the node's own keywords winning
+    (a key may reuse a shared definition and give its own default or description)."""
+    if "$ref" not in node:
+        return node
+    target = root
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return {**resolved(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
 def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     """The dotted key an error is about, and a short message."""
     path = ".".join(str(part) for part in error.absolute_path)
@@ -34,10 +45,10 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         return (f"{path}.{missing}" if path else missing), "missing"
     if "propertyNames" in error.schema_path:
         return f"{path}.{error.instance}", f"name must match {error.schema.get('pattern')}"
-    if error.validator == "not" and path.startswith("teachers."):
-        return path, "give either system_prompt (chat) or prompt_template (completion), not both"
-    if error.validator == "pattern" and "description" in error.schema:
-        return path, f"{error.instance!r}: expected {error.schema['description']}"
+    if error.validator == "not" and "x-error" in error.validator_value:
+        return path, error.validator_value["x-error"]
+    if error.validator == "pattern" and "x-expected" in error.schema:
+        return path, f"{error.instance!r}: expected {error.schema['x-expected']}"
     return path or "(top level)", error.message
 
 

@@ -1,11 +1,14 @@
 import copy
+import dataclasses
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from persyn import config
 from persyn.config import tomllib
 from persyn.errors import PersynError
+from persyn.schemas import resolved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,3 +71,93 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         config.load(tmp_path / "params.toml")
     with pytest.raises(PersynError, match="file not found"):
         config.load(tmp_path / "missing.toml")
+
+
+def schema_keys(node: dict, prefix: str = ""):
+    """(dotted key, resolved schema) of every key the params schema declares, named tables as '*'."""
+    node = resolved(node, config.SCHEMA)
+    for name, child in node.get("properties", {}).items():
+        yield f"{prefix}{name}", resolved(child, config.SCHEMA)
+        yield from schema_keys(child, f"{prefix}{name}.")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from schema_keys(node["additionalProperties"], f"{prefix}*.")
+
+
+def test_every_key_has_a_description_and_a_valid_default() -> None:
+    """docs/params.md and the dataclass defaults are read from these: a key without a description
+    or with a default its own schema refuses fails here, not in a user's build."""
+    keys = list(schema_keys(config.SCHEMA))
+    assert len(keys) > 90
+    for key, spec in keys:
+        assert spec.get("description"), f"{key}: no description"
+        if "default" in spec:
+            errors = list(jsonschema.Draft202012Validator(spec).iter_errors(spec["default"]))
+            assert not errors, f"{key}: default {spec['default']!r}: {errors[0].message}"
+
+
+def minimal(raw: dict) -> dict:
+    """Only the keys the schema requires (and the teachers' models)."""
+    tables = {name: {k: v for k, v in raw[name].items() if k in config.schema_node(name).get("required", ())}
+              for name in raw if name != "teachers"}
+    return {**tables, "teachers": {name: {"model": t["model"]} for name, t in raw["teachers"].items()}}
+
+
+def test_absent_keys_take_the_schema_defaults(raw: dict) -> None:
+    raw = minimal(raw)
+    raw["prompts"]["count"] = 100  # the built-in generator needs more prompts than S and the eval set
+    params = config.parse(raw)
+    generation = config.schema_node("generation")["properties"]
+    assert params.teachers["qwen"].sampling == config.SamplingConfig()
+    assert params.teachers["qwen"].sampling.max_tokens == generation["max_tokens"]["default"] == 256
+    assert params.teachers["qwen"].sampling.stop == () and params.teachers["qwen"].system_prompt is None
+    assert params.route == config.RouteConfig() and params.route.budget is None
+    assert params.train == config.TrainConfig() and params.eval == config.EvalConfig()
+    assert params.assemble == config.AssembleConfig() and params.assemble.drop_truncated is True
+    assert params.prompts.fields == {"prompt": "prompt", "reference": "reference"}
+    assert params.router == config.RouterConfig(alpha=raw["router"]["alpha"])
+
+
+def test_every_table_reaches_params() -> None:
+    """A table the schema accepts but Params has no field for would be read by no stage."""
+    assert set(config.SCHEMA["properties"]) == {f.name for f in dataclasses.fields(config.Params)} | {"generation"}
+
+
+def test_every_teacher_key_is_used(raw: dict) -> None:
+    table = {"model": "local:/m", "prompt_template": "Q: {prompt}", "max_share": 0.5, "max_prompts": 9,
+             "engine": "openai", "device": "cuda", "temperature": 0.7, "top_p": 0.9, "max_tokens": 7,
+             "stop": ["\n"], "batch_size": 3, "seed": 5, "engine_options": {"base_url": "http://x"}}
+    assert set(table) | {"system_prompt"} == set(config.schema_node("teachers", "*")["properties"])
+    assert config.parse(raw).teacher("smol").system_prompt == raw["teachers"]["smol"]["system_prompt"]
+    raw["teachers"]["qwen"] = table
+    teacher = config.parse(raw).teacher("qwen")
+    assert (teacher.model, teacher.prompt_template, teacher.max_share, teacher.max_prompts) == ("local:/m", "Q: {prompt}", 0.5, 9)
+    assert teacher.sampling == config.SamplingConfig("openai", "cuda", 0.7, 0.9, 7, ("\n",), 3, 5, {"base_url": "http://x"})
+
+
+def test_engine_options_are_inherited_only_on_the_same_engine(raw: dict) -> None:
+    raw["generation"]["engine_options"] = {"compute_type": "int8"}
+    raw["teachers"]["qwen"]["engine_options"] = {"inter_threads": 2}
+    raw["teachers"]["smol"]["engine"] = "transformers"
+    teachers = config.parse(raw).teachers
+    assert teachers["qwen"].sampling.engine_options == {"compute_type": "int8", "inter_threads": 2}
+    assert teachers["smol"].sampling.engine_options == {}
+    assert teachers["gemma"].sampling.engine_options == {"compute_type": "int8"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({f.name: f.type for f in dataclasses.fields(config.RouterConfig) if f.name != "seed"},
+         "params schema: router.seed is a key with no field in Drifted"),
+        ({**{f.name: f.type for f in dataclasses.fields(config.RouterConfig)}, "beta": float},
+         "Drifted.beta is a field with no key router.beta"),
+        ({**{f.name: f.type for f in dataclasses.fields(config.RouterConfig)}, "epochs": str},
+         "Drifted.epochs: annotated <class 'str'>, but the schema's router.epochs is integer with a default"),
+        ({**{f.name: f.type for f in dataclasses.fields(config.RouterConfig)}, "alpha": "float | None"},
+         "Drifted.alpha: annotated float | None, but the schema's router.alpha is required number"),
+    ],
+)
+def test_a_table_class_that_drifts_from_the_schema_fails_at_import(body: dict, expected: str) -> None:
+    with pytest.raises(TypeError) as caught:
+        config.table("router")(type("Drifted", (), {"__annotations__": body, "__module__": config.__name__}))
+    assert expected in str(caught.value)

@@ -10,18 +10,23 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 
-from persyn import cli, config, dataset, report, router
-from persyn.io import write_json, write_parquet
+from persyn import cli, config, dataset, report, router, stats
+from persyn.errors import PersynError
+from persyn.io import read_parquet, write_json, write_parquet
+from persyn.report import sections
 
 TEACHERS = ["gemma", "qwen", "smol"]
 ATTACK = "<script>alert(1)</script>"
 PLOTS = {"shares", "quality-histogram", "learnability-histogram", "router-regret", "router-top1", "calibration",
-         "sweep-accuracy", "sweep-regret", "cost-answers", "eval-students"}
+         "sweep-accuracy", "sweep-regret", "strategies", "cost-answers", "eval-students"}
+OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies"}  # need experiments, or --strategies
 PARAMS = """
 [prompts]
 source = "builtin:arithmetic"
@@ -146,11 +151,16 @@ def plant(root: Path) -> dict:
     write_json(root / "metrics/dataset.json", built, "dataset_metrics")
     evaluation = {"trained": {"accuracy": 0.375, "prompts": 8}, "untrained": {"accuracy": 0.125, "prompts": 8}}
     write_json(root / "metrics/eval.json", evaluation, "eval_metrics")
+    # the trained student right on 3 of the 8 eval prompts, the untrained one on the first of them only
+    write_parquet(root / "data/eval/predictions.parquet",
+                  [{"id": ids[i], "split": "eval", "trained": "-", "untrained": "-", "trained_score": float(i < 35),
+                    "untrained_score": float(i == 32), "requests": [f"{i:064x}", f"{i + 1:064x}"]} for i in range(32, 40)],
+                  "prediction")
     return {"router": fitted.metrics, "dataset": built, "spent": spent}
 
 
-def render(root: Path, out: Path) -> tuple[str, str]:
-    report.write(root, out, "planted workspace", [])
+def render(root: Path, out: Path, strategies: Path | None = None) -> tuple[str, str]:
+    report.write(root, out, "planted workspace", [], strategies)
     return (out / "index.html").read_text(), (out / "report.md").read_text()
 
 
@@ -163,7 +173,7 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     page, markdown = render(tmp_path / "ws", tmp_path / "out")
     for row in ("| generations used | 80 |", "| Generate-then-Select would use | 96 |", "| saved | 16.7% |",
                 "| router.alpha | 0.4 |", "| gemma | local:models/gemma@sha256:" + "0" * 64 + " |",
-                "| trained | 8 | 0.3750 | – |", "| untrained | 8 | 0.1250 | – |"):
+                "| trained | eval | 8 | 0.3750 | – |", "| untrained | eval | 8 | 0.1250 | – |"):
         assert row in markdown, row
     for t, v in planted["dataset"]["teachers"].items():
         assert f"| {t} | {v['records']} | {v['share']:.1%} | {v['mean_quality']:.4f} |" in markdown
@@ -176,14 +186,14 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     assert "Calibration on the validation prompts (the held-out ids saved with the router)" in routed
     assert f"| validation (n={metrics['prompts']}) |" in routed and "| all of S (n=24) |" in routed
     assert "refitted on all 24 prompts of S" in routed
-    cost = section(markdown, "6. Cost")
+    cost = section(markdown, "7. Cost")
     for t, (sampled, routed) in planted["spent"].items():
         tokens = [sum(u[key] for u in (sampled, routed)) for key in ("prompt_tokens", "completion_tokens", "cost_usd")]
         assert f"| {tokens[0]} | {tokens[1]} | {tokens[2]:.4f} |" in cost, t
     assert "no experiments yet" in section(markdown, "5. α sweep across experiments")
-    rows = [line for line in section(markdown, "8. Sample records per teacher").splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + report.SAMPLES and rows[0] == "| prompt | gemma | qwen | smol |"
-    assert page.count('<figure class="plot"') == len(PLOTS) - 2  # no experiments: no sweep plots
+    rows = [line for line in section(markdown, "9. Sample records per teacher").splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + sections.SAMPLES and rows[0] == "| prompt | gemma | qwen | smol |"
+    assert page.count('<figure class="plot"') == len(PLOTS - OPTIONAL_PLOTS)
     assert render(tmp_path / "ws", tmp_path / "again") == (page, markdown)  # same artifacts, same bytes
 
 
@@ -202,19 +212,134 @@ def test_calibration_reads_the_held_out_ids_saved_with_the_router(tmp_path: Path
     assert "do not reproduce metrics/router.json" in routed and "| validation (n=" not in routed
 
 
+def test_the_shifted_eval_set_has_its_own_rows_and_gain(tmp_path: Path) -> None:
+    """Four shifted prompts, the trained student right on none and the untrained on one: their rows,
+    and the gain on them (−0.25) beside the eval split's (+0.25), in one chart."""
+    plant(tmp_path / "ws")
+    root = tmp_path / "ws"
+    evaluation = json.loads((root / "metrics/eval.json").read_text())
+    evaluation["eval_shifted"] = {"trained": {"accuracy": 0.0, "prompts": 4}, "untrained": {"accuracy": 0.25, "prompts": 4}}
+    write_json(root / "metrics/eval.json", evaluation, "eval_metrics")
+    rows = read_parquet(root / "data/eval/predictions.parquet", "prediction")
+    rows += [{"id": f"{i:016x}", "split": "eval_shifted", "trained": "-", "untrained": "-", "trained_score": 0.0,
+              "untrained_score": float(i == 100), "requests": [f"{i:064x}", f"{i + 1:064x}"]} for i in range(100, 104)]
+    write_parquet(root / "data/eval/predictions.parquet", rows, "prediction")
+    page, markdown = render(root, tmp_path / "out")
+    found = section(markdown, "8. Eval accuracy")
+    assert "| trained | eval_shifted | 4 | 0.0000 | – |" in found and "| untrained | eval_shifted | 4 | 0.2500 | – |" in found
+    assert "of the 8 eval and 4 shifted prompts" in found
+    assert "Trained − untrained: +0.2500 [" in found and "generator never writes): -0.2500 [" in found
+    assert page.count('<figure class="plot"') == len(PLOTS - OPTIONAL_PLOTS)  # the shifted students join the eval chart
+
+
 def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     plant(tmp_path)
     (tmp_path / "metrics/eval.json").unlink()
     shutil.rmtree(tmp_path / "data/router")
-    for stats in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
-        write_json(stats, {k: v for k, v in json.loads(stats.read_text()).items() if k != "usage"})
+    for log in (tmp_path / "runs").glob("*.json"):  # a run from before usage was recorded
+        write_json(log, {k: v for k, v in json.loads(log.read_text()).items() if k != "usage"})
     page, markdown = render(tmp_path, tmp_path / "out")
-    assert section(markdown, "7. Eval accuracy").strip() == "not built yet (run dvc repro evaluate)"
+    assert section(markdown, "8. Eval accuracy").strip() == "not built yet (run dvc repro evaluate)"
     assert "not built yet (run dvc repro fit_router)" in section(markdown, "4. Router: regret and calibration")
-    assert section(markdown, "8. Sample records per teacher").strip() == "not built yet (run dvc repro fit_router)"
-    assert "no usage recorded" in section(markdown, "6. Cost") and "cost (USD)" not in markdown
+    assert section(markdown, "9. Sample records per teacher").strip() == "not built yet (run dvc repro fit_router)"
+    assert "no usage recorded" in section(markdown, "7. Cost") and "cost (USD)" not in markdown
     assert '<p class="missing">not built yet (run dvc repro evaluate)</p>' in page
     assert 'id="eval-students"' not in page and 'id="calibration"' not in page and 'id="shares"' in page
+
+
+def figure(page: str, plot_id: str) -> str:
+    """The <figure> of one plot in a page."""
+    start = page.index(f'<figure class="plot" id="{plot_id}">')
+    return page[start:page.index("</figure>", start)]
+
+
+def test_eval_accuracy_carries_bootstrap_intervals_and_the_paired_gain(tmp_path: Path) -> None:
+    plant(tmp_path)
+    page, markdown = render(tmp_path, tmp_path / "out")
+    trained, untrained = stats.mean_ci([1.0] * 3 + [0.0] * 5), stats.mean_ci([1.0] + [0.0] * 7)
+    assert (trained.estimate, untrained.estimate) == (0.375, 0.125) and trained.low < 0.375 < trained.high
+    # two prompts right only after training, none only before: the exact two-sided sign-flip p is 2/4
+    assert "Trained − untrained: +0.2500 [" in markdown and "p = 0.5 (sign-flip test over prompts, exact)" in markdown
+    drawn = figure(page, "eval-students")
+    for name, found in (("trained", trained), ("untrained", untrained)):
+        assert f"{found.estimate:.3f} [{found.low:.3f}, {found.high:.3f}]</text>" in drawn, name
+
+
+PLANTED_STRATEGIES = [("untrained student", 0.09, 0.06, 0.12), ("persyn", 0.42, 0.38, 0.46),
+                      ("random", 0.35, 0.30, 0.40), ("fixed:gemma", 0.31, 0.27, 0.36)]
+
+
+def plant_strategies(path: Path) -> Path:
+    rows = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
+            in PLANTED_STRATEGIES]
+    rows[1]["generations_used"] = 900
+    rows[2]["difference"] = {"mean": -0.07, "low": -0.11, "high": -0.03, "p_value": 0.0012}
+    write_json(path, {"metric": "accuracy", "prompts": 500, "reference": "persyn", "strategies": rows,
+                      "command": "python bench/strategies.py --seeds 0 1 2"})
+    return path
+
+
+def drawn_at(svg: str, role: str) -> dict[str, list[float]]:
+    """Label → the x coordinates Vega drew a mark of `role` at: a point's centre, an error bar's two ends."""
+    found: dict[str, list[float]] = {}
+    pattern = rf'aria-label="[^"]*label: ([^;"]+)[^"]*" role="graphics-symbol" aria-roledescription="{role}" ' \
+              r'transform="translate\(([\d.]+),[\d.]+\)"(?: x2="([\d.]+)")?'
+    for label, x, length in re.findall(pattern, svg):
+        found[html.unescape(label)] = [float(x)] + ([float(x) + float(length)] if length else [])
+    return found
+
+
+def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None:
+    plant(tmp_path)
+    page, markdown = render(tmp_path, tmp_path / "out", plant_strategies(tmp_path / "strategies.json"))
+    table = section(markdown, "6. Strategy comparison")
+    assert "4 strategies on the same 500 eval prompts, from strategies.json (python bench/strategies.py" in table
+    assert "| persyn | 3 | 0.420 [0.380, 0.460] | – | – | 900 |" in table
+    assert "| random | 3 | 0.350 [0.300, 0.400] | -0.070 [-0.110, -0.030] | 0.0012 | – |" in table
+    drawn = figure(page, "strategies")
+    points, bars = drawn_at(drawn, "point"), drawn_at(drawn, "errorbar")
+    assert list(points) == list(bars) == [name for name, *_ in PLANTED_STRATEGIES]  # top to bottom, as given
+    # on the 0–1 accuracy axis every mark sits at one pixels-per-unit scale times its planted number
+    scale = points["persyn"][0] / 0.42
+    for name, mean, low, high in PLANTED_STRATEGIES:
+        assert points[name][0] == pytest.approx(scale * mean, abs=0.6), name
+        assert bars[name] == pytest.approx([scale * low, scale * high], abs=0.6), name
+    assert render(tmp_path, tmp_path / "again", tmp_path / "strategies.json") == (page, markdown)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows[1].update(mean=0.5), "strategies.json: record 1: field 'mean': 0.5 is outside its interval "
+                                            "[0.38, 0.46]"),
+    (lambda rows: rows[2]["difference"].update(high=-0.09), "record 2: field 'difference.mean': -0.07 is outside"),
+    (lambda rows: rows[3].update(strategy="persyn"), "record 3: field 'strategy': 'persyn' appears twice"),
+    (lambda rows: rows[0].update(colour="red"), "strategies.json: strategies.0.colour: unknown key"),
+    (lambda rows: rows[0].pop("low"), "strategies.json: strategies.0.low: missing"),
+])
+def test_a_bad_strategy_comparison_is_one_error_and_no_report(tmp_path: Path, change: Callable[[list], object],
+                                                             message: str) -> None:
+    plant(tmp_path / "ws")
+    path = plant_strategies(tmp_path / "strategies.json")
+    results = json.loads(path.read_text())
+    change(results["strategies"])
+    path.write_text(json.dumps(results))
+    with pytest.raises(PersynError, match=re.escape(message)):
+        render(tmp_path / "ws", tmp_path / "out", path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_same_artifacts_same_bytes_in_another_process(tmp_path: Path) -> None:
+    """vl-convert lays text out with its own built-in font, not this machine's: a fresh process gives the
+    same page, byte for byte."""
+    plant(tmp_path / "ws")
+    strategies = plant_strategies(tmp_path / "strategies.json")
+    page, _ = render(tmp_path / "ws", tmp_path / "out", strategies)
+    code = (f"from pathlib import Path; from persyn import report; report.write(Path({str(tmp_path / 'ws')!r}), "
+            f"Path({str(tmp_path / 'other')!r}), 'planted workspace', [], Path({str(strategies)!r}))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert (tmp_path / "other/index.html").read_text() == page
+    assert page.count("<svg") == len(PLOTS - {"sweep-accuracy", "sweep-regret"})
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "").replace(
+        'xmlns:xlink="http://www.w3.org/1999/xlink"', "") and "https://" not in page
 
 
 def test_answers_are_escaped(tmp_path: Path) -> None:
@@ -277,12 +402,12 @@ def test_alpha_sweep_and_a_report_of_an_experiment(swept_repo: Path, tmp_path: P
     cli.main(["report", "--rev", "high", "--out", str(tmp_path / "high")])
     markdown = (tmp_path / "high/report.md").read_text()
     assert markdown.splitlines()[2].startswith("high (git commit ")
-    assert "| router.alpha | 0.8 |" in markdown and "| trained | 8 | 0.4500 | – |" in markdown
+    assert "| router.alpha | 0.8 |" in markdown and "| trained | eval | 8 | 0.4500 | – |" in markdown
     sweep = section(markdown, "5. α sweep across experiments")
     assert "| baseline (" in sweep and "| 0.4 | persyn | 0.3500 | " in sweep
     assert "| high | 0.8 | persyn | 0.4500 | " in sweep and "| low | 0.0 | persyn | 0.2500 | " in sweep
     page = (tmp_path / "high/index.html").read_text()
-    assert 'id="sweep-accuracy"' in page and page.count("<circle class=\"mark\"") >= 3
+    assert figure(page, "sweep-accuracy").count('aria-roledescription="point"') == 3  # α = 0, 0.4, 0.8
     with pytest.raises(SystemExit) as stopped:
         cli.main(["report", "--rev", "no-such-experiment", "--out", str(tmp_path / "none")])
     assert stopped.value.code == 2 and not (tmp_path / "none").exists()
@@ -312,7 +437,7 @@ def test_plots_render_in_a_headless_browser(swept_repo: Path, tmp_path: Path) ->
         "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
     if browser is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium); the page's plots were not rendered")
-    page = report.report(swept_repo, None, tmp_path / "out")
+    page = report.report(swept_repo, None, tmp_path / "out", plant_strategies(tmp_path / "strategies.json"))
     result = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
                              page.as_uri()], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,98 @@
+"""What the report reads: one build's artifacts under a folder, each read (and schema-checked) once.
+
+The folder is the workspace itself, or what persyn.revisions copied out of a git revision or DVC
+experiment (the files FETCHED names). A missing input raises NotBuilt with the stage that makes it,
+so that its section can say what to run instead of failing.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from persyn import config, router
+from persyn.errors import PersynError, where
+from persyn.io import read_embeddings, read_json, read_parquet
+
+FETCHED = ("params.toml", "metrics/*.json", "data/prompts.parquet", "data/embeddings.parquet", "data/scores/*",
+           "data/sample/*", "data/generated/*.stats.json", "data/router/*", "data/dataset/*",
+           "data/eval/predictions.parquet")
+
+
+class NotBuilt(Exception):
+    """An input of a section is missing; its one argument is the stage that makes it."""
+
+
+class Build:
+    """One build's artifacts under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.params = config.load(root / "params.toml")
+        self.teachers = sorted(self.params.teachers)
+
+    def path(self, relative: str, stage: str) -> Path:
+        if not (self.root / relative).exists():
+            raise NotBuilt(stage)
+        return self.root / relative
+
+    def json(self, relative: str, stage: str) -> dict[str, Any]:
+        """Metrics and stats unvalidated, so that builds from before the `usage` blocks still read."""
+        return read_json(self.path(relative, stage))
+
+    @cached_property
+    def scores(self) -> dict[str, list[dict[str, Any]]]:
+        return {t: read_parquet(self.path(f"data/scores/{t}.parquet", "score"), "score") for t in self.teachers}
+
+    @cached_property
+    def samples(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Teacher → prompt id → its answer on the router subset S."""
+        return {t: {r["id"]: r for r in read_parquet(self.path(f"data/sample/{t}.parquet", "sample"), "generation")}
+                for t in self.teachers}
+
+    @cached_property
+    def prompts(self) -> dict[str, dict[str, Any]]:
+        return {p["id"]: p for p in read_parquet(self.path("data/prompts.parquet", "prompts"), "prompt")}
+
+    @cached_property
+    def embeddings(self) -> dict[str, np.ndarray]:
+        return read_embeddings(self.path("data/embeddings.parquet", "embed"))
+
+    @cached_property
+    def router(self) -> router.Router:
+        return router.load(self.path("data/router", "fit_router"))[0]
+
+    @cached_property
+    def dataset_teachers(self) -> dict[str, str]:
+        """Prompt id → the teacher whose answer the dataset holds; empty before assemble."""
+        shards = sorted((self.root / "data/dataset").glob("train-*.parquet"))
+        return {r["id"]: r["teacher"] for shard in shards for r in read_parquet(shard, "dataset_record")}
+
+    @cached_property
+    def predictions(self) -> list[dict[str, Any]]:
+        """Per eval prompt, the trained and the untrained student's scores, in prompt-id order."""
+        rows = read_parquet(self.path("data/eval/predictions.parquet", "evaluate"), "prediction")
+        return sorted(rows, key=lambda r: r["id"])
+
+    def run_log(self, stage: str, teacher: str) -> dict[str, Any]:
+        """This workspace's last run of `stage@teacher` (runs/*.json, not versioned)."""
+        return self.json(f"runs/{stage}@{teacher}.json", stage)
+
+
+def read_strategies(path: Path) -> dict[str, Any]:
+    """A strategy comparison (schemas/strategy_results.schema.json), each interval checked to hold
+    its mean."""
+    results = read_json(path, "strategy_results")
+    labels: set[str] = set()
+    for index, row in enumerate(results["strategies"]):
+        if row["strategy"] in labels:
+            raise PersynError(f"{where(path, index, 'strategy')}: '{row['strategy']}' appears twice")
+        labels.add(row["strategy"])
+        for key, value in (("", row), ("difference.", row.get("difference"))):
+            if value is not None and not value["low"] <= value["mean"] <= value["high"]:
+                raise PersynError(f"{where(path, index, key + 'mean')}: {value['mean']} is outside its interval "
+                                  f"[{value['low']}, {value['high']}]")
+    return results
