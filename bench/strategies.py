@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this
 
 from persyn import config, stats  # noqa: E402
 from persyn.io import read_parquet  # noqa: E402
-from persyn.revisions import flatten  # noqa: E402
+from persyn.revisions import shown_values  # noqa: E402
 
 SEEDED = ("train.seed", "route.seed")
 POLL_S = 5.0
@@ -150,11 +150,8 @@ def parse_show(shown: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, An
     for baseline in shown:
         for experiment in baseline.get("experiments") or []:
             for rev in experiment.get("revs") or []:
-                data = rev.get("data") or {}
-                flat = flatten({path: value.get("data", {}) for group in ("params", "metrics")
-                                for path, value in (data.get(group) or {}).items()})
                 if rev.get("name"):
-                    found.append((rev["name"], rev["rev"], flat))
+                    found.append((rev["name"], rev["rev"], shown_values(rev)))
     return found
 
 
@@ -176,36 +173,12 @@ def matrix(runs: list[Run], ids: list[str], untrained: bool = False, split: str 
     return np.array([[(r.untrained if untrained else r.trained)[split][i] for i in ids] for r in ordered])
 
 
-def by_arm(runs: list[Run]) -> dict[str, list[Run]]:
-    grouped: dict[str, list[Run]] = {}
-    for run in runs:
-        grouped.setdefault(run.strategy, []).append(run)
-    return grouped
-
-
 def prompt_ids(runs: list[Run], split: str = "eval") -> list[str]:
     """The split's prompt ids, the same in every run (else there is no paired comparison)."""
     ids = sorted(runs[0].trained.get(split, {}))
     if any(sorted(r.trained.get(split, {})) != ids for r in runs):
         raise ValueError(f"experiments were evaluated on different {split} prompts: not a paired comparison")
     return ids
-
-
-def accuracies(runs: list[Run], split: str, reference: str, resamples: int) -> list[tuple[str, int, str, str, str]]:
-    """(arm, seeds, mean [95% CI], Δ vs reference [95% CI], p) on one split, the untrained student first."""
-    grouped, ids = by_arm(runs), prompt_ids(runs, split)
-    base = matrix(grouped[reference], ids, split=split) if reference in grouped else None
-    first = next(iter(grouped.values()))
-    found = []
-    for label, scores in [("untrained student", matrix(first, ids, True, split)),
-                          *((arm, matrix(group, ids, split=split)) for arm, group in grouped.items())]:
-        versus, p = "–", "–"
-        if base is not None and label != reference:
-            difference = stats.paired(scores, base, resamples)
-            versus, p = interval(difference.difference, signed=True), f"{difference.p_value:.2g}"
-        found.append((label, len(first if label == "untrained student" else grouped[label]),
-                      interval(stats.mean_ci(scores, resamples)), versus, p))
-    return found
 
 
 def interval(value: stats.Interval, signed: bool = False) -> str:
@@ -218,35 +191,85 @@ def mean_of(runs: list[Run], key: str) -> float | None:
     return None if any(not isinstance(v, (int, float)) for v in values) else float(np.mean(values))
 
 
-def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES, extra: tuple[str, ...] = ()) -> str:
-    """The markdown comparison: one row per arm (and the untrained student), then the router; `extra`
-    metrics (flattened keys, "metrics/dataset.json.fallback.total.recovered") add columns, mean over seeds."""
-    by_strategy = by_arm(runs)
-    seeds = {s: sorted(r.seed for r in group) for s, group in by_strategy.items()}
+def by_arm(runs: list[Run]) -> dict[str, list[Run]]:
+    grouped: dict[str, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(run.strategy, []).append(run)
+    return grouped
+
+
+def compare(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES,
+            extra: tuple[str, ...] = (), split: str = "eval") -> list[dict[str, Any]]:
+    """One row per arm (the untrained student first) on one eval split, as
+    schemas/strategy_results.schema.json's `strategies` items, plus `shares` and the `extra` metrics'
+    means over seeds for the table."""
+    grouped = by_arm(runs)
+    ids = prompt_ids(runs, split)
+    seeds = {s: sorted(r.seed for r in group) for s, group in grouped.items()}
     if len({tuple(v) for v in seeds.values()}) != 1:
         raise ValueError(f"strategies ran with different seeds: {seeds}")
-    lines = [f"| strategy | seeds | eval accuracy [95% CI] | Δ vs {reference} [95% CI] | p | generations used | "
-             "teacher shares |" + "".join(f" {key.split('.json.')[-1]} |" for key in extra),
-             "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
-    for label, count, mean, versus, p in accuracies(runs, "eval", reference, resamples):
-        group = by_strategy.get(label)
-        shares, used = "–", "–"
-        if group is not None:
+    base = matrix(grouped[reference], ids, split=split) if reference in grouped else None
+
+    def row(label: str, scores: np.ndarray, group: list[Run], trained: bool) -> dict[str, Any]:
+        mean = stats.mean_ci(scores, resamples)
+        found: dict[str, Any] = {"strategy": label, "seeds": len(group), "mean": mean.estimate, "low": mean.low,
+                                 "high": mean.high}
+        if base is not None and label != reference:
+            difference = stats.paired(scores, base, resamples)
+            found["difference"] = {"mean": difference.difference.estimate, "low": difference.difference.low,
+                                   "high": difference.difference.high, "p_value": difference.p_value}
+        if trained:
+            used = mean_of(group, "metrics/dataset.json.generations.used")
             prefix = "metrics/dataset.json.teachers."
             teachers = sorted({k.removeprefix(prefix).rsplit(".", 1)[0] for k in group[0].metrics
                                if k.startswith(prefix) and k.endswith(".share")})
-            shares = ", ".join(f"{t} {mean_of(group, f'{prefix}{t}.share'):.0%}" for t in teachers)
-            spent = mean_of(group, "metrics/dataset.json.generations.used")
-            used = "–" if spent is None else f"{spent:.0f}"
-        means = [mean_of(group, key) if group is not None else None for key in extra]
-        lines.append(f"| {label} | {count} | {mean} | {versus} | {p} | {used} | {shares} |"
+            found |= {"generations_used": None if used is None else round(used),
+                      "shares": {t: mean_of(group, f"{prefix}{t}.share") for t in teachers},
+                      "extra": {key: mean_of(group, key) for key in extra}}
+        return found
+
+    first = next(iter(grouped.values()))
+    return [row("untrained student", matrix(first, ids, True, split), first, trained=False),
+            *(row(arm, matrix(group, ids, split=split), group, trained=True) for arm, group in grouped.items())]
+
+
+def results(runs: list[Run], rows: list[dict[str, Any]], reference: str, command: str) -> dict[str, Any]:
+    """The comparison as `persyn report --strategies FILE` reads it (schemas/strategy_results.schema.json)."""
+    keep = ("strategy", "seeds", "mean", "low", "high", "generations_used", "difference")
+    return {"metric": "accuracy", "prompts": len(prompt_ids(runs)), "reference": reference, "command": command,
+            "strategies": [{k: row[k] for k in keep if k in row} for row in rows]}
+
+
+def versus(row: dict[str, Any]) -> tuple[str, str]:
+    """A compare row's difference against the reference with its CI, and its p ("–" for the reference)."""
+    if "difference" not in row:
+        return "–", "–"
+    d = row["difference"]
+    return interval(stats.Interval(d["mean"], d["low"], d["high"]), signed=True), f"{d['p_value']:.2g}"
+
+
+def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES, extra: tuple[str, ...] = ()) -> str:
+    """The markdown comparison: one row per arm (and the untrained student), then the router; `extra`
+    metrics (flattened keys, "metrics/dataset.json.fallback.total.recovered") add columns, mean over seeds."""
+    lines = [f"| strategy | seeds | eval accuracy [95% CI] | Δ vs {reference} [95% CI] | p | generations used | "
+             "teacher shares |" + "".join(f" {key.split('.json.')[-1]} |" for key in extra),
+             "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
+    for row in compare(runs, reference, resamples, extra):
+        mean = stats.Interval(row["mean"], row["low"], row["high"])
+        difference, p = versus(row)
+        used = row.get("generations_used")
+        shares = ", ".join(f"{t} {v:.0%}" for t, v in row.get("shares", {}).items()) or "–"
+        means = [row.get("extra", {}).get(key) for key in extra]
+        lines.append(f"| {row['strategy']} | {row['seeds']} | {interval(mean)} | {difference} | {p} "
+                     f"| {'–' if used is None else used} | {shares} |"
                      + "".join(" – |" if m is None else f" {m:.4g} |" for m in means))
     if any(r.trained.get("eval_shifted") for r in runs):
         lines += ["", "The same students on the shifted eval set (split eval_shifted: phrasings the built-in generator "
                   "never writes); a gain on eval that vanishes here was learnt from the template.", "",
                   f"| strategy | seeds | shifted accuracy [95% CI] | Δ vs {reference} [95% CI] | p |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {' | '.join(map(str, cells))} |" for cells in accuracies(runs, "eval_shifted", reference, resamples)]
+        lines += [f"| {row['strategy']} | {row['seeds']} | {interval(stats.Interval(row['mean'], row['low'], row['high']))} "
+                  f"| {' | '.join(versus(row))} |" for row in compare(runs, reference, resamples, split="eval_shifted")]
     router = ["", "Router on held-out S (metrics/router.json, mean over experiments): regret = oracle r − chosen r, "
               "top-1 = chose an oracle teacher.", "", "| choice | regret | top-1 |", "|---|---|---|"]
     best = runs[0].metrics.get("metrics/router.json.best_single.teacher", "?")
@@ -320,8 +343,11 @@ def main() -> None:
     runs = collect(project, env, names)
     (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     print(f"cold baseline build {cold:.0f} s; {len(names)} experiments {wall:.0f} s (--jobs {args.jobs}); "
-          f"scratch {scratch}\n")
+          f"scratch {scratch} (results.json: persyn report --strategies)\n")
     reference = args.reference or arms[0][0]
+    command = " ".join(["python bench/strategies.py", *sys.argv[1:]])
+    found = results(runs, compare(runs, reference), reference, command)
+    (scratch / "results.json").write_text(json.dumps(found, indent=1) + "\n")
     print(table(runs, reference, extra=tuple(args.show)))
     print(power_note(runs, reference))
 

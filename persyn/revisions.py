@@ -84,6 +84,14 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
+def shown_values(entry: dict[str, Any]) -> dict[str, Any]:
+    """One `dvc exp show --json` revision's params and metrics, flattened to
+    "params.toml.router.alpha" / "metrics/eval.json.trained.accuracy" keys."""
+    data = entry.get("data") or {}
+    return flatten({path: value.get("data", {}) for group in ("params", "metrics")
+                    for path, value in (data.get(group) or {}).items()})
+
+
 def experiments(repo: Path) -> list[dict[str, Any]]:
     """α, strategy and headline metrics of each baseline commit that has DVC experiments, then of
     its experiments (`dvc exp show`); empty when there are no experiments."""
@@ -95,9 +103,7 @@ def experiments(repo: Path) -> list[dict[str, Any]]:
             continue
         for entry, name in [(baseline, f"baseline ({baseline['name'] or baseline['rev'][:7]})"),
                             *((r, r["name"] or r["rev"][:7]) for r in runs)]:
-            data = entry.get("data") or {}
-            got = flatten({path: value.get("data", {}) for group in ("params", "metrics")
-                           for path, value in (data.get(group) or {}).items()})
+            got = shown_values(entry)
             rows.append({"name": name, "alpha": got.get("params.toml.router.alpha"),
                          "strategy": got.get("params.toml.route.strategy", "persyn"),
                          "accuracy": got.get("metrics/eval.json.trained.accuracy"),

@@ -3,6 +3,7 @@ back through `dvc exp show --json` and the DVC cache, then the table; and the ta
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def test_shifted_table_on_planted_runs() -> None:
     assert shifted[0].startswith("| untrained student | 2 | 0.000 [0.000, 0.000] | -0.250 [")
     assert shifted[1].startswith("| persyn | 2 | 0.250 [") and shifted[1].endswith("] | – | – |")
     assert shifted[2].startswith("| random | 2 | 1.000 [1.000, 1.000] | +0.750 [") and shifted[2].endswith(" | 0.25 |")
+
+
+def test_results_file_is_what_the_report_reads(tmp_path: Path) -> None:
+    """The JSON the bench writes passes `persyn report --strategies`' reader with the table's numbers."""
+    from persyn.report.gather import read_strategies
+
+    runs = [planted("persyn", s, [1] * 8) for s in (0, 1)] + [planted("random", s, [0] * 8, used=40) for s in (0, 1)]
+    found = bench.results(runs, bench.compare(runs, resamples=200), "persyn", "python bench/strategies.py")
+    (tmp_path / "results.json").write_text(json.dumps(found))
+    read = read_strategies(tmp_path / "results.json")
+    assert [r["strategy"] for r in read["strategies"]] == ["untrained student", "persyn", "random"]
+    assert read["prompts"] == 8 and read["strategies"][2]["generations_used"] == 40
+    assert read["strategies"][2]["difference"] == {"mean": -1.0, "low": -1.0, "high": -1.0, "p_value": 2 / 2 ** 8}
+    assert "difference" not in read["strategies"][1]
 
 
 def test_power_note_on_planted_runs() -> None:
