@@ -233,11 +233,19 @@ def compare(runs: list[Run], reference: str = "persyn", resamples: int = stats.R
             *(row(arm, matrix(group, ids, split=split), group, trained=True) for arm, group in grouped.items())]
 
 
-def results(runs: list[Run], rows: list[dict[str, Any]], reference: str, command: str) -> dict[str, Any]:
-    """The comparison as `persyn report --strategies FILE` reads it (schemas/strategy_results.schema.json)."""
-    keep = ("strategy", "seeds", "mean", "low", "high", "generations_used", "difference")
-    return {"metric": "accuracy", "prompts": len(prompt_ids(runs)), "reference": reference, "command": command,
-            "strategies": [{k: row[k] for k in keep if k in row} for row in rows]}
+def results(runs: list[Run], rows: list[dict[str, Any]], reference: str, command: str,
+            shifted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The comparison as `persyn report --strategies FILE` reads it (schemas/strategy_results.schema.json):
+    `rows` on the eval split, `shifted` (compare's rows on eval_shifted) where the runs have that split."""
+    def kept(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keep = ("strategy", "seeds", "mean", "low", "high", "generations_used", "difference")
+        return [{k: row[k] for k in keep if k in row} for row in found]
+
+    found = {"metric": "accuracy", "prompts": len(prompt_ids(runs)), "reference": reference, "command": command,
+             "strategies": kept(rows)}
+    if shifted:
+        found["eval_shifted"] = {"prompts": len(prompt_ids(runs, "eval_shifted")), "strategies": kept(shifted)}
+    return found
 
 
 def versus(row: dict[str, Any]) -> tuple[str, str]:
@@ -346,7 +354,8 @@ def main() -> None:
           f"scratch {scratch} (results.json: persyn report --strategies)\n")
     reference = args.reference or arms[0][0]
     command = " ".join(["python bench/strategies.py", *sys.argv[1:]])
-    found = results(runs, compare(runs, reference), reference, command)
+    shifted = compare(runs, reference, split="eval_shifted") if runs[0].trained.get("eval_shifted") else None
+    found = results(runs, compare(runs, reference), reference, command, shifted)
     (scratch / "results.json").write_text(json.dumps(found, indent=1) + "\n")
     print(table(runs, reference, extra=tuple(args.show)))
     print(power_note(runs, reference))

@@ -25,8 +25,8 @@ from persyn.report import sections
 TEACHERS = ["gemma", "qwen", "smol"]
 ATTACK = "<script>alert(1)</script>"
 PLOTS = {"shares", "quality-histogram", "learnability-histogram", "router-regret", "router-top1", "calibration",
-         "sweep-accuracy", "sweep-regret", "strategies", "cost-answers", "eval-students"}
-OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies"}  # need experiments, or --strategies
+         "sweep-accuracy", "sweep-regret", "strategies", "strategies-shifted", "cost-answers", "eval-students"}
+OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies", "strategies-shifted"}  # need experiments, or --strategies
 PARAMS = """
 [prompts]
 source = "builtin:arithmetic"
@@ -269,13 +269,21 @@ PLANTED_STRATEGIES = [("untrained student", 0.09, 0.06, 0.12), ("persyn", 0.42, 
                       ("random", 0.35, 0.30, 0.40), ("fixed:gemma", 0.31, 0.27, 0.36)]
 
 
+PLANTED_SHIFTED = [("untrained student", 0.05, 0.03, 0.07), ("persyn", 0.12, 0.09, 0.15),
+                   ("random", 0.13, 0.10, 0.16), ("fixed:gemma", 0.11, 0.08, 0.14)]
+
+
 def plant_strategies(path: Path) -> Path:
     rows = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
             in PLANTED_STRATEGIES]
     rows[1]["generations_used"] = 900
     rows[2]["difference"] = {"mean": -0.07, "low": -0.11, "high": -0.03, "p_value": 0.0012}
+    shifted = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
+               in PLANTED_SHIFTED]
+    shifted[2]["difference"] = {"mean": 0.01, "low": -0.04, "high": 0.06, "p_value": 0.71}
     write_json(path, {"metric": "accuracy", "prompts": 500, "reference": "persyn", "strategies": rows,
-                      "command": "python bench/strategies.py --seeds 0 1 2"})
+                      "command": "python bench/strategies.py --seeds 0 1 2",
+                      "eval_shifted": {"prompts": 600, "strategies": shifted}})
     return path
 
 
@@ -296,6 +304,10 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
     assert "4 strategies on the same 500 eval prompts, from strategies.json (python bench/strategies.py" in table
     assert "| persyn | 3 | 0.420 [0.380, 0.460] | – | – | 900 |" in table
     assert "| random | 3 | 0.350 [0.300, 0.400] | -0.070 [-0.110, -0.030] | 0.0012 | – |" in table
+    assert "on the 600 prompts of the shifted eval set" in table
+    assert "| random | 3 | 0.130 [0.100, 0.160] | +0.010 [-0.040, +0.060] | 0.71 | – |" in table
+    shifted = drawn_at(figure(page, "strategies-shifted"), "point")
+    assert list(shifted) == [name for name, *_ in PLANTED_SHIFTED]
     drawn = figure(page, "strategies")
     points, bars = drawn_at(drawn, "point"), drawn_at(drawn, "errorbar")
     assert list(points) == list(bars) == [name for name, *_ in PLANTED_STRATEGIES]  # top to bottom, as given
@@ -308,19 +320,22 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda rows: rows[1].update(mean=0.5), "strategies.json: record 1: field 'mean': 0.5 is outside its interval "
-                                            "[0.38, 0.46]"),
-    (lambda rows: rows[2]["difference"].update(high=-0.09), "record 2: field 'difference.mean': -0.07 is outside"),
-    (lambda rows: rows[3].update(strategy="persyn"), "record 3: field 'strategy': 'persyn' appears twice"),
-    (lambda rows: rows[0].update(colour="red"), "strategies.json: strategies.0.colour: unknown key"),
-    (lambda rows: rows[0].pop("low"), "strategies.json: strategies.0.low: missing"),
+    (lambda r: r["strategies"][1].update(mean=0.5), "strategies.json: record 1: field 'mean': 0.5 is outside its "
+                                                    "interval [0.38, 0.46]"),
+    (lambda r: r["strategies"][2]["difference"].update(high=-0.09), "record 2: field 'difference.mean': -0.07 is outside"),
+    (lambda r: r["strategies"][3].update(strategy="persyn"), "record 3: field 'strategy': 'persyn' appears twice"),
+    (lambda r: r["strategies"][0].update(colour="red"), "strategies.json: strategies.0.colour: unknown key"),
+    (lambda r: r["strategies"][0].pop("low"), "strategies.json: strategies.0.low: missing"),
+    (lambda r: r["eval_shifted"]["strategies"][3].update(strategy="random"),
+     "record eval_shifted 3: field 'strategy': 'random' appears twice"),
+    (lambda r: r["eval_shifted"]["strategies"][1].update(low=0.2), "record eval_shifted 1: field 'mean': 0.12 is outside"),
 ])
-def test_a_bad_strategy_comparison_is_one_error_and_no_report(tmp_path: Path, change: Callable[[list], object],
+def test_a_bad_strategy_comparison_is_one_error_and_no_report(tmp_path: Path, change: Callable[[dict], object],
                                                              message: str) -> None:
     plant(tmp_path / "ws")
     path = plant_strategies(tmp_path / "strategies.json")
     results = json.loads(path.read_text())
-    change(results["strategies"])
+    change(results)
     path.write_text(json.dumps(results))
     with pytest.raises(PersynError, match=re.escape(message)):
         render(tmp_path / "ws", tmp_path / "out", path)

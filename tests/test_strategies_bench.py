@@ -70,6 +70,18 @@ def test_results_file_is_what_the_report_reads(tmp_path: Path) -> None:
     assert read["prompts"] == 8 and read["strategies"][2]["generations_used"] == 40
     assert read["strategies"][2]["difference"] == {"mean": -1.0, "low": -1.0, "high": -1.0, "p_value": 2 / 2 ** 8}
     assert "difference" not in read["strategies"][1]
+    assert "eval_shifted" not in read  # no shifted eval set in these runs
+
+
+def test_results_file_carries_the_shifted_eval_set() -> None:
+    runs = [planted("persyn", s, [1] * 8, shifted=[1, 0, 0, 0]) for s in (0, 1)] + \
+        [planted("random", s, [0] * 8, shifted=[1, 1, 1, 1]) for s in (0, 1)]
+    shifted = bench.compare(runs, resamples=200, split="eval_shifted")
+    found = bench.results(runs, bench.compare(runs, resamples=200), "persyn", "python bench/strategies.py", shifted)
+    assert found["prompts"] == 8 and found["eval_shifted"]["prompts"] == 4
+    rows = {r["strategy"]: r for r in found["eval_shifted"]["strategies"]}
+    assert rows["random"]["mean"] == 1.0 and rows["random"]["difference"]["mean"] == 0.75
+    assert rows["random"]["difference"]["p_value"] == 2 / 2 ** 3 and rows["persyn"]["mean"] == 0.25
 
 
 def test_power_note_on_planted_runs() -> None:
