@@ -268,6 +268,7 @@ def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     assert header["persyn"]["records"] == metrics["dataset"]["records"]
     assert header["persyn"]["generations_used"] == metrics["dataset"]["generations"]["used"]
     assert header["persyn"]["eval_trained"] == metrics["eval"]["trained"]
+    assert header["persyn"]["eval_shifted"] == metrics["eval"]["eval_shifted"]
     assert header["persyn"]["router_regret"] == metrics["router"]["router"]["regret"]
     provenance = json.loads((target / "provenance.json").read_text())
     assert provenance["tag"] == "tiny@v0.1.0" and provenance["params"]["route"]["strategy"] == "persyn"
