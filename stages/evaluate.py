@@ -35,5 +35,6 @@ def main() -> None:
              for name in ("untrained", "trained") if "eval_shifted" in metrics]
     io.write_csv("plots/accuracy.csv", rows)
 
+
 if __name__ == "__main__":
     main()
