@@ -13,8 +13,11 @@ from typing import Any
 
 from persyn import rewards, stats
 from persyn.cache import RequestCache
-from persyn.config import Params, SamplingConfig, TeacherConfig
-from persyn.synthesis import generate
+from persyn.config import Params
+from persyn.engines import Sampling
+from persyn.models import resolve
+from persyn.runner import EngineSpec
+from persyn.synthesis import generate_cached, generation_payloads
 
 log = logging.getLogger("persyn.evaluate")
 
@@ -22,23 +25,27 @@ SPLITS = ("eval", "eval_shifted")  # what the student is evaluated on; metrics/e
 
 
 def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: RequestCache) -> list[dict[str, Any]]:
-    """Greedy answers of a student model (no system prompt: exactly how it was trained)."""
+    """Greedy answers of a student model (`spec`: the trained checkpoint or the untrained student) on
+    the student's engine, with no system prompt: exactly how it was trained. As {id, response, request}."""
     student = params.student
-    sampling = SamplingConfig(engine=student.engine, device=student.device, temperature=0.0,
-                              max_tokens=params.eval.max_tokens, batch_size=params.eval.batch_size,
-                              engine_options=student.engine_options)
-    records, _ = generate(TeacherConfig(name="student", model=spec, sampling=sampling), prompts, cache)
-    return records
+    model = resolve(spec)
+    engine = EngineSpec(student.engine, student.device, params.eval.batch_size, options=student.engine_options)
+    greedy = Sampling(temperature=0.0, max_tokens=params.eval.max_tokens)
+    payloads = generation_payloads(model, engine, greedy, 0, [{"messages": p["messages"]} for p in prompts])
+    answered = generate_cached(cache, model, engine, payloads, greedy, f"evaluate {model.identity}")
+    return [{"id": p["id"], "response": completion.text, "request": key}
+            for p, completion, key in zip(prompts, answered.values, answered.keys)]
 
 
-def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]],
-          cache: RequestCache) -> tuple[list[float], list[list[str]]]:
-    """Math: correctness (1/0) of the final answer. Instruction data: the reward-model score.
+def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]], cache: RequestCache,
+          source: str) -> tuple[list[float], list[list[str]]]:
+    """Math: correctness (1/0) of the final answer against the references of `prompts` (read from
+    `source`). Instruction data: the reward-model score.
     Returns the per-prompt scores and each score's request-cache keys (none for math), which the
     predictions keep so that `persyn cache gc` keeps them too."""
     if params.quality.kind == "math":
         correct = rewards.math_quality([r["response"] for r in records], [p["reference"] for p in prompts],
-                                       "data/prompts.parquet", [p["id"] for p in prompts])
+                                       source, [p["id"] for p in prompts])
         return correct, [[] for _ in correct]
     pairs = [(p["messages"], r["response"]) for p, r in zip(prompts, records)]
     scored = rewards.reward_model_quality(params.quality, pairs, cache)

@@ -7,17 +7,19 @@ from persyn import config, evaluate, io
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
+PROMPTS = "data/prompts.parquet"
+
 
 @guarded
 def main() -> None:
     params = config.load()
-    prompts = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] in evaluate.SPLITS]
+    prompts = [p for p in io.read_parquet(PROMPTS, "prompt") if p["split"] in evaluate.SPLITS]
     checkpoint = f"local:{Path('data/student').resolve()}"
     with RequestCache() as cache:
         trained = evaluate.answers(checkpoint, params, prompts, cache)
         untrained = evaluate.answers(params.student.model, params, prompts, cache)
-        trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache)
-        untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache)
+        trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache, PROMPTS)
+        untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache, PROMPTS)
     splits = [p["split"] for p in prompts]
     metrics = evaluate.metrics(params.quality.kind, splits, trained_scores, untrained_scores)
     lm_eval = evaluate.lm_eval(str(Path("data/student").resolve()), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)

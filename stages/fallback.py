@@ -9,6 +9,7 @@ from persyn.cache import RequestCache
 from persyn.errors import guarded
 
 log = logging.getLogger("persyn.fallback")
+GENERATED = "data/generated/{teacher}.parquet"
 
 
 @guarded
@@ -21,14 +22,14 @@ def main() -> None:
     elif params.route.fallback:
         teachers = sorted(params.teachers)
         order = {r["id"]: r["teachers"] for r in io.read_parquet("data/route_order.parquet", "route_order")}
-        generated = {t: io.read_parquet(f"data/generated/{t}.parquet", "generation") for t in teachers}
+        generated = {t: io.read_parquet(GENERATED.format(teacher=t), "generation") for t in teachers}
         subset = {t: {a["id"]: a for a in io.read_parquet(f"data/sample/{t}.parquet", "generation")} for t in teachers}
         prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
         with RequestCache() as cache:
             def ask(teacher: str, ids: list[str]) -> list[dict]:
                 return synthesis.generate(params.teacher(teacher), [prompts[i] for i in ids], cache)[0]
 
-            answers = fallback.ask_in_order(params.route.fallback, order, fallback.primary_answers(order, generated),
+            answers = fallback.ask_in_order(params.route.fallback, order, fallback.primary_answers(order, generated, GENERATED),
                                             {i: p["reference"] for i, p in prompts.items()}, subset, ask)
     io.write_parquet("data/fallback.parquet", answers, "fallback_answer")
 

@@ -3,8 +3,9 @@
 this run's counters → runs/generate@T.json."""
 
 import argparse
+from pathlib import Path
 
-from persyn import config, io, synthesis
+from persyn import config, io, runner, synthesis
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
@@ -24,7 +25,7 @@ def main() -> None:
     io.write_json(f"data/generated/{teacher.name}.stats.json",
                   synthesis.stats_record(teacher.name, len(records), len(records) - len(fresh)),
                   "generation_stats")
-    synthesis.write_run_log(f"generate@{teacher.name}", stats)
+    runner.write_run_log(Path(f"runs/generate@{teacher.name}.json"), f"generate@{teacher.name}", stats)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ def main() -> None:
     params = config.load()
     records = dataset.read(Path("data/dataset"))
     with io.atomic_directory("data/student") as out:
-        summary, curve = train.train(records, params.student, params.train, out)
+        summary, curve = train.train(records, params.student, params.train, out, "data/dataset")
     io.write_json("metrics/train.json", summary, "train_metrics")
     io.write_csv("plots/train_loss.csv", curve)
 

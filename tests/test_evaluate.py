@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from dataclasses import asdict
 
-from persyn import config, evaluate
+from persyn import config, evaluate, runner
 from persyn.cache import RequestCache
 from persyn.engines import Completion
 from persyn.config import tomllib
@@ -28,18 +28,18 @@ def test_planted_answers_give_the_exact_accuracy(tiny_models: dict[str, Path], t
         planted = ["The answer is 1.", "2", "so 2 + 1 = 3. The answer is 3.", "The answer is 5."]
         cache.put_many("generate", "planted", {r["request"]: asdict(Completion(text, "stop", 5, 3))
                                                for r, text in zip(first, planted)})
-        monkeypatch.setattr(evaluate.generate.__globals__["engines"], "load",
+        monkeypatch.setattr(runner.engines, "load",
                             lambda *a, **k: pytest.fail("every answer is cached: no model may load"))
         again = evaluate.answers(params.student.model, params, PROMPTS, cache)
         assert [r["response"] for r in again] == planted
-        assert evaluate.score(params, PROMPTS, again, cache) == ([1.0, 1.0, 1.0, 0.0], [[], [], [], []])
+        assert evaluate.score(params, PROMPTS, again, cache, "prompts") == ([1.0, 1.0, 1.0, 0.0], [[], [], [], []])
 
 
 def test_reward_model_evaluation(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     params = params_for(tiny_models, kind="reward_model", reward_model=f"local:{tiny_models['reward']}")
     answers = [{"response": f"answer {i}"} for i in range(4)]
     with RequestCache(tmp_path / "c.sqlite") as cache:
-        per_prompt, keys = evaluate.score(params, PROMPTS, answers, cache)
+        per_prompt, keys = evaluate.score(params, PROMPTS, answers, cache, "prompts")
         from persyn.rewards import reward_model_quality
 
         values = reward_model_quality(params.quality, [(p["messages"], a["response"]) for p, a in zip(PROMPTS, answers)],

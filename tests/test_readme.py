@@ -189,7 +189,8 @@ def test_relative_link_resolves(source: Path, target: str) -> None:
 
 @pytest.mark.parametrize("text, anchor", [
     ("CTranslate2 (`engine = \"ctranslate2\"`)", "ctranslate2-engine--ctranslate2"),
-    ("Does routing help? Every strategy, with confidence intervals", "does-routing-help-every-strategy-with-confidence-intervals"),
+    ("Does routing help? Every strategy, with confidence intervals",
+     "does-routing-help-every-strategy-with-confidence-intervals"),
     ("The paper's two settings at GPU scale", "the-papers-two-settings-at-gpu-scale"),
     ("Experiments: sweeping α and comparing strategies", "experiments-sweeping-α-and-comparing-strategies"),
 ])
