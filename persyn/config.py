@@ -134,6 +134,7 @@ class PromptsConfig:
     router_size: int
     eval_size: int
     count: int
+    shifted_eval_size: int
     path: str | None
     hf: dict[str, str] | None
     fields: dict[str, Any]
@@ -216,6 +217,7 @@ class RouterConfig:
     lr: float
     weight_decay: float
     validation_fraction: float
+    refit_on_all: bool
     seed: int
 
 

@@ -1,5 +1,5 @@
-"""Stage evaluate: the trained and the untrained student on the eval split → metrics/eval.json,
-data/eval/predictions.parquet, plots/accuracy.csv."""
+"""Stage evaluate: the trained and the untrained student on the eval split and the shifted eval set →
+metrics/eval.json, data/eval/predictions.parquet, plots/accuracy.csv."""
 
 from pathlib import Path
 
@@ -13,25 +13,29 @@ PROMPTS = "data/prompts.parquet"
 @guarded
 def main() -> None:
     params = config.load()
-    prompts = [p for p in io.read_parquet(PROMPTS, "prompt") if p["split"] == "eval"]
+    prompts = [p for p in io.read_parquet(PROMPTS, "prompt") if p["split"] in evaluate.SPLITS]
     checkpoint = f"local:{Path('data/student').resolve()}"
     with RequestCache() as cache:
         trained = evaluate.answers(checkpoint, params, prompts, cache)
         untrained = evaluate.answers(params.student.model, params, prompts, cache)
-        trained_summary, trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache, PROMPTS)
-        untrained_summary, untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache, PROMPTS)
-    metrics = {"trained": trained_summary, "untrained": untrained_summary}
+        trained_scores, trained_keys = evaluate.score(params, prompts, trained, cache, PROMPTS)
+        untrained_scores, untrained_keys = evaluate.score(params, prompts, untrained, cache, PROMPTS)
+    splits = [p["split"] for p in prompts]
+    metrics = evaluate.metrics(params.quality.kind, splits, trained_scores, untrained_scores)
     lm_eval = evaluate.lm_eval(str(Path("data/student").resolve()), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
     if lm_eval:
         metrics["lm_eval"] = lm_eval
     io.write_json("metrics/eval.json", metrics, "eval_metrics")
-    predictions = [{"id": p["id"], "trained": t["response"], "untrained": u["response"],
+    predictions = [{"id": p["id"], "split": p["split"], "trained": t["response"], "untrained": u["response"],
                     "trained_score": ts, "untrained_score": us, "requests": [t["request"], u["request"], *tk, *uk]}
                    for p, t, u, ts, us, tk, uk in zip(prompts, trained, untrained, trained_scores, untrained_scores,
                                                       trained_keys, untrained_keys)]
     io.write_parquet("data/eval/predictions.parquet", predictions, "prediction")
     key = "accuracy" if params.quality.kind == "math" else "mean_reward"
-    io.write_csv("plots/accuracy.csv", [{"student": name, key: metrics[name][key]} for name in ("untrained", "trained")])
+    rows = [{"student": name, key: metrics[name][key]} for name in ("untrained", "trained")]
+    rows += [{"student": f"{name} (shifted)", key: metrics["eval_shifted"][name][key]}
+             for name in ("untrained", "trained") if "eval_shifted" in metrics]
+    io.write_csv("plots/accuracy.csv", rows)
 
 
 if __name__ == "__main__":

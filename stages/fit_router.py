@@ -1,4 +1,5 @@
-"""Stage fit_router: rewards → preference pairs → Bradley–Terry head → data/router/, metrics/router.json."""
+"""Stage fit_router: rewards → preference pairs → Bradley–Terry head measured on held-out S, refitted on all
+of S (router.refit_on_all) → data/router/, metrics/router.json."""
 
 from persyn import config, io, router
 from persyn.errors import guarded
@@ -10,10 +11,10 @@ def main() -> None:
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{t}.parquet", "score")]
     embeddings = io.read_embeddings("data/embeddings.parquet")
-    trained, metrics = router.fit(scores, embeddings, teachers, params.router)
+    fitted = router.fit(scores, embeddings, teachers, params.router)
     with io.atomic_directory("data/router") as out:
-        router.save(trained, out, params.router, len(next(iter(embeddings.values()))))
-    io.write_json("metrics/router.json", metrics, "router_metrics")
+        router.save(fitted, out, params.router, len(next(iter(embeddings.values()))))
+    io.write_json("metrics/router.json", fitted.metrics, "router_metrics")
 
 
 if __name__ == "__main__":
