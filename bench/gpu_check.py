@@ -202,7 +202,8 @@ def engine_checks(models: dict[str, Path], device: str) -> list[tuple[str, bool,
         records = [{"messages": m + [{"role": "assistant", "content": a}]} for m, a in zip(PROMPTS, ANSWERS)] * 2
         with tempfile.TemporaryDirectory(prefix="persyn-gpu-check-") as out:
             summary, _ = train.train(records, StudentConfig(model=f"local:{models['student']}", device=device),
-                                     TrainConfig(epochs=2, batch_size=4, lr=1e-3, max_length=128), Path(out))
+                                     TrainConfig(epochs=2, batch_size=4, lr=1e-3, max_length=128), Path(out),
+                                     "gpu check records")
         ok = math.isfinite(summary["final_loss"]) and summary["final_loss"] < summary["first_loss"]
         return ok, f"{summary['steps']} steps, loss {summary['first_loss']:.3f} -> {summary['final_loss']:.3f}"
 

@@ -8,7 +8,8 @@ reads every experiment back through `dvc exp show --json`, its per-prompt eval p
 through `dvc.api.DVCFileSystem` at the experiment's commit. Prints one markdown table: mean eval
 accuracy with a 95% CI (two-level bootstrap over prompts and seeds), the paired difference against
 persyn with its CI and exact sign-flip p (persyn/stats.py), generations used and teacher shares,
-then the router's regret and top-1 on held-out S.
+then the same accuracy and paired difference on the shifted eval set (split eval_shifted, where the
+profile sets prompts.shifted_eval_size), then the router's regret and top-1 on held-out S.
 
     python bench/strategies.py --params examples/cpu-science/params.toml --seeds 0 1 2
     python bench/strategies.py --strategies persyn random --seeds 0 1      # a quick look
@@ -49,8 +50,8 @@ class Run:
     strategy: str
     seed: int
     metrics: dict[str, Any]  # flattened: "metrics/eval.json.trained.accuracy", …
-    trained: dict[str, float]  # eval prompt id → score of the trained student
-    untrained: dict[str, float]
+    trained: dict[str, dict[str, float]]  # split (eval, eval_shifted) → prompt id → score of the trained student
+    untrained: dict[str, dict[str, float]]
 
 
 def dvc(project: Path, env: dict[str, str], *arguments: str) -> str:
@@ -126,16 +127,21 @@ def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -
     return time.perf_counter() - start
 
 
-def scores(project: Path, rev: str, student: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-prompt trained and untrained scores, read from the DVC cache at the experiment's commit:
-    no experiment is applied, so the workspace and the queue are left as they are."""
+def scores(project: Path, rev: str, student: str) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """One student's per-prompt trained and untrained scores by split, read from the DVC cache at the
+    experiment's commit: no experiment is applied, so the workspace and the queue are left as they are."""
     from dvc.api import DVCFileSystem
 
     with tempfile.TemporaryDirectory(prefix="persyn-bench-") as folder:
         target = Path(folder) / "predictions.parquet"
         DVCFileSystem(str(project), rev=rev).get_file(f"data/eval/{student}/predictions.parquet", str(target))
         rows = read_parquet(target, "prediction")
-    return {r["id"]: r["trained_score"] for r in rows}, {r["id"]: r["untrained_score"] for r in rows}
+    trained: dict[str, dict[str, float]] = {}
+    untrained: dict[str, dict[str, float]] = {}
+    for r in rows:
+        trained.setdefault(r["split"], {})[r["id"]] = r["trained_score"]
+        untrained.setdefault(r["split"], {})[r["id"]] = r["untrained_score"]
+    return trained, untrained
 
 
 def parse_show(shown: list[dict[str, Any]], student: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -164,10 +170,18 @@ def collect(project: Path, env: dict[str, str], names: dict[str, str], student: 
     return runs
 
 
-def matrix(runs: list[Run], ids: list[str], untrained: bool = False) -> np.ndarray:
-    """(seeds × prompts) scores, seeds in ascending order; the untrained student repeats per seed."""
+def matrix(runs: list[Run], ids: list[str], untrained: bool = False, split: str = "eval") -> np.ndarray:
+    """(seeds × prompts) scores on one split, seeds in ascending order; the untrained student repeats per seed."""
     ordered = sorted(runs, key=lambda r: r.seed)
-    return np.array([[(r.untrained if untrained else r.trained)[i] for i in ids] for r in ordered])
+    return np.array([[(r.untrained if untrained else r.trained)[split][i] for i in ids] for r in ordered])
+
+
+def prompt_ids(runs: list[Run], split: str = "eval") -> list[str]:
+    """The split's prompt ids, the same in every run (else there is no paired comparison)."""
+    ids = sorted(runs[0].trained.get(split, {}))
+    if any(sorted(r.trained.get(split, {})) != ids for r in runs):
+        raise ValueError(f"experiments were evaluated on different {split} prompts: not a paired comparison")
+    return ids
 
 
 def interval(value: stats.Interval, signed: bool = False) -> str:
@@ -188,17 +202,16 @@ def by_arm(runs: list[Run]) -> dict[str, list[Run]]:
 
 
 def compare(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES,
-            extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """One row per arm (the untrained student first), as schemas/strategy_results.schema.json's
-    `strategies` items, plus `shares` and the `extra` metrics' means over seeds for the table."""
+            extra: tuple[str, ...] = (), split: str = "eval") -> list[dict[str, Any]]:
+    """One row per arm (the untrained student first) on one eval split, as
+    schemas/strategy_results.schema.json's `strategies` items, plus `shares` and the `extra` metrics'
+    means over seeds for the table."""
     grouped = by_arm(runs)
-    ids = sorted(runs[0].trained)
-    if any(sorted(r.trained) != ids for r in runs):
-        raise ValueError("experiments were evaluated on different prompts: not a paired comparison")
+    ids = prompt_ids(runs, split)
     seeds = {s: sorted(r.seed for r in group) for s, group in grouped.items()}
     if len({tuple(v) for v in seeds.values()}) != 1:
         raise ValueError(f"strategies ran with different seeds: {seeds}")
-    base = matrix(grouped[reference], ids) if reference in grouped else None
+    base = matrix(grouped[reference], ids, split=split) if reference in grouped else None
 
     def row(label: str, scores: np.ndarray, group: list[Run], trained: bool) -> dict[str, Any]:
         mean = stats.mean_ci(scores, resamples)
@@ -219,15 +232,31 @@ def compare(runs: list[Run], reference: str = "persyn", resamples: int = stats.R
         return found
 
     first = next(iter(grouped.values()))
-    return [row("untrained student", matrix(first, ids, untrained=True), first, trained=False),
-            *(row(arm, matrix(group, ids), group, trained=True) for arm, group in grouped.items())]
+    return [row("untrained student", matrix(first, ids, True, split), first, trained=False),
+            *(row(arm, matrix(group, ids, split=split), group, trained=True) for arm, group in grouped.items())]
 
 
-def results(runs: list[Run], rows: list[dict[str, Any]], reference: str, command: str) -> dict[str, Any]:
-    """The comparison as `persyn report --strategies FILE` reads it (schemas/strategy_results.schema.json)."""
-    keep = ("strategy", "seeds", "mean", "low", "high", "generations_used", "difference")
-    return {"metric": "accuracy", "prompts": len(runs[0].trained), "reference": reference, "command": command,
-            "strategies": [{k: row[k] for k in keep if k in row} for row in rows]}
+def results(runs: list[Run], rows: list[dict[str, Any]], reference: str, command: str,
+            shifted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The comparison as `persyn report --strategies FILE` reads it (schemas/strategy_results.schema.json):
+    `rows` on the eval split, `shifted` (compare's rows on eval_shifted) where the runs have that split."""
+    def kept(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        keep = ("strategy", "seeds", "mean", "low", "high", "generations_used", "difference")
+        return [{k: row[k] for k in keep if k in row} for row in found]
+
+    found = {"metric": "accuracy", "prompts": len(prompt_ids(runs)), "reference": reference, "command": command,
+             "strategies": kept(rows)}
+    if shifted:
+        found["eval_shifted"] = {"prompts": len(prompt_ids(runs, "eval_shifted")), "strategies": kept(shifted)}
+    return found
+
+
+def versus(row: dict[str, Any]) -> tuple[str, str]:
+    """A compare row's difference against the reference with its CI, and its p ("–" for the reference)."""
+    if "difference" not in row:
+        return "–", "–"
+    d = row["difference"]
+    return interval(stats.Interval(d["mean"], d["low"], d["high"]), signed=True), f"{d['p_value']:.2g}"
 
 
 def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES, extra: tuple[str, ...] = ()) -> str:
@@ -238,16 +267,20 @@ def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RES
              "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
     for row in compare(runs, reference, resamples, extra):
         mean = stats.Interval(row["mean"], row["low"], row["high"])
-        versus, p = "–", "–"
-        if "difference" in row:
-            d = row["difference"]
-            versus, p = interval(stats.Interval(d["mean"], d["low"], d["high"]), signed=True), f"{d['p_value']:.2g}"
+        difference, p = versus(row)
         used = row.get("generations_used")
         shares = ", ".join(f"{t} {v:.0%}" for t, v in row.get("shares", {}).items()) or "–"
         means = [row.get("extra", {}).get(key) for key in extra]
-        lines.append(f"| {row['strategy']} | {row['seeds']} | {interval(mean)} | {versus} | {p} "
+        lines.append(f"| {row['strategy']} | {row['seeds']} | {interval(mean)} | {difference} | {p} "
                      f"| {'–' if used is None else used} | {shares} |"
                      + "".join(" – |" if m is None else f" {m:.4g} |" for m in means))
+    if any(r.trained.get("eval_shifted") for r in runs):
+        lines += ["", "The same students on the shifted eval set (split eval_shifted: phrasings the built-in generator "
+                  "never writes); a gain on eval that vanishes here was learnt from the template.", "",
+                  f"| strategy | seeds | shifted accuracy [95% CI] | Δ vs {reference} [95% CI] | p |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {row['strategy']} | {row['seeds']} | {interval(stats.Interval(row['mean'], row['low'], row['high']))} "
+                  f"| {' | '.join(versus(row))} |" for row in compare(runs, reference, resamples, split="eval_shifted")]
     router = ["", "Router on held-out S (metrics/router.json, mean over experiments): regret = oracle r − chosen r, "
               "top-1 = chose an oracle teacher.", "", "| choice | regret | top-1 |", "|---|---|---|"]
     best = runs[0].metrics.get("metrics/router.json.best_single.teacher", "?")
@@ -261,7 +294,7 @@ def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RES
 def power_note(runs: list[Run], reference: str = "persyn", effect: float = 0.05) -> str:
     """What this run says about sizing the next: the design estimated from each strategy against the
     reference (stats.estimate_design), the detectable effect now, and the prompts a 5-point one needs."""
-    ids = sorted(runs[0].trained)
+    ids = prompt_ids(runs)
     by_strategy = by_arm(runs)
     if reference not in by_strategy:
         return ""
@@ -325,7 +358,8 @@ def main() -> None:
           f"scratch {scratch} (results.json: persyn report --strategies)\n")
     reference = args.reference or arms[0][0]
     command = " ".join(["python bench/strategies.py", *sys.argv[1:]])
-    found = results(runs, compare(runs, reference), reference, command)
+    shifted = compare(runs, reference, split="eval_shifted") if runs[0].trained.get("eval_shifted") else None
+    found = results(runs, compare(runs, reference), reference, command, shifted)
     (scratch / "results.json").write_text(json.dumps(found, indent=1) + "\n")
     print(table(runs, reference, extra=tuple(args.show)))
     print(power_note(runs, reference))

@@ -126,9 +126,11 @@ def generate(count: int, seed: int) -> list[dict[str, str]]:
     problems: dict[str, str] = {}
     for _ in range(count * 50):
         if len(problems) == count:
-            return [{"prompt": text, "reference": answer} for text, answer in problems.items()]
+            break
         template = rng.choice(TEMPLATES)
         p, q = rng.sample(PEOPLE, 2)
         text, answer = template.render(template.draw(rng), p, q)
         problems.setdefault(text, str(answer))
-    raise ValueError(f"only {len(problems)} distinct shifted problems for seed {seed}; asked for {count}")
+    if len(problems) < count:
+        raise ValueError(f"only {len(problems)} distinct shifted problems for seed {seed}; asked for {count}")
+    return [{"prompt": text, "reference": answer} for text, answer in problems.items()]

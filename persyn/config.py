@@ -134,6 +134,7 @@ class PromptsConfig:
     router_size: int
     eval_size: int
     count: int
+    shifted_eval_size: int
     path: str | None
     hf: dict[str, str] | None
     fields: dict[str, Any]
@@ -173,7 +174,7 @@ class SamplingConfig:
     engine_options: dict[str, Any]
 
 
-@table("teachers", "*", derived=("name", "chat_template"), inline=("sampling",))
+@table("teachers", "*", derived=("name",), inline=("sampling",))
 class TeacherConfig:
     name: str
     model: str
@@ -182,7 +183,6 @@ class TeacherConfig:
     prompt_template: str | None
     max_share: float | None
     max_prompts: int | None
-    chat_template: str | None = None  # a student answering the evaluation: StudentConfig.chat_template
 
 
 @table("quality")
@@ -207,6 +207,7 @@ class RouterConfig:
     lr: float
     weight_decay: float
     validation_fraction: float
+    refit_on_all: bool
     seed: int
 
 

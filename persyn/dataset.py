@@ -168,7 +168,7 @@ def metrics(records: list[dict[str, Any]], routes: dict[str, list[str]], prompts
             "truncated": sum(row["finish_reason"] == "length" for row in generated[teacher]),
         }
     used = len(teachers) * subset_size + sum(len(set(ids) & pool) for ids in routes.values())
-    select_all = len(teachers) * total
+    select_all = len(teachers) * (subset_size + len(pool))  # every teacher answers every routed prompt (as plan counts)
     return {
         "records": total,
         "routed_prompts": len({row["id"] for rows in generated.values() for row in rows}),

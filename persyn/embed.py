@@ -14,7 +14,7 @@ from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from persyn.config import EmbedConfig
-from persyn.engines.transformers import pick_device
+from persyn.devices import pick_device
 from persyn.models import ResolvedModel, resolve
 
 log = logging.getLogger("persyn.embed")

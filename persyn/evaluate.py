@@ -1,4 +1,5 @@
-"""Evaluate the trained and the untrained student on the held-out eval split.
+"""Evaluate the trained and the untrained student on the held-out eval split, and on the shifted eval
+set (split eval_shifted: phrasings the built-in generator never writes) where there is one.
 
 Generations go through the request cache, keyed by the model's content hash: the untrained
 student's answers are computed once and reused by every experiment, and a trained checkpoint
@@ -10,40 +11,69 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from persyn import rewards
+from persyn import rewards, stats
 from persyn.cache import RequestCache
-from persyn.config import Params, SamplingConfig, TeacherConfig
-from persyn.synthesis import generate
+from persyn.config import Params
+from persyn.engines import Sampling
+from persyn.models import resolve
+from persyn.runner import EngineSpec
+from persyn.synthesis import generate_cached, generation_payloads
 
 log = logging.getLogger("persyn.evaluate")
 
+SPLITS = ("eval", "eval_shifted")  # what the student is evaluated on; metrics/eval.json keeps eval's at the top
+
 
 def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: RequestCache) -> list[dict[str, Any]]:
-    """Greedy answers of a student model (no system prompt: exactly how it was trained)."""
+    """Greedy answers of a student model (`spec`: the trained checkpoint or the untrained student) on
+    the student's engine, with no system prompt: exactly how it was trained. As {id, response, request}."""
     student = params.student
-    sampling = SamplingConfig(engine=student.engine, device=student.device, temperature=0.0,
-                              max_tokens=params.eval.max_tokens, batch_size=params.eval.batch_size,
-                              engine_options=student.engine_options)
-    records, _ = generate(TeacherConfig(name="student", model=spec, sampling=sampling,
-                                        chat_template=student.chat_template), prompts, cache)
-    return records
+    model = resolve(spec, student.chat_template)
+    engine = EngineSpec(student.engine, student.device, params.eval.batch_size, options=student.engine_options)
+    greedy = Sampling(temperature=0.0, max_tokens=params.eval.max_tokens)
+    payloads = generation_payloads(model, engine, greedy, 0, [{"messages": p["messages"]} for p in prompts])
+    answered = generate_cached(cache, model, engine, payloads, greedy, f"evaluate {model.identity}")
+    return [{"id": p["id"], "response": completion.text, "request": key}
+            for p, completion, key in zip(prompts, answered.values, answered.keys)]
 
 
-def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]],
-          cache: RequestCache) -> tuple[dict[str, Any], list[float], list[list[str]]]:
-    """Math: accuracy of the final answer. Instruction data: mean reward-model score.
-    Returns the summary, the per-prompt scores (correctness or reward) and each score's request-cache
-    keys (none for math), which the predictions keep so that `persyn cache gc` keeps them too."""
+def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]], cache: RequestCache,
+          source: str) -> tuple[list[float], list[list[str]]]:
+    """Math: correctness (1/0) of the final answer against the references of `prompts` (read from
+    `source`). Instruction data: the reward-model score.
+    Returns the per-prompt scores and each score's request-cache keys (none for math), which the
+    predictions keep so that `persyn cache gc` keeps them too."""
     if params.quality.kind == "math":
         correct = rewards.math_quality([r["response"] for r in records], [p["reference"] for p in prompts],
-                                       "data/prompts.parquet", [p["id"] for p in prompts])
-        summary = {"accuracy": sum(correct) / len(correct) if correct else None, "prompts": len(correct)}
-        return summary, correct, [[] for _ in correct]
+                                       source, [p["id"] for p in prompts])
+        return correct, [[] for _ in correct]
     pairs = [(p["messages"], r["response"]) for p, r in zip(prompts, records)]
     scored = rewards.reward_model_quality(params.quality, pairs, cache)
-    values = scored.values
-    summary = {"mean_reward": sum(values) / len(values) if values else None, "prompts": len(values)}
-    return summary, values, [[key] for key in scored.keys]
+    return list(scored.values), [[key] for key in scored.keys]
+
+
+def summarise(kind: str, values: list[float]) -> dict[str, Any]:
+    """Math: accuracy with its Wilson 95% interval. Instruction data: mean reward with a 95% bootstrap
+    interval over prompts. No prompts: no value, no interval."""
+    key = "accuracy" if kind == "math" else "mean_reward"
+    if not values:
+        return {key: None, "ci95": None, "prompts": 0}
+    found = stats.wilson(round(sum(values)), len(values)) if kind == "math" else stats.mean_ci(values)
+    return {key: found.estimate, "ci95": {"low": found.low, "high": found.high}, "prompts": len(values)}
+
+
+def metrics(kind: str, splits: list[str], trained: list[float], untrained: list[float]) -> dict[str, Any]:
+    """metrics/eval.json without lm_eval: the eval split's trained and untrained students at the top,
+    and the shifted set's under "eval_shifted" when the prompts have that split."""
+    def students(split: str) -> dict[str, Any]:
+        rows = [i for i, s in enumerate(splits) if s == split]
+        return {"trained": summarise(kind, [trained[i] for i in rows]),
+                "untrained": summarise(kind, [untrained[i] for i in rows])}
+
+    found = students("eval")
+    if "eval_shifted" in splits:
+        found["eval_shifted"] = students("eval_shifted")
+    return found
 
 
 def lm_eval(checkpoint: str, tasks: tuple[str, ...], limit: int) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Verified routing: an answer that fails verification is re-asked of the next teacher in the prompt's order.
 
 Only math quality is verifiable (the final answer against the reference). Attempt 0 is the routed
-answer; attempt k asks the k-th teacher after it in data/route_order.parquet, for the prompts whose
-attempt k-1 failed. A router-subset prompt already has every teacher's answer (data/sample), so it
+answer; attempt k asks the k-th teacher after it in the prompt's route order, for the prompts whose
+attempt k-1 failed. A router-subset prompt already has every teacher's answer (the sample stage's), so it
 is read, never asked; a pool prompt is asked through the request cache, so an answer the teacher
 gave in another experiment is reused. Under the oracle every teacher answered already: nothing to ask.
 """
@@ -17,14 +17,16 @@ from persyn.rewards import is_correct
 Ask = Callable[[str, list[str]], list[dict[str, Any]]]
 
 
-def primary_answers(order: dict[str, list[str]], generated: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Attempt 0 of every routed prompt: the answer of the first teacher in its order."""
+def primary_answers(order: dict[str, list[str]], generated: dict[str, list[dict[str, Any]]],
+                    source: str) -> dict[str, dict[str, Any]]:
+    """Attempt 0 of every routed prompt: the answer of the first teacher in its order. `source` names
+    the file of a teacher's generated answers, with {teacher} in it (for the error naming a missing one)."""
     by_teacher = {t: {a["id"]: a for a in rows} for t, rows in generated.items()}
     primary = {}
     for prompt_id, teachers in order.items():
         answer = by_teacher.get(teachers[0], {}).get(prompt_id)
         if answer is None:
-            raise PersynError(f"data/generated/{teachers[0]}.parquet: record {prompt_id}: routed but not generated")
+            raise PersynError(f"{source.format(teacher=teachers[0])}: record {prompt_id}: routed but not generated")
         primary[prompt_id] = answer
     return primary
 

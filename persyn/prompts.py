@@ -2,7 +2,9 @@
 
 Sources: jsonl, parquet, a Hugging Face dataset, or the built-in arithmetic generator. Every
 prompt gets a stable content-hash id and a seeded split: router (the subset S every teacher
-answers), pool (routed to one teacher each) or eval (held out for the student).
+answers), pool (routed to one teacher each) or eval (held out for the student). The shifted eval
+set (prompts.shifted_eval_size, persyn/arithmetic_shifted.py) is added beside the source as a
+fourth split, eval_shifted, so that the student is also evaluated on phrasings it never trained on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from persyn import arithmetic
+from persyn import arithmetic, arithmetic_shifted
 from persyn.config import PromptsConfig
 from persyn.errors import PersynError
 
@@ -164,12 +166,28 @@ def build(config: PromptsConfig, require_reference: bool = False) -> list[dict[s
     random.Random(config.seed).shuffle(order)
     split = {key: "eval" for key in order[: config.eval_size]}
     split.update({key: "router" for key in order[config.eval_size: config.eval_size + config.router_size]})
+    split.update({key: "pool" for key in order[config.eval_size + config.router_size:]})
+    shifted = _shifted(config, source, dict(kept))
+    split.update({key: "eval_shifted" for key in shifted})
     return [
         {
             "id": key,
             "messages": [{"role": "user", "content": row["prompt"]}],
             "reference": row["reference"],
-            "split": split.get(key, "pool"),
+            "split": split[key],
         }
-        for key, row in sorted(kept)
+        for key, row in sorted([*kept, *shifted.items()])
     ]
+
+
+def _shifted(config: PromptsConfig, source: str, taken: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The shifted eval set by id; a problem that is also a source prompt would be trained on, so it
+    stops the build rather than being evaluated as unseen."""
+    rows = {}
+    for number, problem in enumerate(arithmetic_shifted.generate(config.shifted_eval_size, config.seed)):
+        key = prompt_id(problem["prompt"])
+        if key in taken:
+            raise PersynError(f"{source}: {taken[key]['label']}: is shifted eval problem {number} "
+                              f"({problem['prompt']!r:.60}); change prompts.seed or drop it from the source")
+        rows[key] = {**problem, "label": f"shifted problem {number}"}
+    return rows

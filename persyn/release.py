@@ -39,6 +39,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def shifted_line(evaluation: dict[str, Any]) -> str:
+    """The card's line on the shifted eval set (phrasings the built-in generator never writes), if evaluated."""
+    shifted = evaluation.get("eval_shifted")
+    return "" if shifted is None else (f"\n- on the shifted eval set: after {shifted['trained']}; "
+                                       f"before {shifted['untrained']}")
+
+
 def card(name: str, version: str, params: config_module.Params, metrics: dict[str, dict], provenance: dict) -> str:
     """A Hugging Face dataset card: YAML metadata, then how the dataset was built."""
     built = metrics["dataset"]
@@ -51,6 +58,7 @@ def card(name: str, version: str, params: config_module.Params, metrics: dict[st
         "router_regret": metrics["router"]["router"]["regret"],
         "eval_trained": metrics.get("eval", {}).get("trained"),
         "eval_untrained": metrics.get("eval", {}).get("untrained"),
+        "eval_shifted": metrics.get("eval", {}).get("eval_shifted"),
     }
     header = {
         "license": params.assemble.license,
@@ -86,7 +94,7 @@ from best, and only that teacher answered ("Route then Generate").
   {router['best_single']['regret']:.4f}, random {router['random']['regret']:.4f}), top-1 agreement
   {router['router']['top1']:.3f}, pairwise accuracy {router['pairwise_accuracy']}
 - student after fine-tuning on this dataset: {evaluation.get('trained', 'not evaluated')};
-  before: {evaluation.get('untrained', 'not evaluated')}
+  before: {evaluation.get('untrained', 'not evaluated')}{shifted_line(evaluation)}
 - git commit `{provenance['git_commit']}`, dvc.lock sha256 `{provenance['dvc_lock_sha256']}`
 
 | teacher | model identity | records | share | mean quality |

@@ -1,21 +1,24 @@
-"""Quality rewards: verified final answers for math, a reward model for instruction data.
+"""The two rewards of a (prompt, teacher response): quality and the student's learnability.
 
-Learnability (the student's log-likelihood of a response) lives in persyn.synthesis, since it
-runs through the same engine protocol and request cache as generation.
+Quality is the verified final answer for math, a reward model's score for instruction data.
+Learnability is the student's mean per-token log-likelihood of the response. Model scores go
+through the request runner (persyn/runner.py), so each is computed once across experiments.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import closing
 from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence
 
+from persyn import engines
 from persyn.cache import RequestCache
-from persyn.config import Params, QualityConfig
+from persyn.config import Params, QualityConfig, StudentConfig
+from persyn.engines import ScoreRequest
 from persyn.errors import PersynError
 from persyn.models import resolve
-from persyn import engines
-from persyn.synthesis import Answers, engine_identity, learnability, run_cached
+from persyn.runner import Answers, EngineSpec, all_at_once, engine_identity, lazy_engine, lazy_reward_model, run_cached
 
 NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 
@@ -100,33 +103,44 @@ def reward_model_quality(
          "rendering": "chat.reward_ids", "messages": messages, "response": response}
         for messages, response in pairs
     ]
-    holder: dict[str, engines.RewardScorer] = {}
+    spec = EngineSpec(config.engine, config.device, config.batch_size, config.max_length, config.engine_options)
+    with closing(lazy_reward_model(spec, model)) as scorer:
+        return run_cached(cache, "reward", model.identity, payloads, list(pairs),
+                          all_at_once(lambda batch: scorer.engine.score(batch)), config.batch_size, "reward model")
 
-    def score(batch: list[tuple[list[dict[str, str]], str]]) -> list[float]:
-        if "model" not in holder:
-            holder["model"] = engines.load_reward(config.engine, model, config.device, config.max_length,
-                                                  config.engine_options)
-        return holder["model"].score(batch)
 
-    try:
-        return run_cached(cache, "reward", model.identity, payloads, list(pairs), score, config.batch_size,
-                          "reward model")
-    finally:
-        if "model" in holder:
-            holder["model"].close()
+def learnability(
+    student: StudentConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
+) -> Answers:
+    """The student's mean per-token log-likelihood of each (prompt messages, response)."""
+    if not engines.scores_loglikelihood(student.engine, student.engine_options):
+        raise PersynError(
+            f"params.toml: students.{student.name}.engine = '{student.engine}' cannot score log-likelihoods of a given response, "
+            "which learnability needs; run the student on transformers, vllm or ray"
+        )
+    model = resolve(student.model, student.chat_template)
+    common = {"kind": "loglikelihood", "model": model.identity, **engine_identity(student.engine, student.engine_options),
+              "device": student.device, "max_length": student.max_length}
+    payloads = [{**common, "messages": messages, "response": response} for messages, response in pairs]
+    requests = [ScoreRequest(messages, response) for messages, response in pairs]
+    spec = EngineSpec(student.engine, student.device, student.batch_size, student.max_length, student.engine_options)
+    with closing(lazy_engine(spec, model)) as lazy:
+        return run_cached(cache, "loglikelihood", model.identity, payloads, requests,
+                          all_at_once(lambda batch: lazy.engine.loglikelihood(batch)), student.batch_size, "learnability")
 
 
 def score_answers(params: Params, teacher: str, answers: list[dict[str, Any]], prompts: dict[str, dict[str, Any]],
-                  cache: RequestCache, source: str) -> list[dict[str, Any]]:
-    """Raw quality and learnability of one teacher's answers, as score records."""
+                  cache: RequestCache, source: str, prompts_source: str) -> list[dict[str, Any]]:
+    """Raw quality and learnability of one teacher's answers (read from `source`), as score records;
+    `prompts` were read from `prompts_source` (errors name both files)."""
     for answer in answers:
         if answer["id"] not in prompts:
-            raise PersynError(f"{source}: record {answer['id']}: field 'id': not in data/prompts.parquet (stale file?)")
+            raise PersynError(f"{source}: record {answer['id']}: field 'id': not in {prompts_source} (stale file?)")
     pairs = [(prompts[a["id"]]["messages"], a["response"]) for a in answers]
     quality_keys: list[str | None] = [None] * len(answers)
     if params.quality.kind == "math":
         quality = math_quality([a["response"] for a in answers], [prompts[a["id"]]["reference"] for a in answers],
-                               "data/prompts.parquet", [a["id"] for a in answers])
+                               prompts_source, [a["id"] for a in answers])
     else:
         scored = reward_model_quality(params.quality, pairs, cache)
         quality, quality_keys = scored.values, list(scored.keys)

@@ -137,16 +137,33 @@ def reward_matrices(scores: list[dict], teachers: list[str], source: str) -> tup
 
 
 def split(count: int, config: RouterConfig) -> tuple[list[int], list[int]]:
-    """Seeded validation and training rows of S (the report redraws the same split)."""
+    """Seeded validation and training rows of S; fit saves the validation ids with the router."""
     order = list(range(count))
     random.Random(config.seed).shuffle(order)
     held = int(round(count * config.validation_fraction))
     return sorted(order[:held]), sorted(order[held:])
 
 
+@dataclass
+class Fit:
+    """What fit_router keeps: the router that routes, the one its held-out metrics measure (the same
+    object when it was not refitted), the held-out prompt ids of S, and the metrics."""
+
+    routing: Router
+    held_out: Router
+    held_out_ids: list[str]
+    metrics: dict[str, object]
+
+    @property
+    def fit_on(self) -> str:
+        return "all" if self.routing is not self.held_out or not self.held_out_ids else "training"
+
+
 def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[str], config: RouterConfig,
-        source: str = "data/scores") -> tuple[Router, dict[str, object]]:
-    """Split S into train/validation (seeded), train on one, report metrics on the other."""
+        source: str = "data/scores") -> Fit:
+    """Split S into train/validation (seeded), train on one, report metrics on the other; then, with
+    router.refit_on_all, fit the routing router again on all of S: the held-out measurement is of
+    the recipe, and routing gets every labelled prompt."""
     ids, quality, learn = reward_matrices(scores, teachers, source)
     missing = [i for i in ids if i not in embeddings]
     if missing:
@@ -155,37 +172,52 @@ def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[st
     validation, training = split(len(ids), config)
     x = np.stack([embeddings[i] for i in ids])
     train_pairs = preference_pairs(reward[training], config.tie_margin)
-    router = train(x[training], train_pairs, teachers, config)
+    held_out = train(x[training], train_pairs, teachers, config)
     best_single = int(reward[training].mean(axis=0).argmax())
     evaluated = validation or training
-    metrics = evaluate(router, x[evaluated], reward[evaluated],
+    metrics = evaluate(held_out, x[evaluated], reward[evaluated],
                        preference_pairs(reward[evaluated], config.tie_margin), best_single)
+    routing, routing_pairs = held_out, train_pairs
+    if config.refit_on_all and validation:
+        routing_pairs = preference_pairs(reward, config.tie_margin)
+        routing = train(x, routing_pairs, teachers, config)
+    result = Fit(routing, held_out, [ids[i] for i in validation], metrics)
     metrics.update({
         "evaluated_on": "validation" if validation else "training",
         "alpha": config.alpha,
         "train_prompts": len(training),
         "train_pairs": int(len(train_pairs)),
+        "routing_fit": {"on": result.fit_on, "prompts": len(ids) if result.fit_on == "all" else len(training),
+                        "pairs": int(len(routing_pairs))},
         "tied_prompts": int(sum(not len(preference_pairs(reward[[i]], config.tie_margin)) for i in range(len(ids)))),
         "mean_quality": {t: float(quality[:, k].mean()) for k, t in enumerate(teachers)},
         "mean_learnability": {t: float(learn[:, k].mean()) for k, t in enumerate(teachers)},
     })
-    return router, metrics
+    return result
 
 
-def save(router: Router, directory: Path, config: RouterConfig, dimension: int) -> None:
-    """Weights as safetensors (stable bytes) plus the settings needed to rebuild the head."""
+HEADS = {"routing": "head.safetensors", "held_out": "held_out.safetensors"}
+
+
+def save(fitted: Fit, directory: Path, config: RouterConfig, dimension: int) -> None:
+    """Both heads as safetensors (stable bytes; identical files when not refitted), the held-out ids
+    (so the report reads the split instead of redrawing it) and the settings that rebuild a head."""
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in router.head.state_dict().items()}, str(directory / "head.safetensors"))
-    meta = {"teachers": router.teachers, "head": config.head, "hidden": config.hidden,
-            "dimension": dimension, "alpha": config.alpha}
+    for which, trained in (("routing", fitted.routing), ("held_out", fitted.held_out)):
+        save_file({k: v.contiguous() for k, v in trained.head.state_dict().items()}, str(directory / HEADS[which]))
+    meta = {"teachers": fitted.routing.teachers, "head": config.head, "hidden": config.hidden,
+            "dimension": dimension, "alpha": config.alpha, "fit_on": fitted.fit_on,
+            "held_out_ids": fitted.held_out_ids}
     write_json(directory / "router.json", meta, "router_model")
 
 
-def load(directory: Path) -> tuple[Router, dict]:
+def load(directory: Path, which: str = "routing") -> tuple[Router, dict]:
+    """The routing router (fit on all of S under router.refit_on_all), or with which="held_out" the
+    one metrics/router.json measured on meta["held_out_ids"]."""
     from safetensors.torch import load_file
 
     meta = read_json(directory / "router.json", "router_model")
     head = make_head(meta["head"], meta["dimension"], len(meta["teachers"]), meta["hidden"])
-    head.load_state_dict(load_file(str(directory / "head.safetensors")))
+    head.load_state_dict(load_file(str(directory / HEADS[which])))
     return Router(meta["teachers"], head), meta

@@ -13,6 +13,8 @@ variance of an accuracy, cancels out of the difference.
 - `paired`: the mean difference with the same bootstrap on the difference matrix, and a p-value
   from an exact sign-flip permutation test over prompts.
 - `mde` / `prompts_needed`: the normal-approximation power calculation for that paired design.
+- `wilson`: one build's accuracy on one eval split (one seed, 0/1 scores) with its Wilson score
+  interval, which keeps its coverage at small n and near 0 or 1, where p ± 1.96·se does not.
 
 Knows nothing of DVC: the bench reads experiments and hands matrices to these functions.
 """
@@ -133,6 +135,20 @@ def paired(a: np.ndarray | list, b: np.ndarray | list, resamples: int = RESAMPLE
     sums = difference.sum(axis=0)
     p, method = sign_flip_p(sums, seed)
     return Paired(interval(difference, resamples, seed), p, method, int((~np.isclose(sums, 0)).sum()))
+
+
+def wilson(successes: int, trials: int, confidence: float = 0.95) -> Interval:
+    """successes / trials with its Wilson score interval (Wilson 1927): the p whose score test at
+    this level does not reject, (p̂ + z²/2n ± z·sqrt(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)."""
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 ≤ successes ≤ trials and trials ≥ 1, got {successes} of {trials}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    share = successes / trials
+    shrink = 1 + z * z / trials
+    centre = (share + z * z / (2 * trials)) / shrink
+    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / shrink
+    # at 0 or n successes one end is exactly the estimate; clip the rounding that says otherwise
+    return Interval(share, max(0.0, min(share, centre - half)), min(1.0, max(share, centre + half)))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from persyn.chat import response_tokens
 from persyn.config import StudentConfig, TrainConfig
-from persyn.engines.transformers import pick_device
+from persyn.devices import pick_device
 from persyn.errors import PersynError
 from persyn.models import resolve
 
@@ -68,11 +68,12 @@ def warmup_steps(examples: int, config: TrainConfig) -> int:
     return int(config.warmup_ratio * math.ceil(per_epoch * config.epochs))
 
 
-def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainConfig,
-          out: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Fine-tune, save the checkpoint into `out`, return summary metrics and the per-step loss."""
+def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainConfig, out: Path,
+          source: str) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Fine-tune on the records (read from `source`), save the checkpoint into `out`, return summary
+    metrics and the per-step loss."""
     if not records:
-        raise PersynError("data/dataset: no records to train on")
+        raise PersynError(f"{source}: no records to train on")
     set_seed(config.seed)
     model_ref = resolve(student.model, student.chat_template)
     device = pick_device(student.device)

@@ -10,6 +10,8 @@ from persyn import budget, config, dataset, fallback, io, rewards
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
+PROMPTS = "data/prompts.parquet"
+
 
 @guarded
 def main() -> None:
@@ -17,18 +19,19 @@ def main() -> None:
     parser.add_argument("student")
     student = parser.parse_args().student
     params = config.load().for_student(student)
+    generated_file = f"data/generated/{student}/{{teacher}}.parquet"
     teachers = sorted(p.stem for p in Path(f"data/routes/{student}").glob("*.parquet"))
     routes = {t: [r["id"] for r in io.read_parquet(f"data/routes/{student}/{t}.parquet", "route")] for t in teachers}
-    generated = {t: io.read_parquet(f"data/generated/{student}/{t}.parquet", "generation") for t in teachers}
-    prompts = io.read_parquet("data/prompts.parquet", "prompt")
+    generated = {t: io.read_parquet(generated_file.format(teacher=t), "generation") for t in teachers}
+    prompts = io.read_parquet(PROMPTS, "prompt")
     by_id = {p["id"]: p for p in prompts}
     extra = io.read_parquet(f"data/fallback/{student}.parquet", "fallback_answer")
     oracle = params.route.strategy == "oracle"
     scored: dict[str, list[dict]] = {t: [] for t in teachers}  # the oracle's scores of every answer
     if oracle:
         with RequestCache() as cache:
-            scored = {t: rewards.score_answers(params, t, generated[t], by_id, cache,
-                                               f"data/generated/{student}/{t}.parquet") for t in teachers}
+            scored = {t: rewards.score_answers(params, t, generated[t], by_id, cache, generated_file.format(teacher=t),
+                                               PROMPTS) for t in teachers}
     with io.atomic_directory(f"data/oracle/{student}") as out:
         for teacher, rows in scored.items():
             io.write_parquet(out / f"{teacher}.parquet", rows, "score")
@@ -41,7 +44,7 @@ def main() -> None:
     summary = dataset.metrics(records, routes, prompts, generated)
     if params.route.fallback:
         order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
-        primary = {} if oracle else fallback.primary_answers(order, generated)
+        primary = {} if oracle else fallback.primary_answers(order, generated, generated_file)
         summary["fallback"] = fallback.metrics(primary, extra, {i: p["reference"] for i, p in by_id.items()}, records,
                                                params.route.fallback, not oracle, teachers)
     planned = io.read_json(f"metrics/{student}/route.json", "route_metrics")["budget"]

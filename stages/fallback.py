@@ -24,15 +24,16 @@ def main() -> None:
                  "nothing to re-ask", params.route.fallback)
     elif params.route.fallback:
         teachers = sorted(params.teachers)
+        generated_file = f"data/generated/{student}/{{teacher}}.parquet"
         order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
-        generated = {t: io.read_parquet(f"data/generated/{student}/{t}.parquet", "generation") for t in teachers}
+        generated = {t: io.read_parquet(generated_file.format(teacher=t), "generation") for t in teachers}
         subset = {t: {a["id"]: a for a in io.read_parquet(f"data/sample/{t}.parquet", "generation")} for t in teachers}
         prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
         with RequestCache() as cache:
             def ask(teacher: str, ids: list[str]) -> list[dict]:
                 return synthesis.generate(params.teacher(teacher), [prompts[i] for i in ids], cache)[0]
 
-            answers = fallback.ask_in_order(params.route.fallback, order, fallback.primary_answers(order, generated),
+            answers = fallback.ask_in_order(params.route.fallback, order, fallback.primary_answers(order, generated, generated_file),
                                             {i: p["reference"] for i, p in prompts.items()}, subset, ask)
     io.write_parquet(f"data/fallback/{student}.parquet", answers, "fallback_answer")
 

@@ -1,5 +1,5 @@
-"""Stage fit_router@S: student S's rewards → preference pairs → Bradley–Terry head → data/router/S/,
-metrics/S/router.json."""
+"""Stage fit_router@S: student S's rewards → preference pairs → Bradley–Terry head measured on held-out S,
+refitted on all of S (router.refit_on_all) → data/router/S/, metrics/S/router.json."""
 
 import argparse
 
@@ -16,10 +16,10 @@ def main() -> None:
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
     embeddings = io.read_embeddings("data/embeddings.parquet")
-    trained, metrics = router.fit(scores, embeddings, teachers, params.router)
+    fitted = router.fit(scores, embeddings, teachers, params.router)
     with io.atomic_directory(f"data/router/{student}") as out:
-        router.save(trained, out, params.router, len(next(iter(embeddings.values()))))
-    io.write_json(f"metrics/{student}/router.json", metrics, "router_metrics")
+        router.save(fitted, out, params.router, len(next(iter(embeddings.values()))))
+    io.write_json(f"metrics/{student}/router.json", fitted.metrics, "router_metrics")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ counters → runs/generate@S-T.json. A prompt another student routed to T too is
 generated once for both."""
 
 import argparse
+from pathlib import Path
 
-from persyn import config, io, synthesis
+from persyn import config, io, runner, synthesis
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
@@ -27,7 +28,8 @@ def main() -> None:
     io.write_json(f"data/generated/{args.student}/{teacher.name}.stats.json",
                   synthesis.stats_record(teacher.name, len(records), len(records) - len(fresh)),
                   "generation_stats")
-    synthesis.write_run_log(f"generate@{args.student}-{teacher.name}", stats)
+    runner.write_run_log(Path(f"runs/generate@{args.student}-{teacher.name}.json"),
+                         f"generate@{args.student}-{teacher.name}", stats)
 
 
 if __name__ == "__main__":

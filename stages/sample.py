@@ -2,8 +2,9 @@
 this run's counters (generated now, reused, cost) → runs/sample@T.json."""
 
 import argparse
+from pathlib import Path
 
-from persyn import config, io, synthesis
+from persyn import config, io, runner, synthesis
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
@@ -19,7 +20,7 @@ def main() -> None:
     io.write_parquet(f"data/sample/{teacher.name}.parquet", records, "generation")
     io.write_json(f"data/sample/{teacher.name}.stats.json",
                   synthesis.stats_record(teacher.name, len(records), 0), "generation_stats")
-    synthesis.write_run_log(f"sample@{teacher.name}", stats)
+    runner.write_run_log(Path(f"runs/sample@{teacher.name}.json"), f"sample@{teacher.name}", stats)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from persyn import config, io, rewards
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
+PROMPTS = "data/prompts.parquet"
+
 
 @guarded
 def main() -> None:
@@ -19,9 +21,9 @@ def main() -> None:
     params.teacher(name)
     source = f"data/sample/{name}.parquet"
     answers = io.read_parquet(source, "generation")
-    prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
+    prompts = {p["id"]: p for p in io.read_parquet(PROMPTS, "prompt")}
     with RequestCache() as cache:
-        records = rewards.score_answers(params, name, answers, prompts, cache, source)
+        records = rewards.score_answers(params, name, answers, prompts, cache, source, PROMPTS)
     io.write_parquet(f"data/scores/{args.student}/{name}.parquet", records, "score")
 
 

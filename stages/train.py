@@ -16,7 +16,7 @@ def main() -> None:
     student = config.load().for_student(name).student
     records = dataset.read(Path(f"data/dataset/{name}"))
     with io.atomic_directory(f"data/student/{name}") as out:
-        summary, curve = train.train(records, student, student.train, out)
+        summary, curve = train.train(records, student, student.train, out, f"data/dataset/{name}")
     io.write_json(f"metrics/{name}/train.json", summary, "train_metrics")
     io.write_csv(f"plots/{name}/train_loss.csv", curve)
 

@@ -1,14 +1,19 @@
-"""The shifted eval set: enough distinct problems, deterministic, right answers, and no phrasing
-shared with the built-in generator."""
+"""The shifted eval set: enough distinct problems, deterministic, right answers, no phrasing shared
+with the built-in generator, and its place in the prompts stage (split eval_shifted)."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 
-from persyn import arithmetic, arithmetic_shifted
+from persyn import arithmetic, arithmetic_shifted, prompts
+from persyn.config import PromptsConfig
+from persyn.errors import PersynError
+from persyn.io import write_parquet
 from persyn.prompts import prompt_id
 
 # one hand-picked draw per template and its hand-computed answer
@@ -94,3 +99,43 @@ def test_the_overlap_check_catches_a_builtin_phrasing() -> None:
     builtin = [p["prompt"] for p in arithmetic.generate(500, seed=0)]
     leaked = "Aiko has 7 stamps. Aiko buys 3 more. How many stamps does Aiko have now?"
     assert four_grams(builtin) & four_grams([leaked])
+
+
+def builtin_config(**overrides: object) -> PromptsConfig:
+    values: dict = dict(source="builtin:arithmetic", count=80, seed=0, router_size=10, eval_size=12, shifted_eval_size=40)
+    values.update(overrides)
+    return PromptsConfig(**values)
+
+
+def test_the_prompts_stage_adds_the_shifted_split_beside_the_source() -> None:
+    """prompts.shifted_eval_size problems become split eval_shifted; the source's own splits are the
+    ones a build without them has, and no shifted problem shares a phrasing with the built-in ones."""
+    built = prompts.build(builtin_config(), require_reference=True)
+    plain = prompts.build(builtin_config(shifted_eval_size=0), require_reference=True)
+    counts = {s: sum(r["split"] == s for r in built) for s in ("router", "pool", "eval", "eval_shifted")}
+    assert counts == {"router": 10, "pool": 58, "eval": 12, "eval_shifted": 40}
+    assert [r for r in built if r["split"] != "eval_shifted"] == plain
+    assert [r["id"] for r in built] == sorted(r["id"] for r in built)  # one table, sorted by id as before
+    shifted = {r["messages"][0]["content"]: r["reference"] for r in built if r["split"] == "eval_shifted"}
+    assert shifted == {p["prompt"]: p["reference"] for p in arithmetic_shifted.generate(40, seed=0)}
+    assert not four_grams(list(shifted)) & four_grams([r["messages"][0]["content"] for r in plain])
+    assert not any(r["split"] == "eval_shifted" for r in prompts.build(builtin_config(shifted_eval_size=0)))
+
+
+def test_the_shifted_split_is_the_same_bytes_every_run(tmp_path: Path) -> None:
+    for name, seed in (("first", 0), ("second", 0), ("other", 1)):
+        write_parquet(tmp_path / f"{name}.parquet", prompts.build(builtin_config(seed=seed)), "prompt")
+    assert (tmp_path / "first.parquet").read_bytes() == (tmp_path / "second.parquet").read_bytes()
+    assert (tmp_path / "first.parquet").read_bytes() != (tmp_path / "other.parquet").read_bytes()
+
+
+def test_a_source_prompt_that_is_a_shifted_problem_stops_the_build(tmp_path: Path) -> None:
+    """Evaluated as unseen, it would have been trained on: one error naming the source line."""
+    leaked = arithmetic_shifted.generate(5, seed=0)[3]
+    rows = [{"question": f"What is {i} + {i}?", "answer": 2 * i} for i in range(6)]
+    rows.insert(2, {"question": leaked["prompt"].upper(), "answer": leaked["reference"]})
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = PromptsConfig(source="jsonl", path=str(tmp_path / "p.jsonl"), seed=0, router_size=2, eval_size=1,
+                           shifted_eval_size=5, fields={"prompt": "question", "reference": "answer"})
+    with pytest.raises(PersynError, match=r"p.jsonl: line 3: is shifted eval problem 3 .*change prompts.seed"):
+        prompts.build(config)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from persyn import synthesis
+from persyn import rewards, runner, synthesis
 from persyn.cache import RequestCache, derived_seed, request_key
 from persyn.config import SamplingConfig, StudentConfig, TeacherConfig
 from persyn.models import resolve
@@ -42,7 +42,7 @@ def test_generation_is_never_repeated(tiny_models: dict[str, Path], tmp_path: Pa
         def no_engine(*args, **kwargs):
             raise AssertionError("the engine must not load when every request is cached")
 
-        monkeypatch.setattr(synthesis.engines, "load", no_engine)
+        monkeypatch.setattr(runner.engines, "load", no_engine)
         again, stats = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(3)], cache)
         assert again == first and (stats.computed, stats.reused) == (0, 3)
         monkeypatch.undo()
@@ -56,9 +56,9 @@ def test_learnability_is_cached(tiny_models: dict[str, Path], tmp_path: Path) ->
     student = StudentConfig(model=f"local:{tiny_models['student']}", batch_size=2)
     pairs = [([{"role": "user", "content": "q"}], "7"), ([{"role": "user", "content": "r"}], "8 apples")]
     with RequestCache(tmp_path / "c.sqlite") as cache:
-        first = synthesis.learnability(student, pairs, cache)
+        first = rewards.learnability(student, pairs, cache)
         assert first.stats.computed == 2 and all(v < 0 for v in first.values)
-        again = synthesis.learnability(student, pairs, cache)
+        again = rewards.learnability(student, pairs, cache)
         assert again.values == first.values and again.keys == first.keys and again.stats.reused == 2
 
 
@@ -197,7 +197,7 @@ def test_a_read_only_cache_folder_is_one_clear_error(tmp_path: Path) -> None:
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)  # root ignores chmod; a ro mount it cannot
         with pytest.raises(PersynError, match=f"request cache {database}: .*check that the folder is writable"):
             with RequestCache(database) as cache:
-                synthesis.run_cached(cache, "loglikelihood", "s@1", [{"n": 1}], [1],
-                                     lambda batch: [Score(-1.0, 1) for _ in batch], 1, "ro")
+                runner.run_cached(cache, "loglikelihood", "s@1", [{"n": 1}], [1],
+                                  runner.all_at_once(lambda batch: [Score(-1.0, 1) for _ in batch]), 1, "ro")
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)

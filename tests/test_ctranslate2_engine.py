@@ -11,7 +11,7 @@ from persyn import engines, models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.errors import PersynError
 from persyn.models import cache_root
-from persyn.synthesis import engine_identity
+from persyn.runner import engine_identity
 
 pytest.importorskip("ctranslate2")
 

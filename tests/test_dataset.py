@@ -64,6 +64,8 @@ def test_truncated_answers_are_dropped_and_counted() -> None:
     check(summary, "dataset_metrics", "metrics/dataset.json")
     assert (summary["records"], summary["routed_prompts"], summary["truncated"]) == (2, 4, 2)
     assert summary["teachers"]["a"]["truncated"] == summary["teachers"]["b"]["truncated"] == 1
+    # Generate-then-Select answers every routed prompt with every teacher, dropped answers or not (as `persyn plan`)
+    assert summary["generations"]["generate_then_select"] == 2 * 4
     everything = dataset.assemble(PROMPTS, routes, generated, [], RouterConfig(alpha=0.4), drop_truncated=False)
     assert [r["finish_reason"] for r in everything] == ["stop", "length", "length", "stop"]
 

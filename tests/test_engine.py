@@ -8,7 +8,7 @@ from persyn import engines, models
 from persyn.engines import Completion, GenerationRequest, Sampling, ScoreRequest, Usage
 from persyn.engines import token_completion, truncate_at_stop
 from persyn.errors import PersynError
-from persyn.synthesis import engine_identity
+from persyn.runner import engine_identity
 
 USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]
 

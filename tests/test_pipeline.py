@@ -36,6 +36,7 @@ count = 28
 seed = 0
 router_size = 10
 eval_size = 4
+shifted_eval_size = 3
 
 [embed]
 model = "local:{models['encoder']}"
@@ -115,6 +116,18 @@ def test_first_repro_builds_a_loadable_dataset(built: tuple[Project, set[str]]) 
     assert metrics["generations"]["used"] == 2 * 10 + 14
     assert sum(t["records"] for t in metrics["teachers"].values()) == 24
     assert router["train_prompts"] + router["prompts"] == 10 and router["alpha"] == 0.4
+    assert router["routing_fit"] == {"on": "all", "prompts": 10, "pairs": router["routing_fit"]["pairs"]}
+    saved = json.loads(project.file_bytes("data/router/router.json"))
+    assert saved["fit_on"] == "all" and len(saved["held_out_ids"]) == router["prompts"] == 3
+    prompts = pl.read_parquet(project.path / "data/prompts.parquet")
+    assert set(saved["held_out_ids"]) <= set(prompts.filter(pl.col("split") == "router")["id"].to_list())
+    predictions = pl.read_parquet(project.path / "data/eval/predictions.parquet")
+    assert sorted(predictions["split"].to_list()) == ["eval"] * 4 + ["eval_shifted"] * 3
+    assert sorted(predictions["id"].to_list()) == sorted(prompts.filter(pl.col("split").is_in(["eval", "eval_shifted"]))["id"].to_list())
+    evaluation = json.loads(project.file_bytes("metrics/eval.json"))
+    assert evaluation["trained"]["prompts"] == 4 and evaluation["eval_shifted"]["trained"]["prompts"] == 3
+    shifted = predictions.filter(pl.col("split") == "eval_shifted")["trained_score"].to_list()
+    assert evaluation["eval_shifted"]["trained"]["accuracy"] == sum(shifted) / 3
     assert all(m.startswith("local:") and "@sha256:" in m for m in loaded["model"])
     identity = json.loads(project.file_bytes("data/models/teachers/a.json"))
     sampled = set(pl.read_parquet(project.path / "data/sample/a.parquet")["model"].to_list())
@@ -261,6 +274,7 @@ def test_release_refuses_dirty_then_publishes_once(project: Project) -> None:
     assert header["persyn"]["records"] == metrics["dataset"]["records"]
     assert header["persyn"]["generations_used"] == metrics["dataset"]["generations"]["used"]
     assert header["persyn"]["eval_trained"] == metrics["eval"]["trained"]
+    assert header["persyn"]["eval_shifted"] == metrics["eval"]["eval_shifted"]
     assert header["persyn"]["router_regret"] == metrics["router"]["router"]["regret"]
     provenance = json.loads((target / "provenance.json").read_text())
     assert provenance["tag"] == "tiny-student@v0.1.0" and provenance["params"]["route"]["strategy"] == "persyn"

@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine tests need ray: pip install ray")
 
-from persyn import engines, models, synthesis  # noqa: E402
+from persyn import engines, models, runner, synthesis  # noqa: E402
 from persyn.cache import RequestCache  # noqa: E402
 from persyn.config import SamplingConfig, TeacherConfig  # noqa: E402
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage  # noqa: E402
@@ -112,11 +112,11 @@ def test_bad_options_are_one_error(options: dict[str, Any], message: str) -> Non
 
 
 def test_the_cache_key_names_the_inner_engine_and_what_changes_its_answers() -> None:
-    assert synthesis.engine_identity("ray", {"workers": 8, "address": "auto", "gpus_per_worker": 1}) == {
+    assert runner.engine_identity("ray", {"workers": 8, "address": "auto", "gpus_per_worker": 1}) == {
         "engine": "transformers"}
-    assert synthesis.engine_identity("ray", {"inner_options": {"dtype": "bfloat16"}}) == {
+    assert runner.engine_identity("ray", {"inner_options": {"dtype": "bfloat16"}}) == {
         "engine": "transformers", "engine_options": {"dtype": "bfloat16"}}
-    assert synthesis.engine_identity("ray", {"inner": "vllm", "gpus_per_worker": 2, "inner_options": {
+    assert runner.engine_identity("ray", {"inner": "vllm", "gpus_per_worker": 2, "inner_options": {
         "tensor_parallel_size": 2, "gpu_memory_utilization": 0.8}}) == {"engine": "vllm"}
     assert not engines.scores_loglikelihood("ray", {"inner": "openai", "inner_options": {"base_url": "http://x/v1"}})
 

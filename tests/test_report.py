@@ -25,8 +25,8 @@ from persyn.report import sections
 TEACHERS = ["gemma", "qwen", "smol"]
 ATTACK = "<script>alert(1)</script>"
 PLOTS = {"shares", "quality-histogram", "learnability-histogram", "router-regret", "router-top1", "calibration",
-         "sweep-accuracy", "sweep-regret", "strategies", "cost-answers", "eval-students"}
-OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies"}  # need experiments, or --strategies
+         "sweep-accuracy", "sweep-regret", "strategies", "strategies-shifted", "cost-answers", "eval-students"}
+OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies", "strategies-shifted"}  # need experiments, or --strategies
 PARAMS = """
 [prompts]
 source = "builtin:arithmetic"
@@ -116,12 +116,12 @@ def plant(root: Path) -> dict:
         scores += rows
         answers[t] = {r["id"]: r["response"] for r in sample}
     embeddings = {ids[i]: vectors[i].astype(np.float32) for i in range(40)}
-    trained, router_metrics = router.fit(scores, embeddings, TEACHERS, params.router)
+    fitted = router.fit(scores, embeddings, TEACHERS, params.router)
     (root / "data/router/smol").mkdir(parents=True)
-    router.save(trained, root / "data/router/smol", params.router, 8)
-    write_json(root / "metrics/smol/router.json", router_metrics, "router_metrics")
+    router.save(fitted, root / "data/router/smol", params.router, 8)
+    write_json(root / "metrics/smol/router.json", fitted.metrics, "router_metrics")
 
-    routed = trained.route(vectors[:32].astype(np.float32))
+    routed = fitted.routing.route(vectors[:32].astype(np.float32))
     by_score = {(s["id"], s["teacher"]): s for s in scores}
     records, teachers, spent = [], {}, {}
     for k, t in enumerate(TEACHERS):
@@ -153,10 +153,10 @@ def plant(root: Path) -> dict:
     write_json(root / "metrics/smol/eval.json", evaluation, "eval_metrics")
     # the trained student right on 3 of the 8 eval prompts, the untrained one on the first of them only
     write_parquet(root / "data/eval/smol/predictions.parquet",
-                  [{"id": ids[i], "trained": "-", "untrained": "-", "trained_score": float(i < 35),
+                  [{"id": ids[i], "split": "eval", "trained": "-", "untrained": "-", "trained_score": float(i < 35),
                     "untrained_score": float(i == 32), "requests": [f"{i:064x}", f"{i + 1:064x}"]} for i in range(32, 40)],
                   "prediction")
-    return {"router": router_metrics, "dataset": built, "spent": spent}
+    return {"router": fitted.metrics, "dataset": built, "spent": spent}
 
 
 def render(root: Path, out: Path, strategies: Path | None = None) -> tuple[str, str]:
@@ -173,7 +173,7 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     page, markdown = render(tmp_path / "ws", tmp_path / "out")
     for row in ("| generations used | 80 |", "| Generate-then-Select would use | 96 |", "| saved | 16.7% |",
                 "| router.alpha | 0.4 |", "| gemma | local:models/gemma@sha256:" + "0" * 64 + " |",
-                "| trained | 8 | 0.3750 | – |", "| untrained | 8 | 0.1250 | – |"):
+                "| trained | eval | 8 | 0.3750 | – |", "| untrained | eval | 8 | 0.1250 | – |"):
         assert row in markdown, row
     for t, v in planted["dataset"]["teachers"].items():
         assert f"| {t} | {v['records']} | {v['share']:.1%} | {v['mean_quality']:.4f} |" in markdown
@@ -182,8 +182,10 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     best = metrics["best_single"]
     assert f"| best single ({best['teacher']}) | {best['regret']:.4f} | {best['top1']:.4f} |" in markdown
     assert f"| random | {metrics['random']['regret']:.4f} | {metrics['random']['top1']:.4f} |" in markdown
-    assert "Calibration on validation prompts (redrawn from router.seed" in markdown
-    assert f"| validation (n={metrics['prompts']}) |" in section(markdown, "4. Router: regret and calibration")
+    routed = section(markdown, "4. Router: regret and calibration")
+    assert "Calibration on the validation prompts (the held-out ids saved with the router)" in routed
+    assert f"| validation (n={metrics['prompts']}) |" in routed and "| all of S (n=24) |" in routed
+    assert "refitted on all 24 prompts of S" in routed
     cost = section(markdown, "7. Cost")
     for t, (sampled, routed) in planted["spent"].items():
         tokens = [sum(u[key] for u in (sampled, routed)) for key in ("prompt_tokens", "completion_tokens", "cost_usd")]
@@ -234,6 +236,41 @@ def test_two_students_side_by_side(tmp_path: Path) -> None:
     assert 'id="smol-eval"' in page and 'id="eval-students"' not in page
 
 
+def test_calibration_reads_the_held_out_ids_saved_with_the_router(tmp_path: Path) -> None:
+    """A changed router.seed would redraw another split: the report still shows the saved one; ids
+    that do not reproduce metrics/router.json are not called held out."""
+    planted = plant(tmp_path / "ws")
+    (tmp_path / "ws/params.toml").write_text(PARAMS.replace("seed = 0\n\n[route]", "seed = 5\n\n[route]"))
+    routed = section(render(tmp_path / "ws", tmp_path / "out")[1], "4. Router: regret and calibration")
+    assert f"| validation (n={planted['router']['prompts']}) |" in routed
+    meta = json.loads((tmp_path / "ws/data/router/smol/router.json").read_text())
+    held = set(meta["held_out_ids"])
+    meta["held_out_ids"] = [f"{i + 1:016x}" for i in range(24) if f"{i + 1:016x}" not in held][:len(held)]
+    write_json(tmp_path / "ws/data/router/smol/router.json", meta, "router_model")
+    routed = section(render(tmp_path / "ws", tmp_path / "again")[1], "4. Router: regret and calibration")
+    assert "do not reproduce metrics/router.json" in routed and "| validation (n=" not in routed
+
+
+def test_the_shifted_eval_set_has_its_own_rows_and_gain(tmp_path: Path) -> None:
+    """Four shifted prompts, the trained student right on none and the untrained on one: their rows,
+    and the gain on them (−0.25) beside the eval split's (+0.25), in one chart."""
+    plant(tmp_path / "ws")
+    root = tmp_path / "ws"
+    evaluation = json.loads((root / "metrics/smol/eval.json").read_text())
+    evaluation["eval_shifted"] = {"trained": {"accuracy": 0.0, "prompts": 4}, "untrained": {"accuracy": 0.25, "prompts": 4}}
+    write_json(root / "metrics/smol/eval.json", evaluation, "eval_metrics")
+    rows = read_parquet(root / "data/eval/smol/predictions.parquet", "prediction")
+    rows += [{"id": f"{i:016x}", "split": "eval_shifted", "trained": "-", "untrained": "-", "trained_score": 0.0,
+              "untrained_score": float(i == 100), "requests": [f"{i:064x}", f"{i + 1:064x}"]} for i in range(100, 104)]
+    write_parquet(root / "data/eval/smol/predictions.parquet", rows, "prediction")
+    page, markdown = render(root, tmp_path / "out")
+    found = section(markdown, "8. Eval accuracy")
+    assert "| trained | eval_shifted | 4 | 0.0000 | – |" in found and "| untrained | eval_shifted | 4 | 0.2500 | – |" in found
+    assert "of the 8 eval and 4 shifted prompts" in found
+    assert "Trained − untrained: +0.2500 [" in found and "generator never writes): -0.2500 [" in found
+    assert page.count('<figure class="plot"') == len(PLOTS - OPTIONAL_PLOTS)  # the shifted students join the eval chart
+
+
 def test_missing_inputs_name_the_stage_to_run(tmp_path: Path) -> None:
     plant(tmp_path)
     (tmp_path / "metrics/smol/eval.json").unlink()
@@ -271,13 +308,21 @@ PLANTED_STRATEGIES = [("untrained student", 0.09, 0.06, 0.12), ("persyn", 0.42, 
                       ("random", 0.35, 0.30, 0.40), ("fixed:gemma", 0.31, 0.27, 0.36)]
 
 
+PLANTED_SHIFTED = [("untrained student", 0.05, 0.03, 0.07), ("persyn", 0.12, 0.09, 0.15),
+                   ("random", 0.13, 0.10, 0.16), ("fixed:gemma", 0.11, 0.08, 0.14)]
+
+
 def plant_strategies(path: Path) -> Path:
     rows = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
             in PLANTED_STRATEGIES]
     rows[1]["generations_used"] = 900
     rows[2]["difference"] = {"mean": -0.07, "low": -0.11, "high": -0.03, "p_value": 0.0012}
+    shifted = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
+               in PLANTED_SHIFTED]
+    shifted[2]["difference"] = {"mean": 0.01, "low": -0.04, "high": 0.06, "p_value": 0.71}
     write_json(path, {"metric": "accuracy", "prompts": 500, "reference": "persyn", "strategies": rows,
-                      "command": "python bench/strategies.py --seeds 0 1 2"})
+                      "command": "python bench/strategies.py --seeds 0 1 2",
+                      "eval_shifted": {"prompts": 600, "strategies": shifted}})
     return path
 
 
@@ -298,6 +343,10 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
     assert "4 strategies on the same 500 eval prompts, from strategies.json (python bench/strategies.py" in table
     assert "| persyn | 3 | 0.420 [0.380, 0.460] | – | – | 900 |" in table
     assert "| random | 3 | 0.350 [0.300, 0.400] | -0.070 [-0.110, -0.030] | 0.0012 | – |" in table
+    assert "on the 600 prompts of the shifted eval set" in table
+    assert "| random | 3 | 0.130 [0.100, 0.160] | +0.010 [-0.040, +0.060] | 0.71 | – |" in table
+    shifted = drawn_at(figure(page, "strategies-shifted"), "point")
+    assert list(shifted) == [name for name, *_ in PLANTED_SHIFTED]
     drawn = figure(page, "strategies")
     points, bars = drawn_at(drawn, "point"), drawn_at(drawn, "errorbar")
     assert list(points) == list(bars) == [name for name, *_ in PLANTED_STRATEGIES]  # top to bottom, as given
@@ -310,19 +359,22 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda rows: rows[1].update(mean=0.5), "strategies.json: record 1: field 'mean': 0.5 is outside its interval "
-                                            "[0.38, 0.46]"),
-    (lambda rows: rows[2]["difference"].update(high=-0.09), "record 2: field 'difference.mean': -0.07 is outside"),
-    (lambda rows: rows[3].update(strategy="persyn"), "record 3: field 'strategy': 'persyn' appears twice"),
-    (lambda rows: rows[0].update(colour="red"), "strategies.json: strategies.0.colour: unknown key"),
-    (lambda rows: rows[0].pop("low"), "strategies.json: strategies.0.low: missing"),
+    (lambda r: r["strategies"][1].update(mean=0.5), "strategies.json: record 1: field 'mean': 0.5 is outside its "
+                                                    "interval [0.38, 0.46]"),
+    (lambda r: r["strategies"][2]["difference"].update(high=-0.09), "record 2: field 'difference.mean': -0.07 is outside"),
+    (lambda r: r["strategies"][3].update(strategy="persyn"), "record 3: field 'strategy': 'persyn' appears twice"),
+    (lambda r: r["strategies"][0].update(colour="red"), "strategies.json: strategies.0.colour: unknown key"),
+    (lambda r: r["strategies"][0].pop("low"), "strategies.json: strategies.0.low: missing"),
+    (lambda r: r["eval_shifted"]["strategies"][3].update(strategy="random"),
+     "record eval_shifted 3: field 'strategy': 'random' appears twice"),
+    (lambda r: r["eval_shifted"]["strategies"][1].update(low=0.2), "record eval_shifted 1: field 'mean': 0.12 is outside"),
 ])
-def test_a_bad_strategy_comparison_is_one_error_and_no_report(tmp_path: Path, change: Callable[[list], object],
+def test_a_bad_strategy_comparison_is_one_error_and_no_report(tmp_path: Path, change: Callable[[dict], object],
                                                              message: str) -> None:
     plant(tmp_path / "ws")
     path = plant_strategies(tmp_path / "strategies.json")
     results = json.loads(path.read_text())
-    change(results["strategies"])
+    change(results)
     path.write_text(json.dumps(results))
     with pytest.raises(PersynError, match=re.escape(message)):
         render(tmp_path / "ws", tmp_path / "out", path)
@@ -404,7 +456,7 @@ def test_alpha_sweep_and_a_report_of_an_experiment(swept_repo: Path, tmp_path: P
     cli.main(["report", "--rev", "high", "--out", str(tmp_path / "high")])
     markdown = (tmp_path / "high/report.md").read_text()
     assert markdown.splitlines()[2].startswith("high (git commit ")
-    assert "| router.alpha | 0.8 |" in markdown and "| trained | 8 | 0.4500 | – |" in markdown
+    assert "| router.alpha | 0.8 |" in markdown and "| trained | eval | 8 | 0.4500 | – |" in markdown
     sweep = section(markdown, "5. α sweep across experiments")
     assert "| baseline (" in sweep and "| 0.4 | persyn | 0.3500 | " in sweep
     assert "| high | 0.8 | persyn | 0.4500 | " in sweep and "| low | 0.0 | persyn | 0.2500 | " in sweep

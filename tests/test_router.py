@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,8 @@ def test_router_recovers_planted_best_teacher(head: str) -> None:
     ids = [f"{i:016x}" for i in range(len(x))]
     scores = [{"id": ids[i], "teacher": t, "quality": float(quality[i, k]), "learnability": float(learn[i, k])}
               for i in range(len(x)) for k, t in enumerate(teachers)]
-    trained, metrics = router.fit(scores, dict(zip(ids, x)), teachers, config)
+    fitted = router.fit(scores, dict(zip(ids, x)), teachers, config)
+    trained, metrics = fitted.routing, fitted.metrics
     x_new, _, _, cluster_new = planted(200, seed=1)
     assert (trained.route(x_new) == cluster_new).mean() > 0.95
     assert metrics["router"]["top1"] > 0.9
@@ -99,14 +102,62 @@ def test_unknown_teacher_in_scores() -> None:
         router.reward_matrices(scores, ["a", "b"], "data/scores")
 
 
+def scored(x: np.ndarray, quality: np.ndarray, learn: np.ndarray, teachers: list[str]) -> tuple[list[str], list[dict]]:
+    ids = [f"{i:016x}" for i in range(len(x))]
+    return ids, [{"id": ids[i], "teacher": t, "quality": float(quality[i, k]), "learnability": float(learn[i, k])}
+                 for i in range(len(x)) for k, t in enumerate(teachers)]
+
+
+def test_refit_routes_with_all_of_s_and_measures_the_held_out_fit() -> None:
+    """Cluster 2 (teacher c best) is planted only in the held-out prompts: the held-out fit never sees
+    c win, so only the router refitted on all of S sends cluster 2 to c; the metrics are exactly
+    those of the held-out-only fit on the held-out prompts, whether or not the router is refitted."""
+    teachers = ["a", "b", "c"]
+    config = RouterConfig(alpha=0.4, epochs=200, lr=0.05, validation_fraction=0.3)
+    x, quality, learn, cluster = planted(200, seed=5)
+    validation, training = router.split(len(x), config)
+    cluster[:] = np.where(np.isin(np.arange(len(x)), validation), 2, cluster % 2)
+    x = (np.eye(3, 16) * 3)[cluster].astype(np.float32) + np.random.default_rng(6).normal(0, 0.5, (len(x), 16)).astype(np.float32)
+    quality = np.random.default_rng(7).random((len(x), 3)) * 0.3
+    quality[np.arange(len(x)), cluster] += 1.0
+    ids, scores = scored(x, quality, learn, teachers)
+    fitted = router.fit(scores, dict(zip(ids, x)), teachers, config)
+    reward = router.combined_reward(quality, learn, config.alpha, config.normalisation)
+    on_all = router.train(x, router.preference_pairs(reward, config.tie_margin), teachers, config)
+    held = router.train(x[training], router.preference_pairs(reward[training], config.tie_margin), teachers, config)
+    assert np.array_equal(fitted.routing.coefficients(x), on_all.coefficients(x))
+    assert np.array_equal(fitted.held_out.coefficients(x), held.coefficients(x))
+    assert (fitted.routing.route(x[validation]) == 2).mean() > 0.95
+    assert (fitted.held_out.route(x[validation]) == 2).mean() < 0.05
+    expected = router.evaluate(held, x[validation], reward[validation],
+                               router.preference_pairs(reward[validation], config.tie_margin),
+                               int(reward[training].mean(axis=0).argmax()))
+    assert {k: fitted.metrics[k] for k in expected} == expected
+    assert fitted.metrics["router"]["top1"] < 0.05 and fitted.metrics["prompts"] == len(validation) == 60
+    assert fitted.metrics["routing_fit"] == {"on": "all", "prompts": 200,
+                                             "pairs": len(router.preference_pairs(reward, config.tie_margin))}
+    assert fitted.held_out_ids == [ids[i] for i in validation]
+    kept = router.fit(scores, dict(zip(ids, x)), teachers, replace(config, refit_on_all=False))
+    assert kept.routing is kept.held_out and kept.fit_on == "training"
+    assert kept.metrics["routing_fit"] == {"on": "training", "prompts": 140, "pairs": fitted.metrics["train_pairs"]}
+    assert {k: v for k, v in kept.metrics.items() if k != "routing_fit"} == \
+        {k: v for k, v in fitted.metrics.items() if k != "routing_fit"}
+
+
 def test_save_and_load_roundtrip(tmp_path) -> None:
     x, quality, learn, _ = planted(30, seed=4)
-    pairs = router.preference_pairs(router.combined_reward(quality, learn, 0.4, "zscore"), 0.1)
-    config = RouterConfig(alpha=0.4, head="mlp", hidden=8, epochs=5)
-    trained = router.train(x, pairs, ["a", "b", "c"], config)
-    router.save(trained, tmp_path, config, x.shape[1])
+    teachers = ["a", "b", "c"]
+    config = RouterConfig(alpha=0.4, head="mlp", hidden=8, epochs=5, validation_fraction=0.3)
+    ids, scores = scored(x, quality, learn, teachers)
+    fitted = router.fit(scores, dict(zip(ids, x)), teachers, config)
+    router.save(fitted, tmp_path, config, x.shape[1])
     loaded, meta = router.load(tmp_path)
-    assert meta["teachers"] == ["a", "b", "c"] and np.allclose(loaded.coefficients(x), trained.coefficients(x))
+    held, _ = router.load(tmp_path, "held_out")
+    assert meta["teachers"] == teachers and np.allclose(loaded.coefficients(x), fitted.routing.coefficients(x))
+    assert np.allclose(held.coefficients(x), fitted.held_out.coefficients(x))
+    assert not np.allclose(held.coefficients(x), loaded.coefficients(x))
+    assert meta["fit_on"] == "all" and meta["held_out_ids"] == [ids[i] for i in router.split(30, config)[0]]
+    assert len(meta["held_out_ids"]) == 9
     (tmp_path / "router.json").write_text('{"teachers": ["a"], "head": "linear"}')
     with pytest.raises(PersynError, match="router.json: .*missing|router.json: teachers"):
         router.load(tmp_path)

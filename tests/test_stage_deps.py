@@ -178,8 +178,8 @@ def test_every_path_a_stage_names_is_declared(name: str) -> None:
 
 
 def test_the_closure_finds_what_is_imported() -> None:
-    """The check itself: assemble reaches the engines through rewards and synthesis, prompts does not."""
-    assert {"persyn/synthesis.py", ENGINES, "persyn/chat.py", "persyn/models.py", "schemas/params.schema.json",
+    """The check itself: assemble reaches the engines through rewards and the runner, prompts does not."""
+    assert {"persyn/runner.py", ENGINES, "persyn/chat.py", "persyn/models.py", "schemas/params.schema.json",
             "schemas/dataset_record.schema.json"} <= closure("stages/assemble.py")
     assert ENGINES not in closure("stages/prompts.py")
     assert "data/sample/${key}.parquet" in artifact_paths("stages/sample.py")

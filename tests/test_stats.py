@@ -122,3 +122,18 @@ def test_design_estimated_from_planted_seeds() -> None:
     design = stats.estimate_design(np.stack([row, row, row]), np.zeros((3, 8)))
     assert design.rho == pytest.approx(1.0) and design.seed_sd == 0.0
     assert design.sd == pytest.approx(row.std(ddof=1))
+
+
+def test_wilson_against_closed_forms_and_a_published_interval() -> None:
+    """0 of n: [0, z²/(n + z²)]; n of n: [n/(n + z²), 1]; 81 of 263: Newcombe (1998), Statistics in
+    Medicine 17:857, Table I, method 3: 0.2553 to 0.3662."""
+    z2 = 1.959963984540054 ** 2
+    assert stats.wilson(0, 10) == stats.Interval(0.0, 0.0, pytest.approx(z2 / (10 + z2)))
+    assert stats.wilson(10, 10) == stats.Interval(1.0, pytest.approx(10 / (10 + z2)), 1.0)
+    published = stats.wilson(81, 263)
+    assert (round(published.low, 4), round(published.high, 4)) == (0.2553, 0.3662)
+    assert published.estimate == 81 / 263
+    low, high = stats.wilson(3, 4), stats.wilson(1, 4)  # symmetric under swapping right and wrong
+    assert (low.low, low.high) == (pytest.approx(1 - high.high), pytest.approx(1 - high.low))
+    with pytest.raises(ValueError):
+        stats.wilson(5, 4)

@@ -17,15 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import strategies as bench  # noqa: E402
 
 
-def planted(strategy: str, seed: int, trained: list[int], used: int = 30) -> bench.Run:
+def planted(strategy: str, seed: int, trained: list[int], used: int = 30, shifted: list[int] | None = None) -> bench.Run:
     metrics = {"metrics/dataset.json.generations.used": used, "metrics/dataset.json.teachers.a.share": 0.25,
                "metrics/dataset.json.teachers.base.share": 0.75, "metrics/router.json.router.regret": 0.5,
                "metrics/router.json.router.top1": 0.25, "metrics/router.json.best_single.teacher": "a",
                "metrics/router.json.best_single.regret": 0.75, "metrics/router.json.best_single.top1": 0.5,
                "metrics/router.json.random.regret": 1.0, "metrics/router.json.random.top1": 0.5}
     ids = [f"{i:016x}" for i in range(len(trained))]
-    return bench.Run(bench.experiment_name(strategy, seed), "0" * 40, strategy, seed, metrics,
-                     dict(zip(ids, map(float, trained))), dict.fromkeys(ids, 0.0))
+    shifted_ids = [f"{i + 100:016x}" for i in range(len(shifted or []))]
+    by_split = {"eval": dict(zip(ids, map(float, trained)))} | ({"eval_shifted": dict(zip(shifted_ids, map(float, shifted)))}
+                                                               if shifted else {})
+    return bench.Run(bench.experiment_name(strategy, seed), "0" * 40, strategy, seed, metrics, by_split,
+                     {split: dict.fromkeys(scores, 0.0) for split, scores in by_split.items()})
 
 
 def test_table_on_planted_runs() -> None:
@@ -38,6 +41,21 @@ def test_table_on_planted_runs() -> None:
     assert lines[3] == "| persyn | 2 | 1.000 [1.000, 1.000] | – | – | 30 | a 25%, base 75% |"
     assert lines[4] == "| random | 2 | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] | 0.0078 | 40 | a 25%, base 75% |"
     assert "| router | 0.5000 | 0.2500 |" in text and "| best single (a) | 0.7500 | 0.5000 |" in text
+    assert "shifted" not in text  # no shifted eval set in these runs: no second table
+
+
+def test_shifted_table_on_planted_runs() -> None:
+    """On the shifted set persyn is right on 1 of 4 prompts in both seeds and random on all 4: Δ = +0.75
+    exactly, and the seed-summed differences (0, 2, 2, 2) give the exact sign-flip p = 2 / 2^3; the eval
+    table is the one without the shifted set."""
+    runs = [planted("persyn", s, [1] * 8, shifted=[1, 0, 0, 0]) for s in (0, 1)] + \
+        [planted("random", s, [0] * 8, used=40, shifted=[1, 1, 1, 1]) for s in (0, 1)]
+    lines = bench.table(runs, resamples=200).splitlines()
+    assert lines[4] == "| random | 2 | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] | 0.0078 | 40 | a 25%, base 75% |"
+    shifted = lines[lines.index("| strategy | seeds | shifted accuracy [95% CI] | Δ vs persyn [95% CI] | p |") + 2:]
+    assert shifted[0].startswith("| untrained student | 2 | 0.000 [0.000, 0.000] | -0.250 [")
+    assert shifted[1].startswith("| persyn | 2 | 0.250 [") and shifted[1].endswith("] | – | – |")
+    assert shifted[2].startswith("| random | 2 | 1.000 [1.000, 1.000] | +0.750 [") and shifted[2].endswith(" | 0.25 |")
 
 
 def test_results_file_is_what_the_report_reads(tmp_path: Path) -> None:
@@ -52,6 +70,18 @@ def test_results_file_is_what_the_report_reads(tmp_path: Path) -> None:
     assert read["prompts"] == 8 and read["strategies"][2]["generations_used"] == 40
     assert read["strategies"][2]["difference"] == {"mean": -1.0, "low": -1.0, "high": -1.0, "p_value": 2 / 2 ** 8}
     assert "difference" not in read["strategies"][1]
+    assert "eval_shifted" not in read  # no shifted eval set in these runs
+
+
+def test_results_file_carries_the_shifted_eval_set() -> None:
+    runs = [planted("persyn", s, [1] * 8, shifted=[1, 0, 0, 0]) for s in (0, 1)] + \
+        [planted("random", s, [0] * 8, shifted=[1, 1, 1, 1]) for s in (0, 1)]
+    shifted = bench.compare(runs, resamples=200, split="eval_shifted")
+    found = bench.results(runs, bench.compare(runs, resamples=200), "persyn", "python bench/strategies.py", shifted)
+    assert found["prompts"] == 8 and found["eval_shifted"]["prompts"] == 4
+    rows = {r["strategy"]: r for r in found["eval_shifted"]["strategies"]}
+    assert rows["random"]["mean"] == 1.0 and rows["random"]["difference"]["mean"] == 0.75
+    assert rows["random"]["difference"]["p_value"] == 2 / 2 ** 3 and rows["persyn"]["mean"] == 0.25
 
 
 def test_power_note_on_planted_runs() -> None:
@@ -68,7 +98,7 @@ def test_power_note_on_planted_runs() -> None:
 def test_table_refuses_unpaired_runs() -> None:
     with pytest.raises(ValueError, match="different seeds"):
         bench.table([planted("persyn", 0, [1, 0]), planted("random", 1, [1, 0])], resamples=10)
-    with pytest.raises(ValueError, match="different prompts"):
+    with pytest.raises(ValueError, match="different eval prompts"):
         bench.table([planted("persyn", 0, [1, 0]), planted("random", 0, [1, 0, 1])], resamples=10)
 
 
@@ -107,13 +137,15 @@ def test_queue_two_strategies_two_seeds(tiny_models: dict[str, Path], tmp_path: 
     runs = bench.collect(project.path, project.env, names, "student")
     assert [(r.strategy, r.seed) for r in runs] == [("persyn", 0), ("persyn", 1), ("fallback-1", 0), ("fallback-1", 1)]
     for run in runs:  # each row is the experiment's own evaluation: its predictions agree with its metrics
-        assert len(run.trained) == 4 and np.mean(list(run.trained.values())) == pytest.approx(
+        assert len(run.trained["eval"]) == 4 and np.mean(list(run.trained["eval"].values())) == pytest.approx(
             run.metrics["metrics/eval.json.trained.accuracy"])
+        assert len(run.trained["eval_shifted"]) == 3 and np.mean(list(run.trained["eval_shifted"].values())) == \
+            pytest.approx(run.metrics["metrics/eval.json.eval_shifted.trained.accuracy"])
         assert run.metrics["params.toml.route.seed"] == run.seed
     assert [r.metrics["params.toml.route.fallback"] for r in runs] == [0, 0, 1, 1]  # the variant's override
     assert all(r.metrics["metrics/dataset.json.fallback.attempts"] == 2 for r in runs[2:])
     text = bench.table(runs, resamples=200, extra=("metrics/dataset.json.fallback.attempts",))
     assert text.splitlines()[3].startswith("| persyn | 2 | ") and text.splitlines()[4].startswith("| fallback-1 | 2 | ")
     assert text.splitlines()[4].endswith(" | 2 |") and text.splitlines()[3].endswith(" | – |")
-    assert "| router |" in text
+    assert "| router |" in text and "| strategy | seeds | shifted accuracy [95% CI] |" in text
     assert "| fallback-1 | " in bench.power_note(runs)

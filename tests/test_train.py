@@ -35,7 +35,7 @@ def test_labels_cover_exactly_the_response_tokens(tiny_models: dict[str, Path]) 
 def test_training_lowers_the_loss(tiny_models: dict[str, Path], tmp_path: Path, lora_r: int) -> None:
     rows = records(8)
     config = TrainConfig(epochs=15, lr=5e-3, batch_size=4, max_length=128, warmup_ratio=0.0, seed=0, lora_r=lora_r)
-    summary, curve = train.train(rows, StudentConfig(model=f"local:{tiny_models['student']}"), config, tmp_path)
+    summary, curve = train.train(rows, StudentConfig(model=f"local:{tiny_models['student']}"), config, tmp_path, "records")
     assert summary["steps"] == 30 and len(curve) == 30 and summary["lora_r"] == lora_r
     assert summary["final_loss"] < summary["first_loss"]
     assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / "adapter_config.json").exists()

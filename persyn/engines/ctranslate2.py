@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from persyn import claims
+from persyn import claims, devices
 from persyn.chat import prompt_ids, response_tokens, stop_token_ids
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
 from persyn.errors import PersynError
@@ -86,13 +86,7 @@ def _import() -> Any:
 
 
 def _device(device: str) -> str:
-    ctranslate2 = _import()
-    cuda = ctranslate2.get_cuda_device_count() > 0
-    if device == "auto":
-        return "cuda" if cuda else "cpu"
-    if device == "cuda" and not cuda:
-        raise PersynError("device = 'cuda' but CTranslate2 sees no CUDA device")
-    return device
+    return devices.choose(device, _import().get_cuda_device_count() > 0, "CTranslate2")
 
 
 def _check_local(model: ResolvedModel) -> None:

@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
+from persyn.devices import pick_device
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -43,14 +44,6 @@ class Options:
 
     def answers_depend_on(self) -> dict[str, str]:
         return {} if self.dtype == "auto" else {"dtype": self.dtype}
-
-
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PersynError("device = 'cuda' but torch sees no CUDA device")
-    return device
 
 
 def answer_tokens(row: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:

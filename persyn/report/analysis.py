@@ -18,41 +18,58 @@ CALIBRATION_BINS = 5
 
 
 @dataclass
+class Choices:
+    """One router's choice on every prompt of S and its confidence (softmax of its coefficients there)."""
+
+    chosen: np.ndarray  # per prompt, the index of the teacher the router picks
+    confidence: np.ndarray  # softmax of the router's coefficients at its choice
+
+
+def choices(trained: router.Router, x: np.ndarray) -> Choices:
+    coefficients = trained.coefficients(x).astype(np.float64)
+    probabilities = np.exp(coefficients - coefficients.max(axis=1, keepdims=True))
+    chosen = coefficients.argmax(axis=1)
+    return Choices(chosen, (probabilities / probabilities.sum(axis=1, keepdims=True))[np.arange(len(x)), chosen])
+
+
+@dataclass
 class Routing:
     """The router's view of the router subset S: combined rewards, its choices, their confidence."""
 
     teachers: list[str]
     ids: list[str]
     reward: np.ndarray  # prompts × teachers, combined r
-    chosen: np.ndarray  # per prompt, the index of the teacher the router picks
-    confidence: np.ndarray  # softmax of the router's coefficients at its choice
-    validation: list[int] | None  # the held-out prompts of metrics/router.json, when reconstructed
+    chosen: np.ndarray  # the routing router's choices (refitted on all of S under router.refit_on_all)
+    confidence: np.ndarray
+    fit_on: str  # what the routing router was fit on: "all" of S or its "training" part
+    held_out: Choices  # the fit that metrics/router.json measured, on every prompt of S
+    validation: list[int] | None  # rows of the held-out ids saved with the router; None if they disagree with it
 
-    @property
-    def best(self) -> np.ndarray:
+    def best(self, chosen: np.ndarray) -> np.ndarray:
         """Per prompt, whether the chosen teacher has the highest combined reward (ties count)."""
-        return np.isclose(self.reward[np.arange(len(self.ids)), self.chosen], self.reward.max(axis=1))
+        return np.isclose(self.reward[np.arange(len(self.ids)), chosen], self.reward.max(axis=1))
 
 
 def routing(build: Build) -> Routing:
     trained = build.router
+    held, meta = router.load(build.path(f"data/router/{build.student}", "fit_router"), "held_out")
     scores = [r for t in trained.teachers for r in build.scores[t]]
     ids, quality, learn = router.reward_matrices(scores, trained.teachers, f"data/scores/{build.student}")
     reward = router.combined_reward(quality, learn, build.params.router.alpha, build.params.router.normalisation)
-    coefficients = trained.coefficients(np.stack([build.embeddings[i] for i in ids])).astype(np.float64)
-    probabilities = np.exp(coefficients - coefficients.max(axis=1, keepdims=True))
-    chosen = coefficients.argmax(axis=1)
-    confidence = (probabilities / probabilities.sum(axis=1, keepdims=True))[np.arange(len(ids)), chosen]
-    return Routing(trained.teachers, ids, reward, chosen, confidence, held_out(build, reward, chosen))
+    x = np.stack([build.embeddings[i] for i in ids])
+    routed, measured = choices(trained, x), choices(held, x)
+    return Routing(trained.teachers, ids, reward, routed.chosen, routed.confidence, meta["fit_on"], measured,
+                   held_out(build, ids, reward, measured, meta["held_out_ids"]))
 
 
-def held_out(build: Build, reward: np.ndarray, chosen: np.ndarray) -> list[int] | None:
-    """fit_router's validation prompts, redrawn as router.fit draws them; kept only if the router's
-    regret on them equals the one in metrics/router.json, so the label never claims what it is not."""
+def held_out(build: Build, ids: list[str], reward: np.ndarray, measured: Choices, saved: list[str]) -> list[int] | None:
+    """Rows of the held-out ids saved with the router; kept only if the held-out fit's regret on them
+    equals the one in metrics/router.json, so the label never claims what it is not."""
     metrics = build.metrics("router", "fit_router")
-    validation, _ = router.split(len(reward), build.params.router)
-    regret = (reward.max(axis=1) - reward[np.arange(len(reward)), chosen])[validation]
-    if (metrics["evaluated_on"] == "validation" and len(validation) == metrics["prompts"]
+    row = {prompt: i for i, prompt in enumerate(ids)}
+    validation = sorted(row[i] for i in saved if i in row)
+    regret = (reward.max(axis=1) - reward[np.arange(len(reward)), measured.chosen])[validation]
+    if (metrics["evaluated_on"] == "validation" and len(validation) == len(saved) == metrics["prompts"]
             and np.isclose(regret.mean(), metrics["router"]["regret"])):
         return validation
     return None
@@ -72,16 +89,21 @@ class Bin:
 
 def calibration(routed: Routing) -> list[Bin]:
     """Confidence of the router's choice against how often it was the best teacher by r, in equal-width
-    bins from 1/N to 1: the validation prompts and the training prompts apart when the validation
-    split was reconstructed, else all of S as one group."""
+    bins from 1/N to 1: the held-out fit on the held-out prompts (out of sample), and apart the routing
+    router on what it was fit on (all of S, or the training prompts); all of S as one group by the
+    routing router when the saved held-out ids do not reproduce metrics/router.json."""
     held, everything = routed.validation, list(range(len(routed.ids)))
-    groups = ({"all router-subset prompts (training + validation)": everything} if held is None else
-              {f"validation (n={len(held)})": held,
-               f"training (n={len(everything) - len(held)})": [i for i in everything if i not in held]})
+    by_router = (routed.chosen, routed.confidence)
+    if held is None:
+        groups = {"all router-subset prompts (routing router)": (everything, *by_router)}
+    else:
+        rest = everything if routed.fit_on == "all" else [i for i in everything if i not in held]
+        groups = {f"validation (n={len(held)})": (held, routed.held_out.chosen, routed.held_out.confidence),
+                  f"{'all of S' if routed.fit_on == 'all' else 'training'} (n={len(rest)})": (rest, *by_router)}
     edges = np.linspace(1 / len(routed.teachers), 1, CALIBRATION_BINS + 1)
     found = []
-    for name, members in groups.items():
-        confidence, best = routed.confidence[members], routed.best[members]
+    for name, (members, chosen, confidences) in groups.items():
+        confidence, best = confidences[members], routed.best(chosen)[members]
         bins = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, len(edges) - 2)
         for b in sorted(set(bins.tolist())):
             inside = bins == b
@@ -140,8 +162,9 @@ class Evaluation:
     gain: stats.Paired
 
 
-def evaluation(build: Build) -> Evaluation:
-    rows = build.predictions
+def evaluation(build: Build, split: str = "eval") -> Evaluation:
+    """The students on one eval split (eval, or eval_shifted: the shifted eval set)."""
+    rows = [r for r in build.predictions if r["split"] == split]
     trained = [r["trained_score"] for r in rows]
     untrained = [r["untrained_score"] for r in rows]
     return Evaluation(len(rows), stats.mean_ci(trained), stats.mean_ci(untrained), stats.paired(trained, untrained))

@@ -93,13 +93,14 @@ def read_strategies(path: Path) -> dict[str, Any]:
     """A strategy comparison (schemas/strategy_results.schema.json), each interval checked to hold
     its mean."""
     results = read_json(path, "strategy_results")
-    labels: set[str] = set()
-    for index, row in enumerate(results["strategies"]):
-        if row["strategy"] in labels:
-            raise PersynError(f"{where(path, index, 'strategy')}: '{row['strategy']}' appears twice")
-        labels.add(row["strategy"])
-        for key, value in (("", row), ("difference.", row.get("difference"))):
-            if value is not None and not value["low"] <= value["mean"] <= value["high"]:
-                raise PersynError(f"{where(path, index, key + 'mean')}: {value['mean']} is outside its interval "
-                                  f"[{value['low']}, {value['high']}]")
+    for name, rows in (("", results["strategies"]), ("eval_shifted ", results.get("eval_shifted", {}).get("strategies", []))):
+        labels: set[str] = set()
+        for index, row in enumerate(rows):
+            if row["strategy"] in labels:
+                raise PersynError(f"{where(path, f'{name}{index}', 'strategy')}: '{row['strategy']}' appears twice")
+            labels.add(row["strategy"])
+            for key, value in (("", row), ("difference.", row.get("difference"))):
+                if value is not None and not value["low"] <= value["mean"] <= value["high"]:
+                    raise PersynError(f"{where(path, f'{name}{index}', key + 'mean')}: {value['mean']} is outside its "
+                                      f"interval [{value['low']}, {value['high']}]")
     return results

@@ -87,9 +87,12 @@ def router_section(build: Build) -> list[Block]:
     best = metrics["best_single"]
     labels = ["router", f"best single ({best['teacher']})", "random"]
     choices = [metrics["router"], best, metrics["random"]]
+    refit = metrics.get("routing_fit", {})
+    routes = (f" The router that routes was then refitted on all {refit['prompts']} prompts of S "
+              "(router.refit_on_all)." if refit.get("on") == "all" and metrics["evaluated_on"] == "validation" else "")
     return [f"On the {metrics['prompts']} {metrics['evaluated_on']} prompts of S (router trained on "
             f"{metrics['train_prompts']}); regret = oracle r − chosen r, top-1 = chose an oracle teacher. "
-            f"Pairwise accuracy {f4(metrics['pairwise_accuracy'])} on {metrics['pairs']} pairs.",
+            f"Pairwise accuracy {f4(metrics['pairwise_accuracy'])} on {metrics['pairs']} pairs.{routes}",
             charts.bars("router-regret", "Mean regret (lower is better)", labels,
                         {"regret": [c["regret"] for c in choices]}, f4),
             charts.bars("router-top1", "Top-1 agreement with the oracle teacher", labels,
@@ -104,9 +107,11 @@ def calibration(build: Build) -> list[Block]:
     series: dict[str, list[tuple[float, float]]] = {}
     for b in bins:
         series.setdefault(b.group, []).append((b.confidence, b.best))
-    which = ("all router-subset prompts (training + validation): the validation split could not be reconstructed"
-             if routed.validation is None else "validation prompts (redrawn from router.seed and "
-             "router.validation_fraction) and, apart, the training prompts")
+    fitted = "all of S" if routed.fit_on == "all" else "the training prompts"
+    which = ("all router-subset prompts, by the routing router: the held-out ids saved with the router do not "
+             "reproduce metrics/router.json" if routed.validation is None else
+             "the validation prompts (the held-out ids saved with the router), by the fit that metrics/router.json "
+             f"measured, and apart {fitted}, by the routing router fitted on them (in sample)")
     return [f"Calibration on {which}: the confidence of the router's choice (softmax over its coefficients) "
             f"against how often it was the best teacher by combined reward r, in {analysis.CALIBRATION_BINS} "
             f"equal-width bins from 1/N to 1.",
@@ -151,15 +156,21 @@ def strategies(path: Path | None) -> list[Block]:
         return ["–", "–"] if d is None else [f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
                                              f"{d['p_value']:.2g}"]
 
-    return [intro,
-            charts.intervals("strategies", f"Mean eval {metric} per strategy, with 95% intervals",
-                             [(r["strategy"], r["mean"], r["low"], r["high"]) for r in rows], f"eval {metric}",
-                             (0, 1) if results["metric"] == "accuracy" else None),
-            Table(["strategy", "seeds", f"eval {metric} [95% CI]", f"Δ vs {reference} [95% CI]", "p",
-                   "generations used"],
-                  [[r["strategy"], str(r["seeds"]), f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
-                    *difference(r), "–" if r.get("generations_used") is None else str(r["generations_used"])]
-                   for r in rows])]
+    def drawn(plot_id: str, label: str, rows: list[dict[str, Any]]) -> list[Block]:
+        return [charts.intervals(plot_id, f"Mean {label} {metric} per strategy, with 95% intervals",
+                                 [(r["strategy"], r["mean"], r["low"], r["high"]) for r in rows], f"{label} {metric}",
+                                 (0, 1) if results["metric"] == "accuracy" else None),
+                Table(["strategy", "seeds", f"{label} {metric} [95% CI]", f"Δ vs {reference} [95% CI]", "p",
+                       "generations used"],
+                      [[r["strategy"], str(r["seeds"]), f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
+                        *difference(r), "–" if r.get("generations_used") is None else str(r["generations_used"])]
+                       for r in rows])]
+
+    shifted = results.get("eval_shifted")
+    return [intro, *drawn("strategies", "eval", rows),
+            *([f"The same students on the {shifted['prompts']} prompts of the shifted eval set (phrasings the "
+               "built-in generator never writes): a gain on eval that vanishes here was learnt from the template.",
+               *drawn("strategies-shifted", "shifted", shifted["strategies"])] if shifted else [])]
 
 
 def cost(build: Build) -> list[Block]:
@@ -186,29 +197,46 @@ def cost(build: Build) -> list[Block]:
             Table(header + (["prompt tokens", "completion tokens", "cost (USD)"] if usage else []), rows)]
 
 
+SPLITS = (("eval", "eval"), ("eval_shifted", "shifted"))  # split, its label beside a student
+
+
 def evaluation(build: Build) -> list[Block]:
     result = build.metrics("eval", "evaluate")
-    students = ["trained", "untrained"]
-    table = Table(["student", "prompts", "accuracy", "mean reward"],
-                  [[s, str(result[s]["prompts"]), f4(result[s].get("accuracy")), f4(result[s].get("mean_reward"))]
-                   for s in students])
+    by_split = {"eval": result, "eval_shifted": result.get("eval_shifted")}
+    table = Table(["student", "split", "prompts", "accuracy", "mean reward"],
+                  [[s, split, str(by_split[split][s]["prompts"]), f4(by_split[split][s].get("accuracy")),
+                    f4(by_split[split][s].get("mean_reward"))]
+                   for split, _ in SPLITS if by_split[split] for s in ("trained", "untrained")])
     harness = [f"lm-evaluation-harness: {json.dumps(result['lm_eval'], sort_keys=True)}"] if "lm_eval" in result else []
-    return [*attempt(lambda: evaluation_intervals(build, result["trained"].get("accuracy") is not None)), table,
+    accuracy = result["trained"].get("accuracy") is not None
+    return [*attempt(lambda: evaluation_intervals(build, accuracy, shifted=by_split["eval_shifted"] is not None)), table,
             *harness]
 
 
-def evaluation_intervals(build: Build, accuracy: bool) -> list[Block]:
-    found = analysis.evaluation(build)
+def evaluation_intervals(build: Build, accuracy: bool, shifted: bool) -> list[Block]:
+    """Each split's students with bootstrap intervals, and the trained − untrained gain on each: a gain
+    on eval that vanishes on the shifted set (phrasings never trained on) was learnt from the template."""
+    found = {split: analysis.evaluation(build, split) for split, _ in SPLITS if split == "eval" or shifted}
     metric = "accuracy" if accuracy else "mean reward"
-    gain = found.gain.difference
-    return [f"Per-prompt scores of the {found.prompts} eval prompts (data/eval/{build.student}/predictions.parquet), "
-            f"with 95% bootstrap intervals over prompts. Trained − untrained: {gain.estimate:+.4f} "
-            f"[{gain.low:+.4f}, {gain.high:+.4f}], p = {found.gain.p_value:.2g} (sign-flip test over prompts, "
-            f"{found.gain.method}).",
-            charts.intervals("eval-students", f"Eval {metric}: the student after vs before fine-tuning (95% intervals)",
-                             [(s, i.estimate, i.low, i.high) for s, i in (("trained", found.trained),
-                                                                           ("untrained", found.untrained))],
-                             f"eval {metric}", (0, 1) if accuracy else None)]
+
+    def gain(result: analysis.Evaluation) -> str:
+        g = result.gain
+        return (f"{g.difference.estimate:+.4f} [{g.difference.low:+.4f}, {g.difference.high:+.4f}], "
+                f"p = {g.p_value:.2g} (sign-flip test over prompts, {g.method})")
+
+    counts = " and ".join(f"{result.prompts} {label}" for (_, label), result in zip(SPLITS, found.values()))
+    text = (f"Per-prompt scores of the {counts} prompts (data/eval/{build.student}/predictions.parquet), with 95% "
+            f"bootstrap "
+            f"intervals over prompts. Trained − untrained: {gain(found['eval'])}.")
+    if shifted:
+        text += (f" On the shifted eval set (phrasings the built-in generator never writes): "
+                 f"{gain(found['eval_shifted'])}; a gain on eval that vanishes there was learnt from the template.")
+    return [text, charts.intervals(
+        "eval-students", f"Eval {metric}: the student after vs before fine-tuning (95% intervals)",
+        [(s if split == "eval" else f"{s} ({label})", i.estimate, i.low, i.high)
+         for (split, label), result in zip(SPLITS, found.values())
+         for s, i in (("trained", result.trained), ("untrained", result.untrained))],
+        f"eval {metric}", (0, 1) if accuracy else None)]
 
 
 def samples(build: Build) -> list[Block]:
