@@ -117,14 +117,14 @@ def test_first_repro_builds_a_loadable_dataset(built: tuple[Project, set[str]]) 
     assert sum(t["records"] for t in metrics["teachers"].values()) == 24
     assert router["train_prompts"] + router["prompts"] == 10 and router["alpha"] == 0.4
     assert router["routing_fit"] == {"on": "all", "prompts": 10, "pairs": router["routing_fit"]["pairs"]}
-    saved = json.loads(project.file_bytes("data/router/router.json"))
+    saved = json.loads(project.file_bytes("data/router/student/router.json"))
     assert saved["fit_on"] == "all" and len(saved["held_out_ids"]) == router["prompts"] == 3
     prompts = pl.read_parquet(project.path / "data/prompts.parquet")
     assert set(saved["held_out_ids"]) <= set(prompts.filter(pl.col("split") == "router")["id"].to_list())
-    predictions = pl.read_parquet(project.path / "data/eval/predictions.parquet")
+    predictions = pl.read_parquet(project.path / "data/eval/student/predictions.parquet")
     assert sorted(predictions["split"].to_list()) == ["eval"] * 4 + ["eval_shifted"] * 3
     assert sorted(predictions["id"].to_list()) == sorted(prompts.filter(pl.col("split").is_in(["eval", "eval_shifted"]))["id"].to_list())
-    evaluation = json.loads(project.file_bytes("metrics/eval.json"))
+    evaluation = json.loads(project.file_bytes("metrics/student/eval.json"))
     assert evaluation["trained"]["prompts"] == 4 and evaluation["eval_shifted"]["trained"]["prompts"] == 3
     shifted = predictions.filter(pl.col("split") == "eval_shifted")["trained_score"].to_list()
     assert evaluation["eval_shifted"]["trained"]["accuracy"] == sum(shifted) / 3
