@@ -151,7 +151,7 @@ def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Projec
     amount = (cheapest + unconstrained) / 2  # halfway between the cheapest routing and the router's argmax
     project.set_param('strategy = "persyn"', f'strategy = "persyn"\nbudget = {{amount = {amount}, unit = "tokens"}}')
     project.run("persyn", "plan", "--json", "plan.json")  # before anything is generated for the new route
-    plan = json.loads((project.path / "plan.json").read_text())["budget"]
+    plan = json.loads((project.path / "plan.json").read_text())["budget"]["student"]  # per student
     assert plan["ready"] and plan["unconstrained_spend"] == unconstrained and plan["planned_spend"] <= amount
     assert plan["optimality_gap"] == 0.0 and plan["predicted_reward"]["routed"] < plan["predicted_reward"]["unconstrained"]
     assert 0 <= plan["predicted_reward"]["kept"] <= 1
