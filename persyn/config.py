@@ -242,6 +242,8 @@ class TrainConfig:
     lora_r: int
     lora_alpha: float
     lora_dropout: float
+    freeze_layers: int
+    precision: str
 
 
 @table("eval")

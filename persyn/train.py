@@ -1,8 +1,10 @@
 """Supervised fine-tuning of the student on the assembled dataset, with the transformers Trainer.
 
 The loss covers the response tokens only, under the student's chat template: the same tokens
-that learnability scores (persyn.chat.response_tokens). Optional LoRA (peft) is merged back, so
-the checkpoint is always a plain Hugging Face directory.
+that learnability scores (persyn.chat.response_tokens). The output layer is applied only from the
+batch's first response token on: on a CPU the (tokens x vocabulary) logits of the prompt cost a
+small model as much as its blocks. Optional LoRA (peft) is merged back, so the checkpoint is always
+a plain Hugging Face directory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from persyn.chat import response_tokens
@@ -52,6 +55,40 @@ class PadCollator:
         }
 
 
+class ResponseLossTrainer(Trainer):
+    """Mean cross-entropy over the response tokens, as the model's own loss, with the logits computed
+    (by the model's forward, `logits_to_keep`) only from the batch's earliest response token on."""
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        labels = inputs["labels"]
+        width = labels.shape[1]
+        first = int((labels != IGNORE).int().argmax(dim=1).min())  # earliest response position in the batch
+        keep = width - max(first - 1, 0)  # logits at positions first-1 … width-1 predict first … width
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=keep)
+        targets = labels[:, width - keep + 1:]
+        loss = F.cross_entropy(outputs.logits[:, :-1].float().flatten(0, 1), targets.flatten(),
+                               ignore_index=IGNORE, reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE).sum())
+        return (loss, outputs) if return_outputs else loss
+
+
+def freeze(model: Any, layers: int, name: str) -> None:
+    """No gradient for the input embeddings (and so a tied output layer) and the `layers` lowest
+    transformer blocks: the backward pass stops at the first trained block."""
+    if not layers:
+        return
+    total = model.config.num_hidden_layers
+    blocks = next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total), None)
+    if blocks is None or layers >= total:
+        raise PersynError(f"train.freeze_layers = {layers}: {name} has {total} transformer blocks, "
+                          f"so at most {total - 1} can be frozen" if blocks is not None else
+                          f"train.freeze_layers: cannot find the transformer blocks of {name}")
+    for module in (model.get_input_embeddings(), *blocks[:layers]):
+        for parameter in module.parameters():
+            parameter.requires_grad = False
+
+
 def with_lora(model: Any, config: TrainConfig) -> Any:
     try:
         from peft import LoraConfig, get_peft_model
@@ -83,19 +120,22 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
     model = AutoModelForCausalLM.from_pretrained(model_ref.path, revision=model_ref.revision, dtype=torch.float32)
     if config.lora_r:
         model = with_lora(model, config)
+    freeze(model, config.freeze_layers, model_ref.identity)
+    bf16 = config.precision == "bfloat16" or (config.precision == "auto" and device == "cuda")
     rows = features(tokenizer, records, config.max_length, student.model)
-    log.info("fine-tuning %s on %d records (%d response tokens) on %s", model_ref.identity, len(rows),
-             sum(sum(label != IGNORE for label in r["labels"]) for r in rows), device)
+    log.info("fine-tuning %s on %d records (%d response tokens) on %s in %s, %d lowest blocks frozen",
+             model_ref.identity, len(rows), sum(sum(label != IGNORE for label in r["labels"]) for r in rows), device,
+             "bfloat16" if bf16 else "float32", config.freeze_layers)
     with tempfile.TemporaryDirectory(prefix="persyn-train-") as scratch:
         arguments = TrainingArguments(
             output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
             per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
             warmup_steps=warmup_steps(len(rows), config), weight_decay=config.weight_decay, lr_scheduler_type="linear",
             seed=config.seed, data_seed=config.seed, logging_steps=1, save_strategy="no", report_to=[],
-            use_cpu=device == "cpu", bf16=device == "cuda", remove_unused_columns=False,
+            use_cpu=device == "cpu", bf16=bf16, remove_unused_columns=False,
             dataloader_num_workers=0,
         )
-        trainer = Trainer(model=model, args=arguments, train_dataset=rows, data_collator=PadCollator(tokenizer.pad_token_id))
+        trainer = ResponseLossTrainer(model=model, args=arguments, train_dataset=rows, data_collator=PadCollator(tokenizer.pad_token_id))
         result = trainer.train()
     if config.lora_r:
         model = model.merge_and_unload()
@@ -111,5 +151,7 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
         "final_loss": curve[-1]["loss"] if curve else None,
         "mean_loss": float(result.training_loss),
         "lora_r": config.lora_r,
+        "freeze_layers": config.freeze_layers,
+        "precision": "bfloat16" if bf16 else "float32",
     }
     return summary, curve

@@ -40,3 +40,42 @@ def test_training_lowers_the_loss(tiny_models: dict[str, Path], tmp_path: Path, 
     assert summary["final_loss"] < summary["first_loss"]
     assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / "adapter_config.json").exists()
     assert mean_loglikelihood(tmp_path, rows) > mean_loglikelihood(tiny_models["student"], rows) + 0.2
+
+
+def test_the_response_loss_equals_the_models_own_loss(tiny_models: dict[str, Path]) -> None:
+    """The trainer applies the output layer only from the batch's first response token on: the loss
+    must still be the model's own mean cross-entropy over the response tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["student"])
+    rows = train.features(tokenizer, records(4) + [{"messages": [{"role": "user", "content": "A much longer question " * 5},
+                                                                {"role": "assistant", "content": "7."}]}], 128, "tiny")
+    batch = train.PadCollator(tokenizer.pad_token_id or 0)(rows)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["student"], dtype=torch.float32)
+    trainer = train.ResponseLossTrainer.__new__(train.ResponseLossTrainer)  # compute_loss needs no trainer state
+    ours = trainer.compute_loss(model, batch)
+    assert float(ours) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
+def test_frozen_layers_do_not_move_and_the_rest_trains(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    config = TrainConfig(epochs=5, lr=5e-3, batch_size=4, max_length=128, warmup_ratio=0.0, seed=0, freeze_layers=1,
+                         precision="bfloat16")
+    summary, _ = train.train(records(8), StudentConfig(model=f"local:{tiny_models['student']}"), config, tmp_path, "records")
+    assert summary["freeze_layers"] == 1 and summary["precision"] == "bfloat16"
+    assert summary["final_loss"] < summary["first_loss"]
+    before, after = load_file(tiny_models["student"] / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(".layers.0." not in name and "embed_tokens" not in name for name in moved)
+    assert any(".layers.1." in name for name in moved)
+
+
+def test_freezing_every_block_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from persyn.errors import PersynError
+
+    config = TrainConfig(epochs=1, batch_size=4, max_length=128, freeze_layers=99)
+    with pytest.raises(PersynError, match="freeze_layers = 99: .* at most"):
+        train.train(records(4), StudentConfig(model=f"local:{tiny_models['student']}"), config, tmp_path, "records")
