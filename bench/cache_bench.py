@@ -21,7 +21,6 @@ import polars as pl
 from scratch import scratch_project
 
 
-
 def repro(project: Path, env: dict[str, str], target: str) -> float:
     start = time.perf_counter()
     subprocess.run(["dvc", "repro", target], cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -34,10 +33,11 @@ def routed(project: Path) -> dict[str, set[str]]:
             for path in (project / "data/routes").glob("*/*.parquet")}
 
 
-def generated(project: Path, folder: str, since: float = 0.0) -> int:
-    """Generations counted by the stats files written after `since` (stages that ran)."""
-    return sum(json.loads(p.read_text())["generated"] for p in (project / "data" / folder).rglob("*.stats.json")
-               if p.stat().st_mtime > since)
+def generated(project: Path, since: float = 0.0) -> int:
+    """Teacher generations counted by the run logs (runs/<stage>.json) of the sample@ and generate@
+    stages that ran after `since`."""
+    return sum(json.loads(p.read_text())["generated"] for p in (project / "runs").glob("*.json")
+               if p.name.startswith(("sample@", "generate@")) and p.stat().st_mtime > since)
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
     scratch, project, env = scratch_project("persyn-bench-")
 
     cold = repro(project, env, args.target)
-    cold_generations = generated(project, "sample") + generated(project, "generated")
+    cold_generations = generated(project)
     before = routed(project)
     params = project / "params.toml"
     text = params.read_text()
@@ -59,7 +59,7 @@ def main() -> None:
     after = routed(project)
     pool = set(pl.read_parquet(project / "data/prompts.parquet").filter(pl.col("split") == "pool")["id"].to_list())
     moved = sum(len((after[t] - before.get(t, set())) & pool) for t in after)
-    warm_generations = generated(project, "sample", started) + generated(project, "generated", started)
+    warm_generations = generated(project, started)
     print(f"embedded default, router.{old.split('#')[0].strip()} -> {args.alpha}; scratch {scratch}")
     print(f"{'run':<28}{'wall s':>9}{'generations':>13}{'minimum':>9}")
     print(f"{'cold build':<28}{cold:>9.1f}{cold_generations:>13}{'':>9}")

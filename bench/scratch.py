@@ -26,3 +26,14 @@ def scratch_project(prefix: str, share_requests: bool = False) -> tuple[Path, Pa
     env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": str(project)}  # the clone's persyn, not whatever is installed
     return scratch, project, env
+
+
+def existing_project(scratch: Path) -> tuple[Path, Path, dict[str, str]]:
+    """scratch_project's triple for a scratch directory made earlier: its own request cache where it
+    has one, else the machine's (it was made with share_requests)."""
+    project = scratch / "project"
+    if not (project / "dvc.yaml").is_file():
+        raise SystemExit(f"{scratch}: not a benchmark scratch directory (no project/dvc.yaml)")
+    cache = scratch / "cache" if (scratch / "cache").is_dir() else cache_root()
+    env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(project)}
+    return scratch, project, env

@@ -13,6 +13,11 @@ profile sets prompts.shifted_eval_size), then the router's regret and top-1 on h
 
     python bench/strategies.py --params examples/cpu-science/params.toml --seeds 0 1 2
     python bench/strategies.py --strategies persyn random --seeds 0 1      # a quick look
+    python bench/strategies.py --into /tmp/persyn-strategies-XXXX --variant alpha-0 router.alpha=0
+
+`--into` adds arms to an earlier comparison (its scratch directory keeps arms.json, every
+experiment's name and arm): they are queued in the same project, on the same baseline and seeds,
+and the table compares them with the experiments already there.
 """
 
 from __future__ import annotations
@@ -259,13 +264,22 @@ def versus(row: dict[str, Any]) -> tuple[str, str]:
     return interval(stats.Interval(d["mean"], d["low"], d["high"]), signed=True), f"{d['p_value']:.2g}"
 
 
-def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES, extra: tuple[str, ...] = ()) -> str:
-    """The markdown comparison: one row per arm (and the untrained student), then the router; `extra`
-    metrics (flattened keys, "metrics/dataset.json.fallback.total.recovered") add columns, mean over seeds."""
+def comparison(runs: list[Run], reference: str = "persyn", resamples: int = stats.RESAMPLES,
+               extra: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """compare's rows on the eval split, and on eval_shifted where the runs have it (else None)."""
+    shifted = compare(runs, reference, resamples, split="eval_shifted") if runs[0].trained.get("eval_shifted") else None
+    return compare(runs, reference, resamples, extra), shifted
+
+
+def table(runs: list[Run], rows: list[dict[str, Any]], shifted: list[dict[str, Any]] | None,
+          reference: str = "persyn", extra: tuple[str, ...] = ()) -> str:
+    """The markdown comparison of `comparison`'s rows: one row per arm (and the untrained student), then
+    the router; `extra` metrics (flattened keys, "metrics/dataset.json.fallback.total.recovered") add
+    columns, mean over seeds."""
     lines = [f"| strategy | seeds | eval accuracy [95% CI] | Δ vs {reference} [95% CI] | p | generations used | "
              "teacher shares |" + "".join(f" {key.split('.json.')[-1]} |" for key in extra),
              "|---|---|---|---|---|---|---|" + "---|" * len(extra)]
-    for row in compare(runs, reference, resamples, extra):
+    for row in rows:
         mean = stats.Interval(row["mean"], row["low"], row["high"])
         difference, p = versus(row)
         used = row.get("generations_used")
@@ -274,13 +288,13 @@ def table(runs: list[Run], reference: str = "persyn", resamples: int = stats.RES
         lines.append(f"| {row['strategy']} | {row['seeds']} | {interval(mean)} | {difference} | {p} "
                      f"| {'–' if used is None else used} | {shares} |"
                      + "".join(" – |" if m is None else f" {m:.4g} |" for m in means))
-    if any(r.trained.get("eval_shifted") for r in runs):
+    if shifted:
         lines += ["", "The same students on the shifted eval set (split eval_shifted: phrasings the built-in generator "
                   "never writes); a gain on eval that vanishes here was learnt from the template.", "",
                   f"| strategy | seeds | shifted accuracy [95% CI] | Δ vs {reference} [95% CI] | p |",
                   "|---|---|---|---|---|"]
         lines += [f"| {row['strategy']} | {row['seeds']} | {interval(stats.Interval(row['mean'], row['low'], row['high']))} "
-                  f"| {' | '.join(versus(row))} |" for row in compare(runs, reference, resamples, split="eval_shifted")]
+                  f"| {' | '.join(versus(row))} |" for row in shifted]
     router = ["", "Router on held-out S (metrics/router.json, mean over experiments): regret = oracle r − chosen r, "
               "top-1 = chose an oracle teacher.", "", "| choice | regret | top-1 |", "|---|---|---|"]
     best = runs[0].metrics.get("metrics/router.json.best_single.teacher", "?")
@@ -327,7 +341,7 @@ def build_baseline(project: Path, env: dict[str, str]) -> float:
 
 
 def main() -> None:
-    from scratch import scratch_project
+    from scratch import existing_project, scratch_project
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, help="a params profile to build with (default: the repository's params.toml)")
@@ -342,26 +356,39 @@ def main() -> None:
                         help="extra metric columns, flattened: metrics/dataset.json.fallback.total.recovered")
     parser.add_argument("--student", help="whose datasets and evaluation to compare (default: the first student)")
     parser.add_argument("--jobs", type=int, default=1, help="queue workers (1 on a small machine: stages are CPU-bound)")
+    parser.add_argument("--into", type=Path, metavar="SCRATCH",
+                        help="add the arms to the comparison in this earlier scratch directory (same baseline and seeds)")
     args = parser.parse_args()
-    scratch, project, env = scratch_project("persyn-strategies-", share_requests=args.shared_cache)
-    if args.params:
-        shutil.copy(args.params, project / "params.toml")
+    if args.into and (args.params or args.shared_cache):
+        raise SystemExit("--into reuses the earlier project: its params and cache stay as they were built")
+    earlier: dict[str, str] = {}
+    if args.into:
+        scratch, project, env = existing_project(args.into)
+        earlier = json.loads((scratch / "arms.json").read_text())
+    else:
+        scratch, project, env = scratch_project("persyn-strategies-", share_requests=args.shared_cache)
+        if args.params:
+            shutil.copy(args.params, project / "params.toml")
     params = config.load(project / "params.toml")
-    chosen = args.strategies if args.strategies is not None else [] if args.variant else strategies(list(params.teachers))
+    chosen = args.strategies if args.strategies is not None else [] if args.variant or args.into \
+        else strategies(list(params.teachers))
     arms = arms_of(chosen, args.variant)
-    cold = build_baseline(project, env)
+    if clash := sorted({label for label, _ in arms} & set(earlier.values())):
+        raise SystemExit(f"{scratch} already has the arms {clash}: give the new arms other labels")
+    cold = None if args.into else build_baseline(project, env)
     names = queue(project, env, arms, args.seeds)
     wall = run_queue(project, env, list(names), args.jobs)
+    names = earlier | names
+    (scratch / "arms.json").write_text(json.dumps(names, indent=1) + "\n")
     runs = collect(project, env, names, args.student or sorted(params.students)[0])
     (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
-    print(f"cold baseline build {cold:.0f} s; {len(names)} experiments {wall:.0f} s (--jobs {args.jobs}); "
-          f"scratch {scratch} (results.json: persyn report --strategies)\n")
-    reference = args.reference or arms[0][0]
+    print(f"{'' if cold is None else f'cold baseline build {cold:.0f} s; '}{len(names) - len(earlier)} experiments "
+          f"{wall:.0f} s (--jobs {args.jobs}); scratch {scratch} (results.json: persyn report --strategies)\n")
+    reference = args.reference or next(iter(names.values()))
     command = " ".join(["python bench/strategies.py", *sys.argv[1:]])
-    shifted = compare(runs, reference, split="eval_shifted") if runs[0].trained.get("eval_shifted") else None
-    found = results(runs, compare(runs, reference), reference, command, shifted)
-    (scratch / "results.json").write_text(json.dumps(found, indent=1) + "\n")
-    print(table(runs, reference, extra=tuple(args.show)))
+    rows, shifted = comparison(runs, reference, extra=tuple(args.show))
+    (scratch / "results.json").write_text(json.dumps(results(runs, rows, reference, command, shifted), indent=1) + "\n")
+    print(table(runs, rows, shifted, reference, tuple(args.show)))
     print(power_note(runs, reference))
 
 

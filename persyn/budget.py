@@ -10,8 +10,12 @@ every teacher answered them already.
 A teacher's cost per answer is estimated from its answers on S: completion tokens are the engine's
 counts (their mean on S), prompt tokens are estimated at 4 characters per token (the teachers'
 tokenizers need not be loaded to plan), and USD is tokens times the engine's cost_per_million_*
-prices (local engines have none, so cost nothing in USD). Seconds are not estimated: persyn does not
-record how long an answer took.
+prices (local engines have none, so cost nothing in USD). Seconds are the engine time each answer
+took (its batch's time shared by completion tokens, kept with the answer in the request cache):
+the plan charges a teacher's seconds per completion token on S times its mean completion tokens, the
+outcome the pool answers' own measured seconds. A measured time differs from one cold build to the
+next, so a route under a budget in seconds is the one routing that can: the records keep no times
+and every other unit routes to the same bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from persyn import engines
+from persyn.cache import CODECS, RequestCache
 from persyn.config import Params, TeacherConfig
 from persyn.errors import PersynError
 
@@ -50,8 +55,38 @@ def prompt_tokens(messages: Sequence[dict[str, str]]) -> float:
     return sum(len(m["content"]) for m in messages) / CHARACTERS_PER_TOKEN
 
 
+def require_timed(params: Params) -> None:
+    """A budget in seconds charges the engine time persyn measures per answer: every teacher must run
+    on a batch engine (S is answered whatever the unit, so the pool is not generated before this)."""
+    untimed = sorted(n for n, t in params.teachers.items()
+                     if not engines.times_answers(t.sampling.engine, t.sampling.engine_options))
+    if untimed:
+        raise PersynError(f"params.toml: route.budget.unit = 'seconds' charges the engine time persyn measures per "
+                          f"answer, and teacher {untimed[0]}'s engine ({params.teachers[untimed[0]].sampling.engine}) "
+                          "is a server it cannot time: use unit 'usd' or 'tokens'")
+
+
+def measured_seconds(answers: Sequence[dict[str, Any]], cache: RequestCache, source: str) -> list[dict[str, Any]]:
+    """The answers (records naming their request keys) with the engine seconds the request cache keeps
+    for each; one without a measured time stops the budget with the file and answer named."""
+    found = cache.get_many({a["request"] for a in answers})
+    timed = []
+    for answer in answers:
+        value = found.get(answer["request"])
+        seconds = CODECS["generate"].decode(value).seconds if value is not None else None
+        if seconds is None:
+            raise PersynError(
+                f"{source}: answer {answer['id']} of {answer['teacher']} has no measured time in the request cache "
+                f"({'not there: computed in another cache' if value is None else 'answered by a server or before times were kept'}); "
+                "route.budget.unit = 'seconds' needs the teachers' answers timed on this machine: use 'tokens' or 'usd', "
+                "or clear those entries and build again")
+        timed.append({**answer, "seconds": seconds})
+    return timed
+
+
 def cost_model(params: Params, samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
-    """Per teacher: its prices, prompt overhead and mean completion tokens on S (what the plan charges)."""
+    """Per teacher: its prices, prompt overhead and mean completion tokens on S (what the plan charges),
+    and its seconds per completion token where the answers carry their times (measured_seconds)."""
     model = {}
     for name in sorted(params.teachers):
         teacher = params.teachers[name]
@@ -62,13 +97,20 @@ def cost_model(params: Params, samples: dict[str, list[dict[str, Any]]]) -> dict
         model[name] = {"prompt_price": price_in, "completion_price": price_out,
                        "overhead_tokens": overhead_tokens(teacher),
                        "mean_completion_tokens": float(np.mean([a["completion_tokens"] for a in answers]))}
+        if all("seconds" in a for a in answers):
+            tokens = sum(max(a["completion_tokens"], 1) for a in answers)
+            model[name]["seconds_per_token"] = float(sum(a["seconds"] for a in answers) / tokens)
     return model
 
 
-def answer_cost(unit: str, model: dict[str, float], messages: Sequence[dict[str, str]], completion_tokens: float) -> float:
-    """What one answer costs in `unit`, under a teacher's cost model."""
+def answer_cost(unit: str, model: dict[str, float], messages: Sequence[dict[str, str]], completion_tokens: float,
+                seconds: float | None = None) -> float:
+    """What one answer costs in `unit`, under a teacher's cost model (in seconds: its measured time
+    where given, else the estimate)."""
     if unit == "tokens":
         return float(completion_tokens)
+    if unit == "seconds":
+        return float(seconds) if seconds is not None else max(completion_tokens, 1) * model["seconds_per_token"]
     tokens_in = prompt_tokens(messages) + model["overhead_tokens"]
     return (tokens_in * model["prompt_price"] + completion_tokens * model["completion_price"]) / 1e6
 
@@ -155,16 +197,21 @@ def report(value: np.ndarray, cost: np.ndarray, choice: np.ndarray, teachers: li
 
 def spend(unit: str, model: dict[str, dict[str, float]], answers: Sequence[dict[str, Any]],
           prompts: dict[str, dict[str, Any]]) -> float:
-    """What these answers actually cost, with their real completion tokens (router-subset answers are free)."""
-    return float(sum(answer_cost(unit, model[a["teacher"]], prompts[a["id"]]["messages"], a["completion_tokens"])
-                     for a in answers if prompts[a["id"]]["split"] != "router"))
+    """What these answers actually cost, with their real completion tokens or measured seconds
+    (router-subset answers are free)."""
+    return float(sum(answer_cost(unit, model[a["teacher"]], prompts[a["id"]]["messages"], a["completion_tokens"],
+                                 a.get("seconds")) for a in answers if prompts[a["id"]]["split"] != "router"))
 
 
 def outcome(planned: dict[str, Any], routed: Sequence[dict[str, Any]], extra: Sequence[dict[str, Any]],
-            prompts: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+            prompts: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]], cache: RequestCache) -> dict[str, Any]:
     """Planned against actual spend (the estimate's error), the predicted reward kept and the dataset's
     teacher shares, for metrics/dataset.json; fallback answers are spent outside the budget."""
     unit, model = planned["unit"], planned["teachers"]
+    if unit == "seconds":
+        pool = [a for a in routed if prompts[a["id"]]["split"] != "router"]
+        routed = measured_seconds(pool, cache, "the generated answers")
+        extra = measured_seconds([a for a in extra if not a["from_subset"]], cache, "the fallback's answers")
     actual = spend(unit, model, routed, prompts)
     error = actual - planned["planned_spend"]
     return {

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from persyn import budget, io, router
+from persyn.cache import RequestCache
 from persyn.config import Params, RouteConfig
 from persyn.errors import PersynError
 from persyn.router import Router
@@ -151,5 +152,9 @@ def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Rout
     scores = [r for t in trained.teachers
               for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]
     samples = {t: io.read_parquet(root / f"data/sample/{t}.parquet", "generation") for t in trained.teachers}
+    if params.route.budget is not None and params.route.budget.unit == "seconds":
+        budget.require_timed(params)
+        with RequestCache() as cache:
+            samples = {t: budget.measured_seconds(s, cache, f"data/sample/{t}.parquet") for t, s in samples.items()}
     return route(params.route, prompts, trained, io.read_embeddings(root / "data/embeddings.parquet"), scores,
                  limits(params, prompts, samples, trained.teachers))

@@ -10,8 +10,9 @@ through the same generate_cached.
 
 from __future__ import annotations
 
+import time
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Iterator, Sequence
 
 from persyn.cache import RequestCache, derived_seed
@@ -45,13 +46,22 @@ def generate_cached(cache: RequestCache, model: ResolvedModel, spec: EngineSpec,
 
     def stream(batch: list[GenerationRequest]) -> Iterator[list[tuple[int, Completion]]]:
         engine = lazy.engine
-        if hasattr(engine, "stream"):
+        if hasattr(engine, "stream"):  # concurrent requests to a server: no engine time of its own to measure
             yield from ([item] for item in engine.stream(batch, decoding))
         else:
-            yield list(enumerate(engine.generate(batch, decoding)))
+            started = time.perf_counter()
+            completions = engine.generate(batch, decoding)
+            yield list(enumerate(timed(completions, time.perf_counter() - started)))
 
     with closing(lazy_engine(spec, model)) as lazy:
         return run_cached(cache, "generate", model.identity, payloads, requests, stream, spec.batch_size, description)
+
+
+def timed(completions: list[Completion], seconds: float) -> list[Completion]:
+    """A batch's engine time shared among its answers by completion tokens (the decoding steps each
+    took part in), kept with each answer in the request cache: what a budget in seconds charges."""
+    weights = [max(c.completion_tokens, 1) for c in completions]
+    return [replace(c, seconds=seconds * w / sum(weights)) for c, w in zip(completions, weights)]
 
 
 def engine_spec(sampling: SamplingConfig) -> EngineSpec:

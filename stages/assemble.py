@@ -39,8 +39,6 @@ def main() -> None:
               for r in (scored[t] if oracle else io.read_parquet(f"data/scores/{student}/{t}.parquet", "score"))]
     records = dataset.assemble(prompts, routes, generated, scores, params.router, params.assemble.drop_truncated,
                                extra, params.assemble.unverified, attempts=params.route.fallback > 0)
-    with io.atomic_directory(f"data/dataset/{student}") as out:
-        dataset.write(records, out, dataset.release_name(params.assemble.name, student), params.assemble.shard_size)
     summary = dataset.metrics(records, routes, prompts, generated)
     if params.route.fallback:
         order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
@@ -48,8 +46,12 @@ def main() -> None:
         summary["fallback"] = fallback.metrics(primary, extra, {i: p["reference"] for i, p in by_id.items()}, records,
                                                params.route.fallback, not oracle, teachers)
     planned = io.read_json(f"metrics/{student}/route.json", "route_metrics")["budget"]
-    if planned:
-        summary["budget"] = budget.outcome(planned, [a for t in teachers for a in generated[t]], extra, by_id, records)
+    if planned:  # before anything is written: a budget in seconds reads the answers' times from the cache
+        with RequestCache() as cache:
+            summary["budget"] = budget.outcome(planned, [a for t in teachers for a in generated[t]], extra, by_id,
+                                               records, cache)
+    with io.atomic_directory(f"data/dataset/{student}") as out:
+        dataset.write(records, out, dataset.release_name(params.assemble.name, student), params.assemble.shard_size)
     io.write_json(f"metrics/{student}/dataset.json", summary, "dataset_metrics")
     io.write_csv(f"plots/{student}/teacher_shares.csv",
                  [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])

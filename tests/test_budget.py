@@ -92,8 +92,12 @@ def test_bad_combinations_stop_at_the_params() -> None:
         params(route={"strategy": "strongest", "budget": {"amount": 5, "unit": "tokens"}})
     with pytest.raises(PersynError, match="teachers.a.max_share/max_prompts applies"):
         params(route={"strategy": "oracle"}, teachers__a={"max_share": 0.5})
-    with pytest.raises(PersynError, match="route.budget.unit: 'seconds' is not one of"):
-        params(route={"budget": {"amount": 5, "unit": "seconds"}})
+    with pytest.raises(PersynError, match="route.budget.unit: 'minutes' is not one of"):
+        params(route={"budget": {"amount": 5, "unit": "minutes"}})
+    api = {"model": "api:big", "engine": "openai", "engine_options": {"base_url": "http://127.0.0.1:9/v1"}}
+    with pytest.raises(PersynError, match="teacher a's engine \\(openai\\) is a server it cannot time"):
+        budget.require_timed(params(teachers__a=api, route={"budget": {"amount": 5, "unit": "seconds"}}))
+    budget.require_timed(params(route={"budget": {"amount": 5, "unit": "seconds"}}))  # local engines are timed
 
 
 def test_cost_model_charges_prices_and_mean_tokens_on_the_subset() -> None:
@@ -111,6 +115,20 @@ def test_cost_model_charges_prices_and_mean_tokens_on_the_subset() -> None:
     assert matrix[0].tolist() == [0.0, 0.0]  # S was answered already
     assert matrix[1, 0] == pytest.approx(((10 + 15 / 4) * 2.0 + 6 * 10.0) / 1e6) and matrix[1, 1] == 0.0
     assert budget.cost_matrix("tokens", model, ["a", "base"], prompts)[1].tolist() == [6.0, 3.0]
+
+
+def test_seconds_are_planned_per_token_on_the_subset_and_spent_as_measured() -> None:
+    timed = params(route={"budget": {"amount": 10.0, "unit": "seconds"}})
+    samples = {"a": [{"completion_tokens": 4, "seconds": 1.0}, {"completion_tokens": 12, "seconds": 3.0}],
+               "base": [{"completion_tokens": 2, "seconds": 0.5}]}
+    model = budget.cost_model(timed, samples)
+    assert model["a"]["seconds_per_token"] == 0.25 and model["base"]["seconds_per_token"] == 0.25
+    prompts = [{"id": "r", "split": "router", "messages": []}, {"id": "p", "split": "pool", "messages": []}]
+    assert budget.cost_matrix("seconds", model, ["a", "base"], prompts).tolist() == [[0.0, 0.0], [2.0, 0.5]]  # mean 8 tokens
+    answers = [{"id": "p", "teacher": "a", "completion_tokens": 8, "seconds": 1.5}, {"id": "r", "teacher": "a",
+                                                                                    "completion_tokens": 8, "seconds": 9.0}]
+    assert budget.spend("seconds", model, answers, {p["id"]: p for p in prompts}) == 1.5  # measured; S is free
+    assert "seconds_per_token" not in budget.cost_model(timed, {t: [{"completion_tokens": 2}] for t in samples})["a"]
 
 
 def routing(amount: float | None, capacity: list[int], cost: list[float]) -> route.Routing:

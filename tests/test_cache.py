@@ -201,3 +201,38 @@ def test_a_read_only_cache_folder_is_one_clear_error(tmp_path: Path) -> None:
                                   runner.all_at_once(lambda batch: [Score(-1.0, 1) for _ in batch]), 1, "ro")
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_every_generated_answer_keeps_its_engine_time(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """A budget in seconds charges what each answer took: the batch's time shared by completion tokens,
+    kept with the answer in the cache (a reused answer keeps the time it took when it was computed)."""
+    from persyn import budget
+
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        first, _ = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(4)], cache)
+        timed = budget.measured_seconds(first, cache, "answers")
+        again = budget.measured_seconds(synthesis.generate(teacher(tiny_models["teacher_a"]),
+                                                           [prompt(i) for i in range(4)], cache)[0], cache, "answers")
+    assert all(a["seconds"] > 0 for a in timed) and again == timed
+    assert all("seconds" not in r for r in first)  # the records keep no time: their bytes do not depend on the machine
+
+
+def test_a_batch_time_is_shared_by_completion_tokens() -> None:
+    from persyn.engines import Completion
+
+    shared = synthesis.timed([Completion("a", "stop", 3, 1), Completion("b", "stop", 3, 3), Completion("", "stop", 3, 0)], 1.0)
+    assert [c.seconds for c in shared] == [0.2, 0.6, 0.2]  # an empty answer still took a step
+
+
+def test_an_answer_without_a_time_stops_a_seconds_budget(tmp_path: Path) -> None:
+    from persyn import budget
+    from persyn.engines import Completion
+    from persyn.errors import PersynError
+
+    answer = {"id": "0" * 16, "teacher": "a", "request": "f" * 64}
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(PersynError, match="data/sample/a.parquet: answer 0{16} of a has no measured time .*not there"):
+            budget.measured_seconds([answer], cache, "data/sample/a.parquet")
+        cache.put_many("generate", "m", {"f" * 64: Completion("x", "stop", 1, 1).__dict__})  # a server's: untimed
+        with pytest.raises(PersynError, match="answered by a server or before times were kept"):
+            budget.measured_seconds([answer], cache, "data/sample/a.parquet")

@@ -35,7 +35,7 @@ def test_table_on_planted_runs() -> None:
     """persyn right on all 8 prompts, random on none: Δ = −1 exactly, p = 2 / 2^8; the untrained
     student (all wrong) is exactly as far below persyn."""
     runs = [planted("persyn", s, [1] * 8) for s in (0, 1)] + [planted("random", s, [0] * 8, used=40) for s in (0, 1)]
-    text = bench.table(runs, resamples=200)
+    text = bench.table(runs, *bench.comparison(runs, resamples=200))
     lines = text.splitlines()
     assert lines[2] == ("| untrained student | 2 | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] | 0.0078 | – | – |")
     assert lines[3] == "| persyn | 2 | 1.000 [1.000, 1.000] | – | – | 30 | a 25%, base 75% |"
@@ -50,7 +50,7 @@ def test_shifted_table_on_planted_runs() -> None:
     table is the one without the shifted set."""
     runs = [planted("persyn", s, [1] * 8, shifted=[1, 0, 0, 0]) for s in (0, 1)] + \
         [planted("random", s, [0] * 8, used=40, shifted=[1, 1, 1, 1]) for s in (0, 1)]
-    lines = bench.table(runs, resamples=200).splitlines()
+    lines = bench.table(runs, *bench.comparison(runs, resamples=200)).splitlines()
     assert lines[4] == "| random | 2 | 0.000 [0.000, 0.000] | -1.000 [-1.000, -1.000] | 0.0078 | 40 | a 25%, base 75% |"
     shifted = lines[lines.index("| strategy | seeds | shifted accuracy [95% CI] | Δ vs persyn [95% CI] | p |") + 2:]
     assert shifted[0].startswith("| untrained student | 2 | 0.000 [0.000, 0.000] | -0.250 [")
@@ -95,11 +95,11 @@ def test_power_note_on_planted_runs() -> None:
     assert f"| random | {sd:.3f} | 1.00 | 0.000 | " in note and note.endswith(f" | {needed} |")
 
 
-def test_table_refuses_unpaired_runs() -> None:
+def test_comparison_refuses_unpaired_runs() -> None:
     with pytest.raises(ValueError, match="different seeds"):
-        bench.table([planted("persyn", 0, [1, 0]), planted("random", 1, [1, 0])], resamples=10)
+        bench.comparison([planted("persyn", 0, [1, 0]), planted("random", 1, [1, 0])], resamples=10)
     with pytest.raises(ValueError, match="different eval prompts"):
-        bench.table([planted("persyn", 0, [1, 0]), planted("random", 0, [1, 0, 1])], resamples=10)
+        bench.comparison([planted("persyn", 0, [1, 0]), planted("random", 0, [1, 0, 1])], resamples=10)
 
 
 def test_arms_from_strategies_and_variants() -> None:
@@ -115,7 +115,8 @@ def test_arms_from_strategies_and_variants() -> None:
 def test_extra_columns_are_means_over_seeds() -> None:
     runs = [planted("persyn", s, [1, 0]) for s in (0, 1)]
     runs[0].metrics["metrics/dataset.json.records"], runs[1].metrics["metrics/dataset.json.records"] = 10, 13
-    lines = bench.table(runs, resamples=10, extra=("metrics/dataset.json.records",)).splitlines()
+    extra = ("metrics/dataset.json.records",)
+    lines = bench.table(runs, *bench.comparison(runs, resamples=10, extra=extra), extra=extra).splitlines()
     assert lines[0].endswith(" | records |") and lines[3].endswith(" | 11.5 |") and lines[2].endswith(" | – |")
 
 
@@ -143,7 +144,10 @@ def test_queue_two_strategies_two_seeds(tiny_models: dict[str, Path], tmp_path: 
             pytest.approx(run.metrics["metrics/eval.json.eval_shifted.trained.accuracy"])
         assert run.metrics["params.toml.route.seed"] == run.seed
     assert [r.metrics.get("params.toml.route.fallback") for r in runs] == [None, None, 1, 1]  # the variant's override
-    text = bench.table(runs, resamples=200, extra=("metrics/dataset.json.records",))
+    assert [r.metrics.get("metrics/dataset.json.fallback.attempts") for r in runs] == [None, None, 1, 1]
+    extra = ("metrics/dataset.json.fallback.attempts",)
+    text = bench.table(runs, *bench.comparison(runs, resamples=200, extra=extra), extra=extra)
     assert text.splitlines()[3].startswith("| persyn | 2 | ") and text.splitlines()[4].startswith("| fallback-1 | 2 | ")
+    assert text.splitlines()[3].endswith(" | – |") and text.splitlines()[4].endswith(" | 1 |")
     assert "| router |" in text and "| strategy | seeds | shifted accuracy [95% CI] |" in text
     assert "| fallback-1 | " in bench.power_note(runs)

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 TEACHERS = ("a", "b", "base")
 TOKENS = {"a": 4, "b": 6, "base": 2}  # every planted answer of a teacher has this many completion tokens
+SECONDS = {"a": 1.0, "b": 0.75, "base": 0.5}  # … and took this long: seconds rank the teachers otherwise than tokens
+COSTS = {"tokens": TOKENS, "seconds": SECONDS}
 INSIDE = {"encoder": Path("models/encoder"), "teacher_a": Path("models/teacher_a"), "teacher_b": Path("models/teacher_b"),
           "base": Path("models/base"), "student": Path("models/student")}
 MODEL_OF = {"a": "teacher_a", "b": "teacher_b", "base": "base"}
@@ -50,7 +52,7 @@ def plant(project: Project) -> dict[str, dict]:
             model = resolve(f"local:{project.path / 'models' / MODEL_OF[name]}")
             payloads = synthesis.teacher_payloads(params.teacher(name), model, [p["messages"] for p in routed])
             answers = {request_key(payload): Completion(f"The answer is {p['reference'] if right(name, n) else 987654}.",
-                                                        "stop", 10, TOKENS[name]).__dict__
+                                                        "stop", 10, TOKENS[name], seconds=SECONDS[name]).__dict__
                        for n, (p, payload) in enumerate(zip(routed, payloads))}
             cache.put_many("generate", model.identity, answers)
     return {p["id"]: {**p, "position": n} for n, p in enumerate(routed)}
@@ -133,23 +135,24 @@ def test_fallback_reasks_exactly_the_failed_prompts_and_reruns_exactly_what_depe
     assert set(records(project)) == {i for i in routed if routed[i]["position"] % 4 != 3}
 
 
-def pool_spend(project: Project) -> float:
-    """Completion tokens of the routed pool answers (the planted counts): what the build really spent."""
+def pool_spend(project: Project, unit: str = "tokens") -> float:
+    """Completion tokens (or seconds) of the routed pool answers, as planted: what the build really spent."""
     pool = {i for i, r in records(project).items() if r["split"] == "pool"}
-    return float(sum(TOKENS[p.stem] * len(set(pl.read_parquet(p)["id"].to_list()) & pool)
+    return float(sum(COSTS[unit][p.stem] * len(set(pl.read_parquet(p)["id"].to_list()) & pool)
                      for p in (project.path / "data/routes/student").glob("*.parquet")))
 
 
-def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Project) -> None:
+@pytest.mark.parametrize("unit", ["tokens", "seconds"])
+def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Project, unit: str) -> None:
     # The router fitted on all of S sends every pool prompt to the cheapest teacher here, which leaves a
     # budget nothing to bind; the held-out fit (refit_on_all = false) routes some to dearer ones.
     project.set_param("epochs = 50", "epochs = 50\nrefit_on_all = false")
     project.repro()
-    unconstrained = pool_spend(project)
-    cheapest = min(TOKENS.values()) * sum(r["split"] == "pool" for r in records(project).values())
+    unconstrained = pool_spend(project, unit)
+    cheapest = min(COSTS[unit].values()) * sum(r["split"] == "pool" for r in records(project).values())
     assert cheapest < unconstrained
     amount = (cheapest + unconstrained) / 2  # halfway between the cheapest routing and the router's argmax
-    project.set_param('strategy = "persyn"', f'strategy = "persyn"\nbudget = {{amount = {amount}, unit = "tokens"}}')
+    project.set_param('strategy = "persyn"', f'strategy = "persyn"\nbudget = {{amount = {amount}, unit = "{unit}"}}')
     project.run("persyn", "plan", "--json", "plan.json")  # before anything is generated for the new route
     plan = json.loads((project.path / "plan.json").read_text())["budget"]["student"]  # per student
     assert plan["ready"] and plan["unconstrained_spend"] == unconstrained and plan["planned_spend"] <= amount
@@ -157,7 +160,7 @@ def test_a_budget_is_planned_before_generation_and_spent_exactly(project: Projec
     assert 0 <= plan["predicted_reward"]["kept"] <= 1
     project.repro()
     spent = json.loads(project.file_bytes("metrics/student/dataset.json"))["budget"]
-    assert spent["actual_spend"] == plan["planned_spend"] == pool_spend(project) and spent["estimate_error"] == 0.0
+    assert spent["actual_spend"] == plan["planned_spend"] == pool_spend(project, unit) and spent["estimate_error"] == 0.0
     assert spent["within_budget"] and spent["actual_spend"] <= amount
     route_plan = json.loads(project.file_bytes("metrics/student/route.json"))["budget"]
     assert {k: v for k, v in route_plan.items()} == {k: v for k, v in plan.items() if k != "ready"}

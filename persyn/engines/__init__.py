@@ -73,6 +73,7 @@ class Completion:
     retries: int = 0
     cost_usd: float = 0.0
     timeouts: int = 0  # of the retries, those after a timeout (a slow or overloaded server)
+    seconds: float | None = None  # engine time spent on it (persyn.synthesis times batches); None: not measured
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:
@@ -188,6 +189,12 @@ def answering_engine(engine: str, options: dict[str, Any]) -> tuple[str, dict[st
 def scores_loglikelihood(engine: str, options: dict[str, Any] | None = None) -> bool:
     """Whether the engine can score a given response (an HTTP chat endpoint generally cannot)."""
     return bool(module(answering_engine(engine, options or {})[0]).SCORES_LOGLIKELIHOOD)
+
+
+def times_answers(engine: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether persyn measures the engine time of each answer (a batch engine; not a server it
+    streams requests to), which a budget in seconds charges."""
+    return not getattr(module(answering_engine(engine, options or {})[0]), "STREAMS", False)
 
 
 def load(

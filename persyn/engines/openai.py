@@ -35,6 +35,7 @@ from persyn.models import ResolvedModel
 log = logging.getLogger("persyn.engines.openai")
 
 SCORES_LOGLIKELIHOOD = False
+STREAMS = True  # answers arrive one by one from a server (stream): no engine time of ours to measure
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 RESERVED_BODY_KEYS = frozenset({"model", "messages", "prompt", "temperature", "top_p", "max_tokens", "stop", "seed",
                                 "stream", "n"})
