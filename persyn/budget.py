@@ -75,9 +75,9 @@ def measured_seconds(answers: Sequence[dict[str, Any]], cache: RequestCache, sou
         value = found.get(answer["request"])
         seconds = CODECS["generate"].decode(value).seconds if value is not None else None
         if seconds is None:
+            why = "not there: computed in another cache" if value is None else "answered by a server or before times were kept"
             raise PersynError(
-                f"{source}: answer {answer['id']} of {answer['teacher']} has no measured time in the request cache "
-                f"({'not there: computed in another cache' if value is None else 'answered by a server or before times were kept'}); "
+                f"{source}: answer {answer['id']} of {answer['teacher']} has no measured time in the request cache ({why}); "
                 "route.budget.unit = 'seconds' needs the teachers' answers timed on this machine: use 'tokens' or 'usd', "
                 "or clear those entries and build again")
         timed.append({**answer, "seconds": seconds})

@@ -345,8 +345,19 @@ MIGRATE_STUDENT = ("[student] is now [students.<name>] (one table per student; t
                    "student a name of its own ([a-z0-9_-]+)")
 
 
+def release_spelling(student: str) -> str:
+    """A student's name as it appears in its release's artifact name (GTO allows no underscore)."""
+    return student.replace("_", "-").strip("-")
+
+
 def _check_combinations(params: Params) -> None:
     """Settings that are valid alone but not together, caught before any stage computes."""
+    spelt: dict[str, str] = {}
+    for student in params.students:
+        other = spelt.setdefault(release_spelling(student), student)
+        if other != student:
+            raise PersynError(f"params.toml: students '{other}' and '{student}' would be released under one name "
+                              f"({params.assemble.name}-{release_spelling(student)}@vN): rename one of them")
     pairs: dict[str, tuple[str, str]] = {}
     for student in params.students:
         for teacher in params.teachers:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from persyn.config import RouterConfig
+from persyn.config import RouterConfig, release_spelling
 from persyn.errors import PersynError
 from persyn.rewards import is_correct
 from persyn.router import combined_reward
@@ -119,7 +119,7 @@ def best_answer(answers: list[dict[str, Any]], scores: dict[tuple[str, str], dic
 
 def release_name(dataset_name: str, student: str) -> str:
     """One student's dataset: assemble.name and the student, spelt as a GTO artifact name allows."""
-    return f"{dataset_name}-{student.replace('_', '-').strip('-')}"
+    return f"{dataset_name}-{release_spelling(student)}"
 
 
 def write(records: list[dict[str, Any]], directory: Path, name: str, shard_size: int) -> None:

@@ -71,7 +71,8 @@ def _student_probe(student: StudentConfig) -> Callable[[], str]:
     def probe() -> str:
         if not engines.scores_loglikelihood(student.engine, student.engine_options):
             raise ValueError(f"engine '{student.engine}' cannot score log-likelihoods (learnability needs them)")
-        with closing(engines.load(student.engine, resolve(student.model, student.chat_template), student.device, 1, student.max_length,
+        model = resolve(student.model, student.chat_template)
+        with closing(engines.load(student.engine, model, student.device, 1, student.max_length,
                                   student.engine_options)) as engine:
             value = engine.loglikelihood([ScoreRequest(PROBE, PROBE_ANSWER)])[0]
         return f"log-likelihood {value.logprob:.3f} per token"

@@ -135,7 +135,8 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
             use_cpu=device == "cpu", bf16=bf16, remove_unused_columns=False,
             dataloader_num_workers=0,
         )
-        trainer = ResponseLossTrainer(model=model, args=arguments, train_dataset=rows, data_collator=PadCollator(tokenizer.pad_token_id))
+        trainer = ResponseLossTrainer(model=model, args=arguments, train_dataset=rows,
+                                      data_collator=PadCollator(tokenizer.pad_token_id))
         result = trainer.train()
     if config.lora_r:
         model = model.merge_and_unload()

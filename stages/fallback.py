@@ -33,7 +33,8 @@ def main() -> None:
             def ask(teacher: str, ids: list[str]) -> list[dict]:
                 return synthesis.generate(params.teacher(teacher), [prompts[i] for i in ids], cache)[0]
 
-            answers = fallback.ask_in_order(params.route.fallback, order, fallback.primary_answers(order, generated, generated_file),
+            primary = fallback.primary_answers(order, generated, generated_file)
+            answers = fallback.ask_in_order(params.route.fallback, order, primary,
                                             {i: p["reference"] for i, p in prompts.items()}, subset, ask)
     io.write_parquet(f"data/fallback/{student}.parquet", answers, "fallback_answer")
 

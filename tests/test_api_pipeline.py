@@ -64,7 +64,8 @@ def test_endpoint_teacher_through_a_real_build(server: FakeServer, tiny_models: 
     prompt_tokens = sum(len(b["messages"][-1]["content"]) for b in answered[3:])  # the fake counts characters
     assert api["prompt_tokens"] == prompt_tokens
     assert api["cost_usd"] == pytest.approx((api["prompt_tokens"] * PRICE_IN + api["completion_tokens"] * PRICE_OUT) / 1e6)
-    local = [json.loads(project.file_bytes(f"runs/{stage}.json"))["usage"]["cost_usd"] for stage in ("sample@a", "generate@student-a")]
+    local = [json.loads(project.file_bytes(f"runs/{stage}.json"))["usage"]["cost_usd"]
+             for stage in ("sample@a", "generate@student-a")]
     assert local == [0.0, 0.0]  # the local teacher costs nothing
     assert all(auth == f"Bearer {SECRET}" for auth in server.auth)
     cache = Path(project.env["PERSYN_CACHE_DIR"])

@@ -116,6 +116,12 @@ def test_student_and_teacher_names_that_join_to_one_stage_name_are_refused(raw: 
     assert "both name the stages score@smol-b-smol" in error_for(raw)
 
 
+def test_students_whose_release_names_would_collide_are_refused(raw: dict) -> None:
+    raw["students"]["a_b"] = {"model": "local:x"}
+    raw["students"]["a-b"] = {"model": "local:y"}  # a release name spells "_" as "-": both would be <name>-a-b
+    assert "students 'a-b' and 'a_b' would be released under one name" in error_for(raw)
+
+
 def schema_keys(node: dict, prefix: str = ""):
     """(dotted key, resolved schema) of every key the params schema declares, named tables as '*'."""
     node = resolved(node, config.SCHEMA)

@@ -123,7 +123,8 @@ def test_first_repro_builds_a_loadable_dataset(built: tuple[Project, set[str]]) 
     assert set(saved["held_out_ids"]) <= set(prompts.filter(pl.col("split") == "router")["id"].to_list())
     predictions = pl.read_parquet(project.path / "data/eval/student/predictions.parquet")
     assert sorted(predictions["split"].to_list()) == ["eval"] * 4 + ["eval_shifted"] * 3
-    assert sorted(predictions["id"].to_list()) == sorted(prompts.filter(pl.col("split").is_in(["eval", "eval_shifted"]))["id"].to_list())
+    evaluated = prompts.filter(pl.col("split").is_in(["eval", "eval_shifted"]))
+    assert sorted(predictions["id"].to_list()) == sorted(evaluated["id"].to_list())
     evaluation = json.loads(project.file_bytes("metrics/student/eval.json"))
     assert evaluation["trained"]["prompts"] == 4 and evaluation["eval_shifted"]["trained"]["prompts"] == 3
     shifted = predictions.filter(pl.col("split") == "eval_shifted")["trained_score"].to_list()
