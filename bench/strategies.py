@@ -17,7 +17,8 @@ profile sets prompts.shifted_eval_size), then the router's regret and top-1 on h
 
 `--into` adds arms to an earlier comparison (its scratch directory keeps arms.json, every
 experiment's name and arm): they are queued in the same project, on the same baseline and seeds,
-and the table compares them with the experiments already there.
+and the table compares them with the experiments already there; with no new arm it resumes an
+interrupted comparison (starts the queue again and waits for the experiments still queued).
 """
 
 from __future__ import annotations
@@ -102,10 +103,20 @@ def queue(project: Path, env: dict[str, str], arms: list[tuple[str, list[str]]],
     return names
 
 
-def states(project: Path, env: dict[str, str]) -> dict[str, str]:
-    """Experiment name → executor state ('queued', 'running', 'success', 'failed') from `dvc exp show`."""
+def states(project: Path, env: dict[str, str], attempts: int = 5) -> dict[str, str]:
+    """Experiment name → executor state ('queued', 'running', 'success', 'failed') from `dvc exp show`,
+    asked again when it fails: it can read a running experiment's info file while the worker writes it
+    ("JSON file structure is corrupted"), which ended a 27-experiment run here."""
+    for attempt in range(attempts):
+        try:
+            shown = json.loads(dvc(project, env, "exp", "show", "--json") or "[]")
+            break
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(POLL_S)
     found = {}
-    for baseline in json.loads(dvc(project, env, "exp", "show", "--json") or "[]"):
+    for baseline in shown:
         for experiment in baseline.get("experiments") or []:
             executor = experiment.get("executor") or {}
             for rev in experiment.get("revs") or []:
@@ -377,9 +388,9 @@ def main() -> None:
         raise SystemExit(f"{scratch} already has the arms {clash}: give the new arms other labels")
     cold = None if args.into else build_baseline(project, env)
     names = queue(project, env, arms, args.seeds)
-    wall = run_queue(project, env, list(names), args.jobs)
     names = earlier | names
-    (scratch / "arms.json").write_text(json.dumps(names, indent=1) + "\n")
+    (scratch / "arms.json").write_text(json.dumps(names, indent=1) + "\n")  # before the wait: --into resumes from it
+    wall = run_queue(project, env, list(names), args.jobs)  # with --into, earlier experiments still queued too
     runs = collect(project, env, names, args.student or sorted(params.students)[0])
     (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     print(f"{'' if cold is None else f'cold baseline build {cold:.0f} s; '}{len(names) - len(earlier)} experiments "
