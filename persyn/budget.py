@@ -210,8 +210,8 @@ def outcome(planned: dict[str, Any], routed: Sequence[dict[str, Any]], extra: Se
     unit, model = planned["unit"], planned["teachers"]
     if unit == "seconds":
         pool = [a for a in routed if prompts[a["id"]]["split"] != "router"]
-        routed = measured_seconds(pool, cache, "the generated answers")
-        extra = measured_seconds([a for a in extra if not a["from_subset"]], cache, "the fallback's answers")
+        routed = measured_seconds(pool, cache, "data/generated/ (the routed pool answers)")
+        extra = measured_seconds([a for a in extra if not a["from_subset"]], cache, "data/fallback/ (the fallback's answers)")
     actual = spend(unit, model, routed, prompts)
     error = actual - planned["planned_spend"]
     return {

@@ -80,10 +80,11 @@ def freeze(model: Any, layers: int, name: str) -> None:
         return
     total = model.config.num_hidden_layers
     blocks = next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == total), None)
-    if blocks is None or layers >= total:
+    if blocks is None:
+        raise PersynError(f"train.freeze_layers: cannot find the transformer blocks of {name}")
+    if layers >= total:
         raise PersynError(f"train.freeze_layers = {layers}: {name} has {total} transformer blocks, "
-                          f"so at most {total - 1} can be frozen" if blocks is not None else
-                          f"train.freeze_layers: cannot find the transformer blocks of {name}")
+                          f"so at most {total - 1} can be frozen")
     for module in (model.get_input_embeddings(), *blocks[:layers]):
         for parameter in module.parameters():
             parameter.requires_grad = False
