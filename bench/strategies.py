@@ -366,7 +366,8 @@ def main() -> None:
     parser.add_argument("--show", nargs="+", default=[], metavar="KEY",
                         help="extra metric columns, flattened: metrics/dataset.json.fallback.total.recovered")
     parser.add_argument("--student", help="whose datasets and evaluation to compare (default: the first student)")
-    parser.add_argument("--jobs", type=int, default=1, help="queue workers (1 on a small machine: stages are CPU-bound)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="queue workers (1 on a small machine: on 2 cores two trainings side by side took 3x longer)")
     parser.add_argument("--into", type=Path, metavar="SCRATCH",
                         help="add the arms to the comparison in this earlier scratch directory (same baseline and seeds)")
     args = parser.parse_args()
