@@ -94,8 +94,12 @@ class Worker:
         return self.engine.loglikelihood(requests)
 
     def close(self) -> None:
+        """Release the inner engine, then end this actor: the caller's ray.get sees the actor's death
+        (RayActorError) only once the process is gone, so closing waits for the resources to be free."""
         if self.engine is not None:
             self.engine.close()
+            self.engine = None
+        import_ray().actor.exit_actor()
 
 
 def import_ray() -> ModuleType:
@@ -166,15 +170,18 @@ class RayEngine:
         return self._scatter("loglikelihood", requests)
 
     def close(self) -> None:
-        """Close and kill the actors; shut Ray down only if this engine started it. Idempotent."""
-        if self.workers:
+        """Close the actors and wait until each has exited (one that has not within CLOSE_TIMEOUT_S is
+        killed); shut Ray down only if this engine started it. Idempotent."""
+        closing = [(worker, worker.close.remote()) for worker in self.workers]
+        for worker, closed in closing:
             try:
-                self.ray.get([w.close.remote() for w in self.workers], timeout=CLOSE_TIMEOUT_S)
+                self.ray.get(closed, timeout=CLOSE_TIMEOUT_S)
+            except self.ray.exceptions.RayActorError:
+                continue  # the actor exited, as Worker.close asks
             except self.ray.exceptions.RayError as error:
-                log.warning("ray: closing the workers failed, killing them: %s", error)
-            for worker in self.workers:
-                self.ray.kill(worker)
-            self.workers = []
+                log.warning("ray: closing a worker failed, killing it: %s", error)
+            self.ray.kill(worker)
+        self.workers = []
         if self.owns_ray:
             self.ray.shutdown()
             self.owns_ray = False
