@@ -22,7 +22,9 @@ def scratch_project(prefix: str, share_requests: bool = False) -> tuple[Path, Pa
     cache = cache_root() if share_requests else scratch / "cache"
     if not share_requests:
         cache.mkdir()
-        (cache / "models").symlink_to(cache_root() / "models")
+        shared = cache_root() / "models"
+        shared.mkdir(parents=True, exist_ok=True)  # a new machine has none yet: a dangling link fails the first conversion
+        (cache / "models").symlink_to(shared)
     env = {**os.environ, "PERSYN_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": str(project)}  # the clone's persyn, not whatever is installed
     return scratch, project, env
