@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -343,6 +344,18 @@ def power_note(runs: list[Run], reference: str = "persyn", effect: float = 0.05)
     return "\n".join(lines)
 
 
+def machine() -> str:
+    """The CPU the figures were measured on. Both the times and the answers depend on it: one training
+    took about 85 s on a 2-core CPU with AMX and 152 s on a 2-core EPYC with AVX512-BF16, and the same build
+    gave the untrained student 0.036 on the first and 0.044 on the second (most likely CTranslate2's int8
+    kernels, which differ by instruction set): compare runs from one kind of machine only."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "none"
+    return f"{model}, {os.cpu_count()} cores, bfloat16 units: {bf16}"
+
+
 def build_baseline(project: Path, env: dict[str, str]) -> float:
     """Build and commit the baseline, so that every queued experiment starts from its outputs."""
     start = time.perf_counter()
@@ -398,7 +411,7 @@ def main() -> None:
     runs = collect(project, env, names, args.student or sorted(params.students)[0])
     (scratch / "runs.json").write_text(json.dumps([r.__dict__ for r in runs], indent=1))
     print(f"{'' if cold is None else f'cold baseline build {cold:.0f} s; '}{len(names) - len(earlier)} experiments "
-          f"{wall:.0f} s (--jobs {args.jobs}); scratch {scratch} (results.json: persyn report --strategies)\n")
+          f"{wall:.0f} s (--jobs {args.jobs}) on {machine()}; scratch {scratch} (results.json: persyn report --strategies)\n")
     reference = args.reference or next(iter(names.values()))
     command = " ".join(["python bench/strategies.py", *sys.argv[1:]])
     rows, shifted = comparison(runs, reference, extra=tuple(args.show))
