@@ -350,10 +350,10 @@ def machine() -> str:
     gave the untrained student 0.036 on the first and 0.044 on the second (most likely CTranslate2's int8
     kernels, which differ by instruction set): compare runs from one kind of machine only."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in info.splitlines())}
+    flags = fields.get("flags", "").split()
     bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "none"
-    return f"{model}, {os.cpu_count()} cores, bfloat16 units: {bf16}"
+    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} cores, bfloat16 units: {bf16}"
 
 
 def build_baseline(project: Path, env: dict[str, str]) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -98,7 +99,6 @@ class Worker:
         (RayActorError) only once the process is gone, so closing waits for the resources to be free."""
         if self.engine is not None:
             self.engine.close()
-            self.engine = None
         import_ray().actor.exit_actor()
 
 
@@ -173,9 +173,10 @@ class RayEngine:
         """Close the actors and wait until each has exited (one that has not within CLOSE_TIMEOUT_S is
         killed); shut Ray down only if this engine started it. Idempotent."""
         closing = [(worker, worker.close.remote()) for worker in self.workers]
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S  # one wait for all, not one per worker
         for worker, closed in closing:
             try:
-                self.ray.get(closed, timeout=CLOSE_TIMEOUT_S)
+                self.ray.get(closed, timeout=max(0.0, deadline - time.monotonic()))
             except self.ray.exceptions.RayActorError:
                 continue  # the actor exited, as Worker.close asks
             except self.ray.exceptions.RayError as error:
