@@ -128,10 +128,21 @@ def states(project: Path, env: dict[str, str], attempts: int = 5) -> dict[str, s
     return found
 
 
+def worker_env(env: dict[str, str], jobs: int) -> dict[str, str]:
+    """The queue workers' environment: with several workers, each stage gets its share of the cores
+    (torch and CTranslate2 read OMP_NUM_THREADS) unless the caller set a thread count. Without it
+    every training takes all the cores: two side by side on 2 cores took 3x as long as one after the
+    other, while two with one thread each did 1.25x the work of one with two (docs/results.md)."""
+    if jobs == 1 or env.get("OMP_NUM_THREADS") or env.get("PERSYN_THREADS"):
+        return env
+    share = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**env, "OMP_NUM_THREADS": share, "PERSYN_THREADS": share}
+
+
 def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -> float:
     """Start the queue workers and wait until every named experiment finished; the wall time."""
     start = time.perf_counter()
-    dvc(project, env, "queue", "start", "-j", str(jobs))
+    dvc(project, worker_env(env, jobs), "queue", "start", "-j", str(jobs))
     try:
         while True:
             asked = time.perf_counter()
@@ -383,7 +394,7 @@ def main() -> None:
                         help="extra metric columns, flattened: metrics/dataset.json.fallback.total.recovered")
     parser.add_argument("--student", help="whose datasets and evaluation to compare (default: the first student)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="queue workers (1 on a small machine: on 2 cores two trainings side by side took 3x longer)")
+                        help="queue workers, each given its share of the cores (OMP_NUM_THREADS); default 1")
     parser.add_argument("--into", type=Path, metavar="SCRATCH",
                         help="add the arms to the comparison in this earlier scratch directory (same baseline and seeds)")
     args = parser.parse_args()
