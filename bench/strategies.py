@@ -79,6 +79,11 @@ def experiment_name(strategy: str, seed: int) -> str:
     return f"{strategy.replace(':', '-')}-s{seed}"
 
 
+def earlier_seeds(names: dict[str, str]) -> list[int]:
+    """The seeds of an earlier comparison, from its experiment names (experiment_name's `-s<seed>`)."""
+    return sorted({int(name.rsplit("-s", 1)[1]) for name in names})
+
+
 def arms_of(chosen: list[str], variants: list[list[str]]) -> list[tuple[str, list[str]]]:
     """(label, params overrides) per arm: each strategy sets route.strategy; each `--variant LABEL
     KEY=VALUE…` sets its keys (route.strategy stays the profile's unless it sets it)."""
@@ -414,6 +419,9 @@ def main() -> None:
     arms = arms_of(chosen, args.variant)
     if clash := sorted({label for label, _ in arms} & set(earlier.values())):
         raise SystemExit(f"{scratch} already has the arms {clash}: give the new arms other labels")
+    if earlier and (before := earlier_seeds(earlier)) != sorted(args.seeds):
+        raise SystemExit(f"{scratch} compares seeds {before}: give --seeds {' '.join(map(str, before))} "
+                         f"(every arm needs the same seeds for the paired comparison)")
     cold = None if args.into else build_baseline(project, env)
     names = queue(project, env, arms, args.seeds)
     names = earlier | names

@@ -18,6 +18,7 @@ def engine(tiny_models: dict[str, Path]):
     loaded = engines.load("transformers", models.resolve(f"local:{tiny_models['student']}"), batch_size=3)
     yield loaded
     loaded.close()
+    loaded.close()  # idempotent, like every engine's close
 
 
 def hand_loglikelihood(engine, messages: list[dict[str, str]], response: str) -> float:
@@ -154,3 +155,4 @@ def test_reward_model_reads_the_template_ids_with_one_bos(tmp_path: Path) -> Non
     assert scorer.score(pairs) == pytest.approx(alone, abs=1e-5)
     assert reward_ids(scorer.tokenizer, *pairs[0], 5) == rendered[0][:5]
     scorer.close()
+    scorer.close()  # idempotent, like every engine's close

@@ -102,6 +102,12 @@ def test_comparison_refuses_unpaired_runs() -> None:
         bench.comparison([planted("persyn", 0, [1, 0]), planted("random", 0, [1, 0, 1])], resamples=10)
 
 
+def test_earlier_seeds_come_from_the_experiment_names() -> None:
+    """--into checks the new arms' seeds against these before queuing anything."""
+    names = {bench.experiment_name(label, seed): label for label in ("persyn", "fixed:a", "tie-0") for seed in (2, 0, 11)}
+    assert bench.earlier_seeds(names) == [0, 2, 11]
+
+
 def test_arms_from_strategies_and_variants() -> None:
     arms = bench.arms_of(["persyn", "fixed:a"], [["budget-80", "route.budget.amount=10", "route.budget.unit=tokens"]])
     assert arms == [("persyn", ["route.strategy=persyn"]), ("fixed:a", ["route.strategy=fixed:a"]),

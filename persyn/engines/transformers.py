@@ -155,9 +155,13 @@ class TransformersEngine:
         return scores
 
     def close(self) -> None:
-        del self.network
-        if self.device == "cuda":
-            torch.cuda.empty_cache()
+        release(self)
+
+
+def release(loaded: TransformersEngine | TransformersRewardModel) -> None:
+    """Free a loaded network's memory; a second close is a no-op, as for every other engine."""
+    if loaded.__dict__.pop("network", None) is not None and loaded.device == "cuda":
+        torch.cuda.empty_cache()
 
 
 class TransformersRewardModel:
@@ -185,9 +189,7 @@ class TransformersRewardModel:
         return logits[:, 0].float().tolist()
 
     def close(self) -> None:
-        del self.network
-        if self.device == "cuda":
-            torch.cuda.empty_cache()
+        release(self)
 
 
 def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> TransformersEngine:
