@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout, also when run as a script
 
-from persyn import config, stats  # noqa: E402
+from persyn import claims, config, stats  # noqa: E402
 from persyn.io import read_parquet  # noqa: E402
 from persyn.revisions import shown_values  # noqa: E402
 
@@ -138,9 +138,9 @@ def worker_env(env: dict[str, str], jobs: int) -> dict[str, str]:
     (torch and CTranslate2 read OMP_NUM_THREADS) unless the caller set a thread count. Without it
     every training takes all the cores: two side by side on 2 cores took 3x as long as one after the
     other, while two with one thread each did 1.25x the work of one with two (docs/results.md)."""
-    if jobs == 1 or env.get("OMP_NUM_THREADS") or env.get("PERSYN_THREADS"):
+    if jobs == 1:
         return env
-    share = str(max(1, (os.cpu_count() or 1) // jobs))
+    share = str(claims.thread_budget(jobs))  # the caller's PERSYN_THREADS / OMP_NUM_THREADS win
     return {**env, "OMP_NUM_THREADS": share, "PERSYN_THREADS": share}
 
 
