@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout, also when run as a script
 
 from persyn import claims, config, stats  # noqa: E402
+from persyn.devices import cpu_bfloat16_units  # noqa: E402
 from persyn.io import read_parquet  # noqa: E402
 from persyn.revisions import shown_values  # noqa: E402
 
@@ -367,9 +368,8 @@ def machine() -> str:
     kernels, which differ by instruction set): compare runs from one kind of machine only."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in info.splitlines())}
-    flags = fields.get("flags", "").split()
-    bf16 = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "none"
-    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} cores, bfloat16 units: {bf16}"
+    units = cpu_bfloat16_units(info) or "none"
+    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} cores, bfloat16 units: {units}"
 
 
 def build_baseline(project: Path, env: dict[str, str]) -> float:

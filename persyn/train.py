@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingA
 
 from persyn.chat import response_tokens
 from persyn.config import StudentConfig, TrainConfig
-from persyn.devices import pick_device
+from persyn.devices import cpu_bfloat16_units, pick_device, trains_in_bfloat16
 from persyn.errors import PersynError
 from persyn.models import resolve
 
@@ -122,7 +122,11 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
     if config.lora_r:
         model = with_lora(model, config)
     freeze(model, config.freeze_layers, model_ref.identity)
-    bf16 = config.precision == "bfloat16" or (config.precision == "auto" and device == "cuda")
+    cpu_units = cpu_bfloat16_units() if device == "cpu" else None
+    bf16 = trains_in_bfloat16(config.precision, device, cpu_units)
+    if bf16 and device == "cpu" and cpu_units is None:
+        log.warning("train.precision = 'bfloat16' on a CPU without AMX or AVX512-BF16: torch emulates it, "
+                    "15-21x slower than float32 (bench/train_bench.py); 'auto' would choose float32")
     rows = features(tokenizer, records, config.max_length, student.model)
     log.info("fine-tuning %s on %d records (%d response tokens) on %s in %s, %d lowest blocks frozen",
              model_ref.identity, len(rows), sum(sum(label != IGNORE for label in r["labels"]) for r in rows), device,
