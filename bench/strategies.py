@@ -100,16 +100,19 @@ def arms_of(chosen: list[str], variants: list[list[str]]) -> list[tuple[str, lis
 
 
 def queue(project: Path, env: dict[str, str], arms: list[tuple[str, list[str]]], seeds: list[int]) -> dict[str, str]:
-    """One queued experiment per (arm, seed); experiment name → arm label, in queue order."""
-    names = {}
-    for label, overrides in arms:
-        for seed in seeds:
-            name = experiment_name(label, seed)
-            names[name] = label
+    """One queued experiment per (arm, seed); experiment name → arm label, arm by arm.
+
+    Queued seed by seed (every arm at the first seed, then at the next): with several workers the
+    seeds of one arm, which need the same new teacher answers (the oracle's: every teacher on the
+    whole pool), do not run side by side and generate them twice, and the queue does not end on one
+    arm's seeds alone (the 2026-12-02 run ended on the oracle's three, the last 14 minutes on one worker)."""
+    for seed in seeds:
+        for label, overrides in arms:
             # "++": set the key whether or not the profile writes it (hydra's add-or-override)
             sets = [f"params.toml:++{o}" for o in overrides] + [f"params.toml:++{key}={seed}" for key in SEEDED]
-            dvc(project, env, "exp", "run", "--queue", "-n", name, *(arg for s in sets for arg in ("-S", s)))
-    return names
+            dvc(project, env, "exp", "run", "--queue", "-n", experiment_name(label, seed),
+                *(arg for s in sets for arg in ("-S", s)))
+    return {experiment_name(label, seed): label for label, _ in arms for seed in seeds}
 
 
 def states(project: Path, env: dict[str, str], attempts: int = 5) -> dict[str, str]:
