@@ -151,7 +151,11 @@ def worker_env(env: dict[str, str], jobs: int) -> dict[str, str]:
 def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -> float:
     """Start the queue workers and wait until every named experiment finished; the wall time."""
     start = time.perf_counter()
-    dvc(project, worker_env(env, jobs), "queue", "start", "-j", str(jobs))
+    # Not through dvc()'s pipe: with -j 2 the launcher DVC leaves behind keeps the pipe open until its
+    # workers exit, which blocked this wait 14 minutes after the last experiment (2026-12-02).
+    with open(project.parent / "queue-start.log", "a") as log:
+        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=worker_env(env, jobs),
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
     try:
         while True:
             asked = time.perf_counter()
