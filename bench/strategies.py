@@ -105,7 +105,7 @@ def queue(project: Path, env: dict[str, str], arms: list[tuple[str, list[str]]],
     Queued seed by seed (every arm at the first seed, then at the next): with several workers the
     seeds of one arm, which need the same new teacher answers (the oracle's: every teacher on the
     whole pool), do not run side by side and generate them twice, and the queue does not end on one
-    arm's seeds alone (the 2026-12-02 run ended on the oracle's three, the last 14 minutes on one worker)."""
+    arm's seeds alone."""
     for seed in seeds:
         for label, overrides in arms:
             # "++": set the key whether or not the profile writes it (hydra's add-or-override)
@@ -153,9 +153,12 @@ def run_queue(project: Path, env: dict[str, str], names: list[str], jobs: int) -
     start = time.perf_counter()
     # Not through dvc()'s pipe: with -j 2 the launcher DVC leaves behind keeps the pipe open until its
     # workers exit, which blocked this wait 14 minutes after the last experiment (2026-12-02).
-    with open(project.parent / "queue-start.log", "a") as log:
-        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=worker_env(env, jobs),
-                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    log_path = project.parent / "queue-start.log"
+    with open(log_path, "a") as log:
+        started = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=worker_env(env, jobs),
+                                 stdout=log, stderr=subprocess.STDOUT)
+    if started.returncode != 0:
+        raise RuntimeError(f"dvc queue start -j {jobs} failed: see {log_path}")
     try:
         while True:
             asked = time.perf_counter()
