@@ -1,16 +1,20 @@
 """Where persyn meets git and DVC: revisions, DVC experiments and what was built at either.
 
 The pipeline library (config … dataset) knows nothing of DVC. `persyn release`, `persyn diff` and
-`persyn report` read the repository through this module alone: git and `dvc` on the command line,
-and DVC's own view of a revision (dvc.api.DVCFileSystem), which also serves outputs that only the
-DVC cache holds.
+`persyn report` read the repository through this module alone: git and `dvc` on the command line
+(`dvc` as `python -m dvc` under the interpreter that runs persyn, so an unactivated venv works), and
+DVC's own view of a revision (dvc.api.DVCFileSystem), which also serves outputs that only the DVC
+cache holds.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io as bytes_io
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,11 +27,23 @@ METRICS = ("router", "dataset", "train", "eval")
 
 
 def run(command: list[str], cwd: Path) -> str:
-    """A git or dvc command's stdout; its failure is one PersynError with what it printed."""
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    """A git or dvc command's stdout; its failure is one PersynError with what it printed. `dvc` runs
+    through this interpreter (`python -m dvc`), not from PATH, where another DVC or none may be."""
+    result = subprocess.run(program(command), cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         raise PersynError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()[:400]}")
     return result.stdout
+
+
+def program(command: list[str]) -> list[str]:
+    """The argv that runs `command`: dvc as this interpreter's module; a missing tool is one PersynError."""
+    if command[0] == "dvc":
+        if importlib.util.find_spec("dvc") is None:
+            raise PersynError(f"DVC is not installed for {sys.executable}: pip install dvc (or the project's venv)")
+        return [sys.executable, "-m", "dvc", *command[1:]]
+    if command[0] == "git" and shutil.which("git") is None:
+        raise PersynError("git is not installed (or not on PATH): persyn release, diff and report need it")
+    return command
 
 
 def commit_of(repo: Path, rev: str = "HEAD") -> str:
@@ -36,7 +52,7 @@ def commit_of(repo: Path, rev: str = "HEAD") -> str:
 
 def resolve_revision(repo: Path, rev: str) -> str:
     """A git revision, or the name of a DVC experiment."""
-    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
+    if subprocess.run(program(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"]), cwd=repo,
                       capture_output=True).returncode == 0:
         return rev
     refs = run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], repo).split()
@@ -49,6 +65,7 @@ def resolve_revision(repo: Path, rev: str) -> str:
 def read_revision(repo: Path, rev: str, student: str) -> dict[str, Any]:
     """params, one student's metrics and dataset records as they were at a revision."""
     from dvc.api import DVCFileSystem
+    from dvc_data.index import DataIndexError
 
     fs = DVCFileSystem(str(repo), rev=resolve_revision(repo, rev))
     params = tomllib.loads(fs.read_text("params.toml"))
@@ -58,8 +75,8 @@ def read_revision(repo: Path, rev: str, student: str) -> dict[str, Any]:
         shards = sorted(p for p in fs.ls(f"data/dataset/{student}", detail=False)
                         if p.rsplit("/", 1)[-1].startswith("train-"))
         records = [r for shard in shards for r in pl.read_parquet(bytes_io.BytesIO(fs.read_bytes(shard))).to_dicts()]
-    except FileNotFoundError:
-        raise PersynError(f"{rev} has no data/dataset/{student} in the DVC cache (dvc pull, or build it)") from None
+    except (FileNotFoundError, DataIndexError):
+        raise not_cached(rev, f"data/dataset/{student}") from None
     return {"params": params, "metrics": metrics, "records": records}
 
 
@@ -67,16 +84,24 @@ def copy_revision(repo: Path, rev: str, patterns: Iterable[str], target: Path) -
     """Copy the files matching `patterns` (globs), as they were at a git revision or DVC experiment,
     into `target`; the revision's commit."""
     from dvc.api import DVCFileSystem
+    from dvc_data.index import DataIndexError
 
     resolved = resolve_revision(repo, rev)
     fs = DVCFileSystem(str(repo), rev=resolved)
-    for path in sorted({p for pattern in patterns for p in fs.glob(pattern) if fs.isfile(p)}):
-        (target / path).parent.mkdir(parents=True, exist_ok=True)
+    for pattern in patterns:
         try:
-            fs.get_file(path, str(target / path))
-        except FileNotFoundError:
-            raise PersynError(f"{rev}: {path} is not in the DVC cache (dvc pull, or build it)") from None
+            for path in sorted(p for p in fs.glob(pattern) if fs.isfile(p)):
+                (target / path).parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(path, str(target / path))
+        except (FileNotFoundError, DataIndexError):
+            raise not_cached(rev, pattern) from None
     return commit_of(repo, resolved)
+
+
+def not_cached(rev: str, path: str) -> PersynError:
+    """A revision's output that neither the workspace nor the local DVC cache holds (a fresh clone, no remote)."""
+    return PersynError(f"{rev}: {path} is not in the local DVC cache: `dvc pull` it if a remote has it, "
+                       "else build that revision (`dvc repro` there)")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("dvc.yaml", "stages", "persyn", "schemas", "data/source", ".dvc/config", ".dvcignore", ".gitignore")
+COPIED = ("dvc.yaml", "stages", "persyn", "schemas", "data/source", ".dvc/config", ".dvcignore", ".gitignore",
+          "requirements-models.txt", "models/README.md")  # the last two: deps of the models stage
 
 
 class Project:

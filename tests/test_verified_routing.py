@@ -104,7 +104,7 @@ def test_fallback_reasks_exactly_the_failed_prompts_and_reruns_exactly_what_depe
     routes = {p.name: p.read_bytes() for p in (project.path / "data/routes/student").glob("*.parquet")}
     entries = generate_entries(project)
     project.set_param('strategy = "persyn"', 'strategy = "persyn"\nfallback = 2')
-    assert project.repro() == {"models", "route@student", "fallback@student", "assemble@student", "train@student",
+    assert project.repro() == {"route@student", "fallback@student", "assemble@student", "train@student",
                                "evaluate@student"}
     assert routes == {p.name: p.read_bytes() for p in (project.path / "data/routes/student").glob("*.parquet")}
     assert generate_entries(project) == entries  # every extra answer came through the cache: nothing generated twice
@@ -132,7 +132,7 @@ def test_fallback_reasks_exactly_the_failed_prompts_and_reruns_exactly_what_depe
     assert total["extra_generations"] == sum(routed[a[0]]["split"] == "pool" for a in asked)
 
     project.set_param("drop_truncated = false", 'drop_truncated = false\nunverified = "drop"')
-    assert project.repro() == {"models", "assemble@student", "train@student", "evaluate@student"}
+    assert project.repro() == {"assemble@student", "train@student", "evaluate@student"}
     assert set(records(project)) == {i for i in routed if routed[i]["position"] % 4 != 3}
 
 
