@@ -61,7 +61,6 @@ def main() -> None:
     args = parser.parse_args()
     params = config.load(args.params)
     subset = [p for p in prompts.build(params.prompts) if p["split"] == "router"][: args.prompts]
-    references = [p["reference"] for p in subset]
     print(f"S: {len(subset)} prompts, greedy, each teacher's own batch size and max_tokens\n")
 
     generation_rows, answers = [], {}
@@ -86,7 +85,7 @@ def main() -> None:
             texts = [c.text for c in completions]
             if not baseline:
                 baseline, base_rate, answers[name] = texts, tokens / seconds, texts
-            accuracy = np.mean(rewards.math_quality(texts, references, "S", [p["id"] for p in subset]))
+            accuracy = np.mean(rewards.verified_quality(texts, subset, "S"))
             same = np.mean([a == b for a, b in zip(texts, baseline)])
             generation_rows.append([name, label(engine, options), f"{tokens / seconds:.1f}",
                                     f"{tokens / seconds / base_rate:.2f}x", f"{same:.0%}", f"{accuracy:.3f}"])

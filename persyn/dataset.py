@@ -8,9 +8,9 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from persyn.answers import verified
 from persyn.config import RouterConfig, release_spelling
 from persyn.errors import PersynError
-from persyn.rewards import is_correct
 from persyn.router import combined_reward
 from persyn.schemas import check_records
 
@@ -101,10 +101,10 @@ def assemble(
 
 
 def answer_quality(answer: dict[str, Any], prompt: dict[str, Any], scores: dict[tuple[str, str], dict[str, Any]]) -> float | None:
-    """The scored quality of an answer on S, else its verified correctness (None: no reference to check)."""
+    """The scored quality of an answer on S, else its verified quality (None: nothing to check it against)."""
     quality = scores.get((answer["id"], answer["teacher"]), {}).get("quality")
-    if quality is None and prompt["reference"] is not None:
-        quality = is_correct(answer["response"], prompt["reference"])
+    if quality is None and (prompt["reference"] is not None or prompt.get("verifier")):
+        quality = verified(answer["response"], prompt, "data/prompts.parquet")
     return quality
 
 

@@ -39,26 +39,32 @@ def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: Req
 
 def score(params: Params, prompts: list[dict[str, Any]], records: list[dict[str, Any]], cache: RequestCache,
           source: str) -> tuple[list[float], list[list[str]]]:
-    """Math: correctness (1/0) of the final answer against the references of `prompts` (read from
-    `source`). Instruction data: the reward-model score.
+    """Math and task verifiers: the verified quality (0..1) of each answer to `prompts` (read from
+    `source`: answers.verified). Instruction data: the reward-model score.
     Returns the per-prompt scores and each score's request-cache keys (none for math), which the
     predictions keep so that `persyn cache gc` keeps them too."""
-    if params.quality.kind == "math":
-        correct = rewards.math_quality([r["response"] for r in records], [p["reference"] for p in prompts],
-                                       source, [p["id"] for p in prompts])
+    if params.quality.verifiable:
+        correct = rewards.verified_quality([r["response"] for r in records], prompts, source)
         return correct, [[] for _ in correct]
     pairs = [(p["messages"], r["response"]) for p, r in zip(prompts, records)]
     scored = rewards.reward_model_quality(params.quality, pairs, cache)
     return list(scored.values), [[key] for key in scored.keys]
 
 
+def accuracy_key(kind: str) -> str:
+    """The metric's name under quality.kind: accuracy for verified answers, mean_reward for a reward model."""
+    return "mean_reward" if kind == "reward_model" else "accuracy"
+
+
 def summarise(kind: str, values: list[float]) -> dict[str, Any]:
-    """Math: accuracy with its Wilson 95% interval. Instruction data: mean reward with a 95% bootstrap
-    interval over prompts. No prompts: no value, no interval."""
-    key = "accuracy" if kind == "math" else "mean_reward"
+    """Verified answers (math, a task verifier): accuracy, the mean verified score, with its Wilson 95%
+    interval where every score is 0 or 1 (a bootstrap one where a verifier gave partial credit).
+    Instruction data: mean reward with a 95% bootstrap interval over prompts. No prompts: no value, no interval."""
+    key = accuracy_key(kind)
     if not values:
         return {key: None, "ci95": None, "prompts": 0}
-    found = stats.wilson(round(sum(values)), len(values)) if kind == "math" else stats.mean_ci(values)
+    binary = key == "accuracy" and all(v in (0.0, 1.0) for v in values)
+    found = stats.wilson(round(sum(values)), len(values)) if binary else stats.mean_ci(values)
     return {key: found.estimate, "ci95": {"low": found.low, "high": found.high}, "prompts": len(values)}
 
 

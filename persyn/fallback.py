@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from persyn.answers import verified
 from persyn.errors import PersynError
-from persyn.rewards import is_correct
+
+PROMPTS = "data/prompts.parquet"  # where the prompts checked against were read: named in errors
 
 Ask = Callable[[str, list[str]], list[dict[str, Any]]]
 
@@ -32,10 +34,11 @@ def primary_answers(order: dict[str, list[str]], generated: dict[str, list[dict[
 
 
 def ask_in_order(fallback: int, order: dict[str, list[str]], primary: dict[str, dict[str, Any]],
-                 references: dict[str, str], subset: dict[str, dict[str, dict[str, Any]]], ask: Ask) -> list[dict[str, Any]]:
+                 prompts: dict[str, dict[str, Any]], subset: dict[str, dict[str, dict[str, Any]]],
+                 ask: Ask) -> list[dict[str, Any]]:
     """The answers of attempts 1..fallback, each with its attempt, verified quality and whether S supplied it."""
     answers: list[dict[str, Any]] = []
-    failing = sorted(i for i, a in primary.items() if not is_correct(a["response"], references[i]))
+    failing = sorted(i for i, a in primary.items() if verified(a["response"], prompts[i], PROMPTS) < 1)
     for attempt in range(1, fallback + 1):
         wanted: dict[str, list[str]] = {}
         for prompt_id in failing:
@@ -48,18 +51,18 @@ def ask_in_order(fallback: int, order: dict[str, list[str]], primary: dict[str, 
             rest = [i for i in ids if i not in known]
             found += [{**a, "from_subset": False} for a in (ask(teacher, rest) if rest else [])]
         for answer in found:
-            answer.update(attempt=attempt, quality=is_correct(answer["response"], references[answer["id"]]))
+            answer.update(attempt=attempt, quality=verified(answer["response"], prompts[answer["id"]], PROMPTS))
         answers += found
-        failing = sorted(a["id"] for a in found if not a["quality"])
+        failing = sorted(a["id"] for a in found if a["quality"] < 1)
     return sorted(answers, key=lambda a: (a["id"], a["attempt"]))
 
 
-def metrics(primary: dict[str, dict[str, Any]], answers: Sequence[dict[str, Any]], references: dict[str, str],
+def metrics(primary: dict[str, dict[str, Any]], answers: Sequence[dict[str, Any]], prompts: dict[str, dict[str, Any]],
             records: Sequence[dict[str, Any]], fallback: int, applied: bool, teachers: Sequence[str]) -> dict[str, Any]:
     """Per routed teacher and in total: verified share before and after fallback, prompts recovered;
     per asked teacher: answers taken from S and extra generations (pool prompts asked)."""
-    before = {i: bool(is_correct(a["response"], references[i])) for i, a in primary.items()}
-    recovered_by = {a["id"]: a["teacher"] for a in answers if a["quality"]}
+    before = {i: verified(a["response"], prompts[i], PROMPTS) >= 1 for i, a in primary.items()}
+    recovered_by = {a["id"]: a["teacher"] for a in answers if a["quality"] >= 1}
 
     def block(ids: list[str], asked: list[dict[str, Any]]) -> dict[str, Any]:
         after = [i for i in ids if before[i] or i in recovered_by]
@@ -75,7 +78,7 @@ def metrics(primary: dict[str, dict[str, Any]], answers: Sequence[dict[str, Any]
         mine = [i for i, a in primary.items() if a["teacher"] == teacher]
         per_teacher[teacher] = {**block(mine, [a for a in answers if a["teacher"] == teacher]),
                                 "recovered_for_others": sum(t == teacher for t in recovered_by.values())}
-    verified = [r for r in records if r["quality"]]
+    passed = [r for r in records if r["quality"]]
     return {"attempts": fallback, "applied": applied, "teachers": per_teacher,
             "total": {**block(sorted(primary), list(answers)), "records": len(records),
-                      "verified_records": len(verified), "prompts_without_record": len(primary) - len(records)}}
+                      "verified_records": len(passed), "prompts_without_record": len(primary) - len(records)}}

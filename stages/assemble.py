@@ -43,7 +43,7 @@ def main() -> None:
     if params.route.fallback:
         order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
         primary = {} if oracle else fallback.primary_answers(order, generated, generated_file)
-        summary["fallback"] = fallback.metrics(primary, extra, {i: p["reference"] for i, p in by_id.items()}, records,
+        summary["fallback"] = fallback.metrics(primary, extra, by_id, records,
                                                params.route.fallback, not oracle, teachers)
     planned = io.read_json(f"metrics/{student}/route.json", "route_metrics")["budget"]
     if planned:  # before anything is written: a budget in seconds reads the answers' times from the cache

@@ -36,7 +36,7 @@ def main() -> None:
                    for p, t, u, ts, us, tk, uk in zip(prompts, trained, untrained, trained_scores, untrained_scores,
                                                       trained_keys, untrained_keys)]
     io.write_parquet(f"data/eval/{name}/predictions.parquet", predictions, "prediction")
-    key = "accuracy" if params.quality.kind == "math" else "mean_reward"
+    key = evaluate.accuracy_key(params.quality.kind)
     rows = [{"student": which, key: metrics[which][key]} for which in ("untrained", "trained")]
     rows += [{"student": f"{which} (shifted)", key: metrics["eval_shifted"][which][key]}
              for which in ("untrained", "trained") if "eval_shifted" in metrics]

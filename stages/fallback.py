@@ -35,7 +35,7 @@ def main() -> None:
 
             primary = fallback.primary_answers(order, generated, generated_file)
             answers = fallback.ask_in_order(params.route.fallback, order, primary,
-                                            {i: p["reference"] for i, p in prompts.items()}, subset, ask)
+                                            prompts, subset, ask)
     io.write_parquet(f"data/fallback/{student}.parquet", answers, "fallback_answer")
 
 

@@ -27,7 +27,7 @@ def error_for(raw: dict) -> str:
 def test_committed_params_are_valid() -> None:
     params = config.load(ROOT / "params.toml")
     assert params.router.alpha == 0.4
-    assert set(params.teachers) == {"qwen", "smol", "gemma"}
+    assert set(params.teachers) == {"qwen", "qwen_steps", "gemma"}
     assert params.teachers["gemma"].prompt_template and params.teachers["gemma"].sampling.stop
     assert params.teachers["qwen"].sampling.max_tokens == 96  # inherited from [generation]
 
@@ -61,7 +61,7 @@ def test_bad_params_give_one_clear_error(raw: dict, mutate, expected: str) -> No
 
 def test_unknown_teacher_is_named(raw: dict) -> None:
     params = config.parse(raw)
-    with pytest.raises(PersynError, match="unknown teacher 'llama' \\(configured: gemma, qwen, smol\\)"):
+    with pytest.raises(PersynError, match="unknown teacher 'llama' \\(configured: gemma, qwen, qwen_steps\\)"):
         params.teacher("llama")
 
 
@@ -81,6 +81,7 @@ def test_an_old_student_table_says_how_to_migrate(raw: dict) -> None:
 
 
 def test_each_student_overrides_train_and_eval_key_by_key(raw: dict) -> None:
+    raw["teachers"]["gemma"]["self_distillation"] = True  # the student gemma's own model
     raw["students"]["gemma"] = {"model": "packaged:gemma-3-270m", "chat_template": "{{ messages }}",
                                 "train": {"lr": 1e-4}, "eval": {"max_tokens": 32}}
     params = config.parse(raw)
@@ -102,7 +103,7 @@ def test_each_student_overrides_train_and_eval_key_by_key(raw: dict) -> None:
         ({"Big": {"model": "local:x"}}, "students.Big: name must match ^[a-z0-9_-]+$"),
         ({"s": {"model": "local:x", "train": {"lr": 0}}}, "students.s.train.lr: 0 is less than or equal to the minimum"),
         ({"s": {"model": "local:x", "epochs": 2}}, "students.s.epochs: unknown key"),
-        ({}, "students: {} should be non-empty"),
+        ({}, "students: at least 1 needed, 0 given"),
     ],
 )
 def test_bad_student_tables_give_one_clear_error(raw: dict, students: dict, expected: str) -> None:
@@ -112,6 +113,7 @@ def test_bad_student_tables_give_one_clear_error(raw: dict, students: dict, expe
 
 def test_student_and_teacher_names_that_join_to_one_stage_name_are_refused(raw: dict) -> None:
     raw["teachers"]["b-smol"] = {"model": "local:x"}  # student smol + teacher b-smol, student smol-b + teacher smol
+    raw["teachers"]["smol"] = {"model": "local:z"}
     raw["students"]["smol-b"] = {"model": "local:y"}
     assert "both name the stages score@smol-b-smol" in error_for(raw)
 
@@ -177,22 +179,24 @@ def test_every_table_reaches_params() -> None:
 def test_every_teacher_key_is_used(raw: dict) -> None:
     table = {"model": "local:/m", "prompt_template": "Q: {prompt}", "max_share": 0.5, "max_prompts": 9,
              "engine": "openai", "device": "cuda", "temperature": 0.7, "top_p": 0.9, "max_tokens": 7,
-             "stop": ["\n"], "batch_size": 3, "seed": 5, "engine_options": {"base_url": "http://x"}}
+             "stop": ["\n"], "batch_size": 3, "seed": 5, "engine_options": {"base_url": "http://x"},
+             "self_distillation": True}
     assert set(table) | {"system_prompt"} == set(config.schema_node("teachers", "*")["properties"])
-    assert config.parse(raw).teacher("smol").system_prompt == raw["teachers"]["smol"]["system_prompt"]
+    assert config.parse(raw).teacher("qwen_steps").system_prompt == raw["teachers"]["qwen_steps"]["system_prompt"]
     raw["teachers"]["qwen"] = table
     teacher = config.parse(raw).teacher("qwen")
     assert (teacher.model, teacher.prompt_template, teacher.max_share, teacher.max_prompts) == ("local:/m", "Q: {prompt}", 0.5, 9)
+    assert teacher.self_distillation
     assert teacher.sampling == config.SamplingConfig("openai", "cuda", 0.7, 0.9, 7, ("\n",), 3, 5, {"base_url": "http://x"})
 
 
 def test_engine_options_are_inherited_only_on_the_same_engine(raw: dict) -> None:
     raw["generation"]["engine_options"] = {"compute_type": "int8"}
     raw["teachers"]["qwen"]["engine_options"] = {"inter_threads": 2}
-    raw["teachers"]["smol"]["engine"] = "transformers"
+    raw["teachers"]["qwen_steps"]["engine"] = "transformers"
     teachers = config.parse(raw).teachers
     assert teachers["qwen"].sampling.engine_options == {"compute_type": "int8", "inter_threads": 2}
-    assert teachers["smol"].sampling.engine_options == {}
+    assert teachers["qwen_steps"].sampling.engine_options == {}
     assert teachers["gemma"].sampling.engine_options == {"compute_type": "int8"}
 
 

@@ -4,6 +4,7 @@ from persyn import dataset, fallback
 from persyn.config import RouterConfig
 
 REFERENCES = {f"{i:016x}": str(i) for i in range(6)}
+PROMPTS = {i: {"id": i, "reference": r} for i, r in REFERENCES.items()}
 SPLIT = {i: ("router" if n < 2 else "pool") for n, i in enumerate(REFERENCES)}
 ORDER = {i: ["a", "b", "c"] if n % 2 == 0 else ["b", "c", "a"] for n, i in enumerate(REFERENCES)}
 # which teacher answers which prompt right (prompt 5: nobody)
@@ -26,7 +27,7 @@ def run(attempts: int) -> tuple[list[dict], list[tuple[str, list[str]]]]:
 
     primary = {i: answer(order[0], i) for i, order in ORDER.items()}
     subset = {t: {i: answer(t, i) for i in REFERENCES if SPLIT[i] == "router"} for t in "abc"}
-    return fallback.ask_in_order(attempts, ORDER, primary, REFERENCES, subset, ask), asked
+    return fallback.ask_in_order(attempts, ORDER, primary, PROMPTS, subset, ask), asked
 
 
 def ids(*numbers: int) -> list[str]:
@@ -52,7 +53,7 @@ def test_a_router_subset_prompt_is_read_from_the_sample_not_asked() -> None:
     primary = {i: answer(o[0], i) for i, o in order.items()}
     subset = {t: {i: answer(t, i) for i in ids(0, 1)} for t in "abc"}
     asked: list[str] = []
-    answers = fallback.ask_in_order(1, order, primary, REFERENCES, subset,
+    answers = fallback.ask_in_order(1, order, primary, PROMPTS, subset,
                                     lambda t, wanted: asked.extend(wanted) or [answer(t, i) for i in wanted])
     recovered = [a for a in answers if a["id"] == ids(1)[0]]
     assert recovered == [{**answer("b", ids(1)[0]), "from_subset": True, "attempt": 1, "quality": 1.0}]
@@ -84,7 +85,7 @@ def test_metrics_count_before_after_recovered_and_extra_generations() -> None:
     answers, _ = run(2)
     primary = {i: answer(o[0], i) for i, o in ORDER.items()}
     records = assembled("drop")
-    summary = fallback.metrics(primary, answers, REFERENCES, records, 2, True, ["a", "b", "c"])
+    summary = fallback.metrics(primary, answers, PROMPTS, records, 2, True, ["a", "b", "c"])
     total = summary["total"]
     assert (total["routed"], total["verified_before"], total["verified_after"], total["recovered"]) == (6, 2 / 6, 5 / 6, 3)
     assert (total["asked"], total["extra_generations"], total["from_subset"]) == (7, 7, 0)

@@ -1,7 +1,8 @@
 import pytest
 
 from persyn.errors import PersynError
-from persyn.rewards import extract_answer, is_correct, math_quality, normalise_number
+from persyn.answers import extract_answer, is_correct, normalise_number
+from persyn.rewards import verified_quality
 
 
 @pytest.mark.parametrize(
@@ -42,4 +43,4 @@ def test_correctness_against_reference_formats() -> None:
 
 def test_missing_reference_names_the_record() -> None:
     with pytest.raises(PersynError, match="data/prompts.parquet: record abc: field 'reference': missing"):
-        math_quality(["7"], [None], "data/prompts.parquet", ["abc"])
+        verified_quality(["7"], [{"id": "abc", "reference": None}], "data/prompts.parquet")
