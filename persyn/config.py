@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import math
 import sys
 import types
 import typing
@@ -135,19 +136,31 @@ class PromptsConfig:
     eval_size: int
     count: int
     shifted_eval_size: int
+    shifted_beside_source: bool
+    max_prompt_chars: int
     path: str | None
     hf: dict[str, str] | None
     fields: dict[str, Any]
+    tasks: tuple[dict[str, Any], ...] | None
 
     def __post_init__(self) -> None:
+        if (self.source == "reasoning_gym") != bool(self.tasks):
+            raise PersynError("params.toml: prompts.tasks is required when prompts.source = 'reasoning_gym', and only then"
+                              if self.source == "reasoning_gym" else
+                              f"params.toml: prompts.tasks applies to prompts.source = 'reasoning_gym', not '{self.source}'")
+        if self.source == "reasoning_gym":
+            from persyn import tasks
+
+            tasks.check_tasks(self.tasks or ())
         if self.source in ("jsonl", "parquet") and not self.path:
             raise PersynError(f"params.toml: prompts.path is required when prompts.source = '{self.source}'")
         if self.source == "hf" and not self.hf:
             raise PersynError("params.toml: prompts.hf is required when prompts.source = 'hf'")
-        if self.source == "builtin:arithmetic" and self.count < self.router_size + self.eval_size + 1:
+        generated = self.source in ("builtin:arithmetic", "reasoning_gym")  # count is how many to make, not a cap
+        if (generated or self.count) and self.count < self.router_size + self.eval_size + 1:
             raise PersynError(
-                f"params.toml: prompts.count ({self.count}) must exceed router_size + eval_size "
-                f"({self.router_size + self.eval_size}) for the built-in generator"
+                f"params.toml: prompts.count ({self.count}) must exceed prompts.router_size + prompts.eval_size "
+                f"({self.router_size + self.eval_size}): at least one prompt must be left to route"
             )
 
 
@@ -181,6 +194,7 @@ class TeacherConfig:
     sampling: SamplingConfig
     system_prompt: str | None
     prompt_template: str | None
+    self_distillation: bool
     max_share: float | None
     max_prompts: int | None
 
@@ -195,6 +209,11 @@ class QualityConfig:
     max_length: int
     engine_options: dict[str, Any]
 
+    @property
+    def verifiable(self) -> bool:
+        """Answers pass or fail a check (math, a task verifier), rather than getting a reward model's score."""
+        return self.kind in ("math", "verifier")
+
 
 @table("router")
 class RouterConfig:
@@ -208,6 +227,13 @@ class RouterConfig:
     weight_decay: float
     validation_fraction: float
     refit_on_all: bool
+    pairs: str
+    backbone: str
+    lm_epochs: int
+    lm_lr: float
+    batch_size: int
+    max_length: int
+    device: str
     seed: int
 
 
@@ -350,6 +376,13 @@ def release_spelling(student: str) -> str:
     return student.replace("_", "-").strip("-")
 
 
+def _same_model(first: str, second: str) -> bool:
+    """Two specs for one model: equal, or local: specs naming the same directory."""
+    if first.startswith("local:") and second.startswith("local:"):
+        return Path(first[6:]).expanduser().resolve() == Path(second[6:]).expanduser().resolve()
+    return first == second
+
+
 def _check_combinations(params: Params) -> None:
     """Settings that are valid alone but not together, caught before any stage computes."""
     spelt: dict[str, str] = {}
@@ -366,25 +399,85 @@ def _check_combinations(params: Params) -> None:
                 raise PersynError(f"params.toml: student '{student}' with teacher '{teacher}' and student '{seen[0]}' "
                                   f"with teacher '{seen[1]}' both name the stages score@{student}-{teacher}: "
                                   "rename one of them")
-    math = params.quality.kind == "math"
+    for teacher in params.teachers.values():
+        same = [s for s, student in params.students.items() if _same_model(student.model, teacher.model)]
+        if same and not teacher.self_distillation:
+            raise PersynError(f"params.toml: teachers.{teacher.name}.model is student '{same[0]}''s own model "
+                              f"({teacher.model}): its answers are the student's, learnable by construction; use "
+                              f"another teacher, or set teachers.{teacher.name}.self_distillation = true to mean it")
+    math = params.quality.verifiable
     if params.route.fallback and not math:
-        raise PersynError("params.toml: route.fallback needs a verifiable quality (quality.kind = 'math'); "
+        raise PersynError("params.toml: route.fallback needs a verifiable quality (quality.kind 'math' or 'verifier'); "
                           "a reward model's score has no pass/fail to fall back on: set route.fallback = 0")
+    if params.router.pairs == "verified" and params.quality.kind == "reward_model":
+        raise PersynError("params.toml: router.pairs = 'verified' needs a verifiable quality (quality.kind 'math' or "
+                          "'verifier'); a reward model's score verifies nothing: set router.pairs = 'all'")
     if params.assemble.unverified == "drop" and not math:
-        raise PersynError("params.toml: assemble.unverified = 'drop' needs quality.kind = 'math' (only a verified "
-                          "answer can fail verification)")
+        raise PersynError("params.toml: assemble.unverified = 'drop' needs quality.kind 'math' or 'verifier' (only a "
+                          "verified answer can fail verification)")
+    if params.quality.kind == "verifier" and params.prompts.source != "reasoning_gym":
+        raise PersynError("params.toml: quality.kind = 'verifier' needs prompts.source = 'reasoning_gym' (the prompts "
+                          "carry their family's verifier); use quality.kind = 'math' for other sources")
     capped = sorted(n for n, t in params.teachers.items() if t.max_share is not None or t.max_prompts is not None)
     constrained = [f"teachers.{capped[0]}.max_share/max_prompts"] if capped else []
     constrained += ["route.budget"] if params.route.budget else []
     if constrained and params.route.strategy != "persyn":
         raise PersynError(f"params.toml: {constrained[0]} applies to the router's choice (route.strategy = 'persyn'), "
                           f"not to route.strategy = '{params.route.strategy}'")
+    fixed = params.route.strategy.removeprefix("fixed:")
+    if fixed != params.route.strategy and fixed not in params.teachers:
+        raise PersynError(f"params.toml: route.strategy = '{params.route.strategy}' names no configured teacher "
+                          f"(configured: {', '.join(sorted(params.teachers))})")
+    prompts = params.prompts
+    if prompts.source != "builtin:arithmetic" and prompts.shifted_eval_size and not prompts.shifted_beside_source:
+        raise PersynError(f"params.toml: prompts.shifted_eval_size = {prompts.shifted_eval_size} would add that many "
+                          f"built-in arithmetic problems (split eval_shifted) to prompts.source = '{prompts.source}': "
+                          "set it to 0, or set prompts.shifted_beside_source = true to mean it")
+
+
+def _check_engines(params: Params) -> None:
+    """Every engine's options, checked as the engine reads them (nothing loads): a wrong option stops
+    every stage, not only the one that loads the engine after the others have computed. The quality
+    engine is checked where it runs (a reward model) or is given options."""
+    from persyn import engines
+
+    uses = [(f"teachers.{n}", t.sampling.engine, t.sampling.engine_options) for n, t in params.teachers.items()]
+    uses += [(f"students.{n}", s.engine, s.engine_options) for n, s in params.students.items()]
+    quality = params.quality
+    if quality.kind == "reward_model" or quality.engine_options:
+        uses.append(("quality", quality.engine, quality.engine_options))
+    for key, engine, options in uses:
+        try:
+            engines.answering_engine(engine, options)
+        except PersynError as error:
+            raise PersynError(f"params.toml: {key}: {str(error).removeprefix('params.toml: ')}") from None
+
+
+def _check_finite(value: Any, key: str, source: str) -> None:
+    """TOML allows nan and inf, and every range check passes them: no key of persyn's means either."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PersynError(f"{source}: {key}: {value} is not a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, inner in items:
+        _check_finite(inner, f"{key}.{name}" if key else str(name), source)
+
+
+def _check_local_models(params: Params, source: str) -> None:
+    """A local: model directory must exist before any stage computes; relative paths are read from the
+    working directory, as the stages resolve them."""
+    specs = {"embed.model": params.embed.model, "quality.reward_model": params.quality.reward_model}
+    specs |= {f"teachers.{name}.model": teacher.model for name, teacher in params.teachers.items()}
+    specs |= {f"students.{name}.model": student.model for name, student in params.students.items()}
+    for key, spec in specs.items():
+        if spec and spec.startswith("local:") and not Path(spec.removeprefix("local:")).expanduser().is_dir():
+            raise PersynError(f"{source}: {key}: {spec}: directory not found")
 
 
 def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
     """Validate a parsed params mapping and build the typed configuration."""
     if "student" in raw:
         raise PersynError(f"{source}: {MIGRATE_STUDENT}")
+    _check_finite(raw, "", source)
     check(raw, "params", source)
     generation = build(SamplingConfig, raw["generation"])
     params = Params(
@@ -401,6 +494,7 @@ def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
         eval=build(EvalConfig, raw["eval"]),
     )
     _check_combinations(params)
+    _check_engines(params)
     return params
 
 
@@ -416,5 +510,8 @@ def read(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path = "params.toml") -> Params:
-    """Read and validate params.toml; every stage calls this before any work."""
-    return parse(read(path), str(path))
+    """Read and validate params.toml, and the local model directories it names; every stage calls this
+    before any work."""
+    params = parse(read(path), str(path))
+    _check_local_models(params, str(path))
+    return params

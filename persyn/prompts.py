@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from persyn import arithmetic, arithmetic_shifted
+from persyn.answers import extract_answer
 from persyn.config import PromptsConfig
 from persyn.errors import PersynError
 
+TASK_FIELDS = ("family", "verifier")  # what a reasoning-gym prompt keeps for its verifier (persyn/tasks.py)
 Raw = tuple[str, dict[str, Any]]  # (record label for errors, source record)
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # control characters but \t \n \r
 
 
 def normalise(text: str) -> str:
@@ -93,6 +96,10 @@ def _field(source: str, label: str, record: dict[str, Any], name: str, required:
         raise PersynError(f"{source}: {label}: field '{name}': expected text, got {type(value).__name__}")
     if not value.strip():
         raise PersynError(f"{source}: {label}: field '{name}': empty")
+    control = CONTROL.search(value)
+    if control:
+        raise PersynError(f"{source}: {label}: field '{name}': control character U+{ord(control.group()):04X} at "
+                          f"character {control.start()} (only newline, tab and carriage return may appear in text)")
     return value
 
 
@@ -113,6 +120,10 @@ def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]
     if config.source == "builtin:arithmetic":
         problems = arithmetic.generate(config.count, config.seed)
         return config.source, [{**p, "label": f"problem {i}"} for i, p in enumerate(problems)]
+    if config.source == "reasoning_gym":
+        from persyn import tasks
+
+        return config.source, tasks.generate(config.tasks or (), config.count, config.seed)
     raws: Iterable[Raw]
     if config.source == "jsonl":
         source, raws = str(config.path), _read_jsonl(Path(str(config.path)))
@@ -124,23 +135,31 @@ def read_source(config: PromptsConfig) -> tuple[str, list[dict[str, str | None]]
     reference_field = config.fields.get("reference")
     rows = []
     for label, record in raws:
+        prompt = _prompt(source, label, record, prompt_field)
+        if len(prompt) > config.max_prompt_chars:
+            fields = prompt_field if isinstance(prompt_field, str) else " + ".join(prompt_field)
+            raise PersynError(f"{source}: {label}: field '{fields}': {len(prompt)} characters, over prompts.max_prompt_chars "
+                              f"= {config.max_prompt_chars} (longer than a model's context): shorten or drop it")
         rows.append({
-            "prompt": _prompt(source, label, record, prompt_field),
+            "prompt": prompt,
             "reference": _field(source, label, record, reference_field, False) if reference_field else None,
             "label": label,
         })
     return source, rows
 
 
-def _reference_key(reference: str | None) -> str | None:
-    """What two references of one prompt must share: the text, case and spaces aside."""
-    return None if reference is None else normalise(reference)
+def _reference_key(reference: str | None, math: bool) -> str | None:
+    """What two references of one prompt must share: under math the answer the checker reads ("#### 72"
+    and "72" agree), else the text, case and spaces aside."""
+    if reference is None:
+        return None
+    return extract_answer(reference) if math else normalise(reference)
 
 
 def build(config: PromptsConfig, require_reference: bool = False) -> list[dict[str, Any]]:
     """Dedupe, cap, id and split the source; records are sorted by id so the output is stable.
-    `require_reference` (quality.kind = "math") refuses a prompt without a reference here, before
-    any teacher answers it; duplicates must agree on their reference."""
+    `require_reference` (quality.kind = "math") refuses a prompt without a reference the math checker
+    can read here, before any teacher answers it; duplicates must agree on their reference."""
     source, rows = read_source(config)
     reference_field = config.fields.get("reference") or "reference"
     unique: dict[str, dict[str, Any]] = {}
@@ -148,8 +167,12 @@ def build(config: PromptsConfig, require_reference: bool = False) -> list[dict[s
         if require_reference and row["reference"] is None:
             raise PersynError(f"{source}: {row['label']}: field '{reference_field}': missing, and quality.kind = "
                               "'math' checks every answer against it")
+        if require_reference and extract_answer(row["reference"]) is None:
+            raise PersynError(f"{source}: {row['label']}: field '{reference_field}': {row['reference']!r:.40} has no "
+                              "number the math checker can read (quality.kind = 'math')")
         first = unique.setdefault(prompt_id(row["prompt"]), row)
-        if first is not row and _reference_key(first["reference"]) != _reference_key(row["reference"]):
+        if first is not row and (_reference_key(first["reference"], require_reference)
+                                 != _reference_key(row["reference"], require_reference)):
             raise PersynError(
                 f"{source}: {first['label']} and {row['label']}: field '{reference_field}': the same prompt "
                 f"(after normalising case and spaces) with different references ({first['reference']!r:.40} "
@@ -159,7 +182,7 @@ def build(config: PromptsConfig, require_reference: bool = False) -> list[dict[s
         kept = kept[: config.count]
     if len(kept) < config.router_size + config.eval_size + 1:
         raise PersynError(
-            f"{source}: {len(kept)} distinct prompts, but router_size + eval_size = "
+            f"{source}: {len(kept)} distinct prompts, but prompts.router_size + prompts.eval_size = "
             f"{config.router_size + config.eval_size} and at least one must be left to route"
         )
     order = sorted(key for key, _ in kept)
@@ -175,9 +198,24 @@ def build(config: PromptsConfig, require_reference: bool = False) -> list[dict[s
             "messages": [{"role": "user", "content": row["prompt"]}],
             "reference": row["reference"],
             "split": split[key],
+            **{field: row[field] for field in TASK_FIELDS if field in row},
         }
         for key, row in sorted([*kept, *shifted.items()])
     ]
+
+
+SPLITS = ("router", "pool", "eval", "eval_shifted")
+
+
+def split_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many prompts each split holds."""
+    return {split: sum(r["split"] == split for r in records) for split in SPLITS}
+
+
+def describe_counts(counts: dict[str, Any]) -> str:
+    """The split sizes as `persyn check` and `persyn plan` both print them, so their totals agree."""
+    return (f"{sum(counts[split] for split in SPLITS)} prompts: {counts['router']} router subset S, {counts['pool']} "
+            f"pool P, {counts['eval']} eval, {counts['eval_shifted']} eval_shifted")
 
 
 def _shifted(config: PromptsConfig, source: str, taken: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

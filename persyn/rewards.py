@@ -7,12 +7,11 @@ through the request runner (persyn/runner.py), so each is computed once across e
 
 from __future__ import annotations
 
-import re
 from contextlib import closing
-from decimal import Decimal, InvalidOperation
 from typing import Any, Sequence
 
 from persyn import engines
+from persyn.answers import verified
 from persyn.cache import RequestCache
 from persyn.config import Params, QualityConfig, StudentConfig
 from persyn.engines import ScoreRequest
@@ -20,74 +19,9 @@ from persyn.errors import PersynError
 from persyn.models import resolve
 from persyn.runner import Answers, EngineSpec, all_at_once, engine_identity, lazy_engine, lazy_reward_model, run_cached
 
-NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
-
-
-def normalise_number(text: str) -> str | None:
-    """'1,234.50' → '1234.5', '$7' → '7', '3/4' → '0.75', '7.0' → '7'; None if not a number."""
-    cleaned = text.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    try:
-        if "/" in cleaned:
-            numerator, denominator = cleaned.split("/")
-            value = Decimal(numerator) / Decimal(denominator)
-        else:
-            value = Decimal(cleaned)
-    except (InvalidOperation, ValueError, ZeroDivisionError):
-        return None
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
-
-
-def _boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...}, with nested braces."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, begin = 0, start + len("\\boxed{")
-    for position in range(begin, len(text)):
-        if text[position] == "{":
-            depth += 1
-        elif text[position] == "}":
-            if depth == 0:
-                return text[begin:position]
-            depth -= 1
-    return None
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer: \\boxed{}, then '####', then 'the answer is', else the last number."""
-    text = re.sub(r"\\d?frac\{(-?\d+)\}\{(\d+)\}", r"\1/\2", text)
-    candidates: list[str | None] = [_boxed(text)]
-    hashes = re.findall(r"####\s*(" + NUMBER + ")", text)
-    candidates.append(hashes[-1] if hashes else None)
-    stated = re.findall(r"answer is[:\s]*\**\s*(" + NUMBER + ")", text, flags=re.IGNORECASE)
-    candidates.append(stated[-1] if stated else None)
-    for candidate in candidates:
-        if candidate is not None:
-            numbers = re.findall(NUMBER, candidate)
-            if numbers:
-                return normalise_number(numbers[-1])
-    numbers = re.findall(NUMBER, text)
-    return normalise_number(numbers[-1]) if numbers else None
-
-
-def is_correct(response: str, reference: str) -> float:
-    """1.0 if the response's final answer equals the reference's, else 0.0."""
-    expected = extract_answer(reference)
-    if expected is None:
-        raise PersynError(f"reference '{reference[:60]}' has no number to check answers against")
-    return 1.0 if extract_answer(response) == expected else 0.0
-
-
-def math_quality(responses: Sequence[str], references: Sequence[str | None], source: str, ids: Sequence[str]) -> list[float]:
-    """Correctness of each response; a prompt without a reference is an error naming it."""
-    scores = []
-    for record_id, response, reference in zip(ids, responses, references):
-        if reference is None:
-            raise PersynError(f"{source}: record {record_id}: field 'reference': missing, and quality.kind = 'math'")
-        scores.append(is_correct(response, reference))
-    return scores
+def verified_quality(responses: Sequence[str], prompts: Sequence[dict[str, Any]], source: str) -> list[float]:
+    """Verified quality of each response to its prompt (read from `source`): answers.verified."""
+    return [verified(response, prompt, source) for response, prompt in zip(responses, prompts)]
 
 
 def reward_model_quality(
@@ -138,9 +72,8 @@ def score_answers(params: Params, teacher: str, answers: list[dict[str, Any]], p
             raise PersynError(f"{source}: record {answer['id']}: field 'id': not in {prompts_source} (stale file?)")
     pairs = [(prompts[a["id"]]["messages"], a["response"]) for a in answers]
     quality_keys: list[str | None] = [None] * len(answers)
-    if params.quality.kind == "math":
-        quality = math_quality([a["response"] for a in answers], [prompts[a["id"]]["reference"] for a in answers],
-                               prompts_source, [a["id"] for a in answers])
+    if params.quality.verifiable:
+        quality = verified_quality([a["response"] for a in answers], [prompts[a["id"]] for a in answers], prompts_source)
     else:
         scored = reward_model_quality(params.quality, pairs, cache)
         quality, quality_keys = scored.values, list(scored.keys)
