@@ -90,6 +90,11 @@ def default_path() -> Path:
     return cache_root() / "requests" / "requests.sqlite"
 
 
+def regular_file_on(path: Path) -> Path | None:
+    """The folder on a cache file's path that is a regular file instead ($PERSYN_CACHE_DIR set to a file)."""
+    return next((folder for folder in reversed(path.parents) if folder.is_file()), None)
+
+
 def storage_error(path: Path, error: BaseException) -> PersynError:
     """One clear error for a cache file that cannot be used at all, saying what to do."""
     text = str(error)
@@ -97,7 +102,11 @@ def storage_error(path: Path, error: BaseException) -> PersynError:
         low = shutil.disk_usage(path.parent).free < 1 << 20
     except OSError:
         low = False
-    if "full" in text or getattr(error, "errno", None) == errno.ENOSPC or (low and "I/O" in text):
+    blocker = regular_file_on(path)
+    if blocker is not None:
+        advice = (f"{blocker} is a regular file, not a cache directory: point $PERSYN_CACHE_DIR (or --cache) "
+                  "at a directory")
+    elif "full" in text or getattr(error, "errno", None) == errno.ENOSPC or (low and "I/O" in text):
         advice = "the disk is full: free space and run again (every answer committed so far is kept)"
     elif "I/O" in text:
         advice = "the disk failed a read or write: check it (and its free space), then run again"

@@ -11,7 +11,7 @@ import polars as pl
 import yaml
 
 from persyn import config, io, models
-from persyn.cache import RequestCache
+from persyn.cache import RequestCache, default_path, regular_file_on
 from persyn.errors import PersynError, guarded
 
 
@@ -98,7 +98,11 @@ def referenced_keys(lock: Path) -> set[str]:
 
 
 def cache_command(args: argparse.Namespace) -> None:
-    with RequestCache(args.cache) as cache:
+    path = Path(args.cache) if args.cache else default_path()
+    if not path.exists() and regular_file_on(path) is None:  # never create a cache only to look at it
+        print(f"{path}: no request cache here (a build creates one)")
+        return
+    with RequestCache(path) as cache:
         if args.action == "stats":
             rows = cache.stats()
             size = sum(p.stat().st_size for p in cache.path.parent.glob(cache.path.name + "*"))
@@ -175,38 +179,58 @@ def report_command(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The command line (tests/test_readme.py parses every documented command with it)."""
     parser = argparse.ArgumentParser(prog="persyn", description=__doc__)
-    parser.add_argument("--params", default="params.toml")
+    parser.add_argument("--params", default="params.toml", metavar="FILE",
+                        help="the params file every command reads (default: params.toml); give it before the command")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("check", help="validate params.toml").set_defaults(run=check)
-    reference = commands.add_parser("params", help="every params.toml key: type, default, range, description (markdown)")
+
+    def command(name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+        """A subcommand whose --help page starts with its one-line summary (the list's) and any details."""
+        return commands.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {details}".strip())
+
+    command("check", "validate params.toml",
+            "The check every stage runs before any work, and the prompt source as the prompts stage reads it: "
+            "one line naming the key or file:line on a mistake.").set_defaults(run=check)
+    reference = command("params", "every params.toml key: type, default, range, description (markdown)")
     reference.add_argument("--markdown", metavar="FILE", help="also write it to FILE (docs/params.md)")
     reference.set_defaults(run=params_command)
-    commands.add_parser("models", help="resolve (and convert once) every configured model").set_defaults(run=prepare)
-    cache = commands.add_parser("cache", help="request cache: stats | gc | verify")
-    cache.add_argument("action", choices=["stats", "gc", "verify"])
+    command("models", "resolve (and convert once) every configured model",
+            "Packaged GGUFs are converted to float32 once, and each engine builds what it needs "
+            "(CTranslate2 converts once per compute type).").set_defaults(run=prepare)
+    cache = command("cache", "request cache: stats | gc | verify",
+                    "The cache of every generation and score, under $PERSYN_CACHE_DIR/requests/ (docs/cache.md).")
+    cache.add_argument("action", choices=["stats", "gc", "verify"],
+                       help="stats: what it holds; gc: drop the entries no output of dvc.lock references; "
+                            "verify: find the entries it cannot read")
     cache.add_argument("--cache", help="SQLite file (default $PERSYN_CACHE_DIR/requests/requests.sqlite)")
     cache.add_argument("--lock", default="dvc.lock", help="gc keeps the entries this lock's outputs reference")
     cache.add_argument("--older-than", type=float, metavar="DAYS",
                        help="gc drops only unreferenced entries older than this (keeps recent experiments')")
     cache.add_argument("--repair", action="store_true", help="verify deletes the entries it cannot read")
     cache.set_defaults(run=cache_command)
-    estimate = commands.add_parser("plan", help="generations, tokens and cost the build will make, before it runs")
+    estimate = command("plan", "generations, tokens and cost the build will make, before it runs",
+                       "Reads params.toml and the prompt source only: no model is loaded.")
     estimate.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     estimate.set_defaults(run=plan_command)
-    commands.add_parser("doctor", help="load every configured engine and have it answer one request").set_defaults(
-        run=doctor_command)
-    publish = commands.add_parser("release", help="release each student's dataset as <name>-<student>@v<version>")
+    command("doctor", "load every configured engine and have it answer one request",
+            "Exits 1 when one fails, naming it.").set_defaults(run=doctor_command)
+    publish = command("release", "release each student's dataset as <name>-<student>@v<version>",
+                      "Needs a clean git tree and an up-to-date dvc status; writes releases/<name>-<student>/v<version>/ "
+                      "(shards, card, provenance.json), tracks it with DVC, commits and tags it.")
     publish.add_argument("version", help="semantic version, e.g. 1.0.0")
     publish.add_argument("--student", action="append", help="release only this student's dataset (repeatable; "
                                                             "default: every student's)")
     publish.set_defaults(run=release_command)
-    compare = commands.add_parser("diff", help="what changed between two revisions or experiments")
-    compare.add_argument("rev_a")
-    compare.add_argument("rev_b")
+    compare = command("diff", "what changed between two revisions or experiments",
+                      "Params, teacher shares, records and metrics of one student's dataset, from REV_A to REV_B. "
+                      "Both revisions' outputs must be in the local DVC cache (built here, or dvc pull).")
+    compare.add_argument("rev_a", metavar="REV_A", help="the revision to compare from: a git revision "
+                                                        "(HEAD~1, a tag, a commit) or a DVC experiment's name")
+    compare.add_argument("rev_b", metavar="REV_B", help="the revision to compare to, of the same kinds")
     compare.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     compare.add_argument("--student", help="whose dataset and metrics (default: the only student)")
     compare.set_defaults(run=diff_command)
-    page = commands.add_parser("report", help="an HTML page and markdown about a build, revision or experiment")
+    page = command("report", "an HTML page and markdown about a build, revision or experiment",
+                   "report/index.html and report/report.md: routing, the dataset, training and evaluation.")
     page.add_argument("--rev", help="a git revision or DVC experiment name (default: the workspace)")
     page.add_argument("--out", default="report", help="folder for index.html and report.md (default: report/)")
     page.add_argument("--strategies", type=Path, metavar="FILE",

@@ -236,3 +236,29 @@ def test_an_answer_without_a_time_stops_a_seconds_budget(tmp_path: Path) -> None
         cache.put_many("generate", "m", {"f" * 64: Completion("x", "stop", 1, 1).__dict__})  # a server's: untimed
         with pytest.raises(PersynError, match="answered by a server or before times were kept"):
             budget.measured_seconds([answer], cache, "data/sample/a.parquet")
+
+
+def test_cache_commands_on_a_missing_cache_create_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from persyn.cli import main
+
+    monkeypatch.setenv("PERSYN_CACHE_DIR", str(tmp_path / "none"))
+    for action in ("stats", "verify", "gc"):
+        main(["cache", action, "--lock", str(tmp_path / "dvc.lock")])
+        out = capsys.readouterr().out
+        assert out == f"{tmp_path}/none/requests/requests.sqlite: no request cache here (a build creates one)\n"
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_cache_dir_that_is_a_regular_file_is_named_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    from persyn.cli import main
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("PERSYN_CACHE_DIR", str(tmp_path / "file"))
+    for action in ("stats", "verify", "gc"):
+        with pytest.raises(SystemExit):
+            main(["cache", action])
+        error = capsys.readouterr().err
+        assert f"{tmp_path}/file is a regular file, not a cache directory" in error and "delete" not in error
+        assert error.count("\n") == 1
