@@ -9,8 +9,10 @@ without params.
 
 The teachers are asked (in their system prompt) to end with a line `Answer: <answer>`; `extract`
 takes the final answer from `<answer>…</answer>` (reasoning-gym's own format), else the last
-`Answer:` line, else `the answer is …`, else `\\boxed{…}`, else the last non-empty line. The family's
-`score_answer` then gives 0..1 (partial credit where the family gives it).
+`Answer:` line, else `the answer is …`, else `\\boxed{…}`, else the last non-empty line; an answer
+written as a calculation keeps what follows its last '='. The family's `score_answer` then gives 0..1
+(partial credit where the family gives it: reasoning-gym's default gives len(reference)/len(answer)
+when the answer contains the reference). A prompt counts as answered right at 1.
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ import re
 from typing import Any, Iterable
 
 from persyn.errors import PersynError
-
-ANSWER_FORMAT = "End your reply with one line of the form 'Answer: <answer>'."
-
 
 def _gym() -> Any:
     """reasoning_gym, imported where it is used (it takes about a second to import)."""
@@ -108,8 +107,11 @@ def generate(tasks: Iterable[dict[str, Any]], count: int, seed: int) -> list[dic
 
 
 def _strip(answer: str) -> str:
-    """An extracted answer without markdown emphasis, surrounding quotes or a closing full stop."""
+    """An extracted answer without markdown emphasis, surrounding quotes or a closing full stop; an
+    answer written as a calculation ('15 - 93 = -78') keeps what follows its last '='."""
     answer = answer.strip().strip("*").strip()
+    if "=" in answer:
+        answer = answer.rsplit("=", 1)[1].strip()
     if len(answer) > 1 and answer[0] == answer[-1] and answer[0] in "\"'`":
         answer = answer[1:-1].strip()
     return answer[:-1].rstrip() if answer.endswith(".") else answer

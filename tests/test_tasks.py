@@ -82,6 +82,7 @@ def test_verifier_equals_reasoning_gyms_own_score(family: str, config_: dict) ->
     ("step one\nAnswer: 42", "42"), ("**Answer:** 42.", "42"), ("Final answer: 'olleh'", "olleh"),
     ("So the answer is Friday.", "Friday"), ("\\boxed{7}", "7"), ("eert", "eert"), ("", None),
     ("<answer>a, b</answer>\nAnswer: c", "a, b"),
+    ("Answer: 15 - 93 = -78", "-78"), ("Answer: 29 * 91 = 2639.", "2639"),
 ])
 def test_extract(response: str, expected: str | None) -> None:
     assert tasks.extract(response) == expected
