@@ -1,6 +1,7 @@
 """Route then Generate: which teacher answers which prompt, for PerSyn and every paper baseline.
 
-  persyn           argmax of the router's coefficients per prompt
+  persyn           argmax of the router's coefficients per prompt (on its embedding, or under
+                   router.head = "lm" its text)
   strongest        the single teacher with the best mean quality on the router subset (Strong)
   fixed:<teacher>  one named teacher for every prompt (e.g. Family-Strong)
   random           a seeded uniform choice per prompt
@@ -27,6 +28,7 @@ from persyn import budget, io, router
 from persyn.cache import RequestCache
 from persyn.config import Params, RouteConfig
 from persyn.errors import PersynError
+from persyn.lm_router import LMRouter, prompt_text
 from persyn.router import Router
 
 ROUTED_SPLITS = ("router", "pool")
@@ -39,14 +41,15 @@ def subset_means(scores: list[dict[str, Any]], teachers: list[str]) -> tuple[np.
     return quality, learn
 
 
-def choose(config: RouteConfig, ids: list[str], router: Router, embeddings: np.ndarray,
+def choose(config: RouteConfig, ids: list[str], router: Router | LMRouter, inputs: np.ndarray,
            scores: list[dict[str, Any]]) -> list[list[int]]:
-    """For each prompt, the indices (into router.teachers) of the teachers that answer it."""
+    """For each prompt, the indices (into router.teachers) of the teachers that answer it; `inputs`
+    are what the router reads, one row per prompt (an embedding, or under head lm the text)."""
     teachers = router.teachers
     quality, learn = subset_means(scores, teachers)
     strategy = config.strategy
     if strategy == "persyn":
-        return [[int(i)] for i in router.route(embeddings)] if ids else []
+        return [[int(i)] for i in router.route(inputs)] if ids else []
     if strategy == "oracle":
         return [list(range(len(teachers))) for _ in ids]
     if strategy == "random":
@@ -107,14 +110,16 @@ def fallback_order(first: list[int], preference: np.ndarray) -> list[int]:
     return first + rest
 
 
-def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router, embeddings: dict[str, np.ndarray],
-          scores: list[dict[str, Any]], bounds: Limits | None = None) -> Routing:
-    """Assign every router/pool prompt, with its fallback order and the report of what was planned."""
+def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router | LMRouter,
+          inputs: dict[str, np.ndarray] | dict[str, str], scores: list[dict[str, Any]],
+          bounds: Limits | None = None) -> Routing:
+    """Assign every router/pool prompt, with its fallback order and the report of what was planned;
+    `inputs` maps prompt ids to what the router reads (embeddings, or under head lm the texts)."""
     routed = [p["id"] for p in routed_prompts(prompts)]
-    missing = [i for i in routed if i not in embeddings]
+    missing = [i for i in routed if i not in inputs]
     if missing:
         raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]} (re-run embed)")
-    vectors = np.stack([embeddings[i] for i in routed]) if routed else np.zeros((0, 1), dtype=np.float32)
+    vectors = np.asarray([inputs[i] for i in routed])
     teachers = trained.teachers
     chosen = choose(config, routed, trained, vectors, scores)
     report: dict[str, Any] = {"strategy": config.strategy, "routed_prompts": len(routed), "budget": None}
@@ -138,17 +143,20 @@ def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router, e
     return Routing(assignment, order, report)
 
 
-def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router,
-           embeddings: dict[str, np.ndarray], scores: list[dict[str, Any]]) -> dict[str, list[str]]:
+def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router | LMRouter,
+           inputs: dict[str, np.ndarray] | dict[str, str], scores: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Teacher → sorted prompt ids, over the router and pool splits (no budget or caps)."""
-    return route(config, prompts, trained, embeddings, scores).assignment
+    return route(config, prompts, trained, inputs, scores).assignment
 
 
 def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Routing:
     """The routing the route stage writes for one student, from its router and scores, the prompts and
-    S answers under `root` (`persyn plan` shows it before the pool is generated)."""
-    trained, _ = router.load(root / "data/router" / student)
+    S answers under `root` (`persyn plan` shows it before the pool is generated). A head lm router
+    reads the prompt texts, on router.device."""
+    trained, meta = router.load(root / "data/router" / student, device=params.router.device)
     prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
+    inputs = ({p["id"]: prompt_text(p) for p in prompts} if meta["head"] == "lm"
+              else io.read_embeddings(root / "data/embeddings.parquet"))
     scores = [r for t in trained.teachers
               for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]
     samples = {t: io.read_parquet(root / f"data/sample/{t}.parquet", "generation") for t in trained.teachers}
@@ -156,5 +164,4 @@ def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Rout
         budget.require_timed(params)
         with RequestCache() as cache:
             samples = {t: budget.measured_seconds(s, cache, f"data/sample/{t}.parquet") for t, s in samples.items()}
-    return route(params.route, prompts, trained, io.read_embeddings(root / "data/embeddings.parquet"), scores,
-                 limits(params, prompts, samples, trained.teachers))
+    return route(params.route, prompts, trained, inputs, scores, limits(params, prompts, samples, trained.teachers))

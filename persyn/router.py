@@ -1,8 +1,10 @@
 """The PerSyn router: rewards → pairwise preferences → a Bradley–Terry coefficient head.
 
 For each router-subset prompt, quality and learnability are normalised across teachers, mixed as
-r = (1-α)·r_q + α·r_l, and every teacher pair with a gap above the tie margin becomes a label.
-A head over frozen prompt embeddings gives π(x) ∈ R^teachers with P(B≻A|x) = σ(π_B − π_A).
+r = (1-α)·r_q + α·r_l, and every teacher pair with a gap above the tie margin becomes a label
+(under router.pairs = "verified", only a pair with a verified-right answer in it). A head gives
+π(x) ∈ R^teachers with P(B≻A|x) = σ(π_B − π_A): linear or mlp over frozen prompt embeddings, or
+router.head = "lm", a backbone fine-tuned end to end on the prompt text (persyn.lm_router).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +20,9 @@ import torch
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
 from persyn.io import read_json, write_json
+
+if TYPE_CHECKING:
+    from persyn.lm_router import LMRouter
 
 
 def normalise(values: np.ndarray, method: str) -> np.ndarray:
@@ -50,6 +56,23 @@ def preference_pairs(reward: np.ndarray, tie_margin: float) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 3)
 
 
+def verified(quality: np.ndarray) -> np.ndarray:
+    """Answers verified right: full credit (math's 1, a verifier's 1.0). Partial credit does not count,
+    since some verifiers give a well-formed wrong answer 0.01 and an all-wrong prompt must give no pairs."""
+    return quality >= 1
+
+
+def training_pairs(reward: np.ndarray, quality: np.ndarray, config: RouterConfig) -> np.ndarray:
+    """The pairs the router learns from: every pair past the tie margin, or under router.pairs =
+    "verified" only those with at least one verified-right answer (learnability then ranks right
+    answers against each other and against wrong ones, never two wrong ones)."""
+    pairs = preference_pairs(reward, config.tie_margin)
+    if config.pairs == "all":
+        return pairs
+    right = verified(quality)
+    return pairs[right[pairs[:, 0], pairs[:, 1]] | right[pairs[:, 0], pairs[:, 2]]]
+
+
 def make_head(kind: str, dimension: int, teachers: int, hidden: int) -> torch.nn.Module:
     if kind == "linear":
         return torch.nn.Linear(dimension, teachers)
@@ -63,6 +86,13 @@ class Router:
     teachers: list[str]
     head: torch.nn.Module
 
+    @property
+    def dimension(self) -> int:
+        return next(m for m in self.head.modules() if isinstance(m, torch.nn.Linear)).in_features
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.contiguous() for k, v in self.head.state_dict().items()}
+
     @torch.no_grad()
     def coefficients(self, embeddings: np.ndarray) -> np.ndarray:
         self.head.eval()
@@ -73,18 +103,23 @@ class Router:
         return self.coefficients(embeddings).argmax(axis=1)
 
 
-def train(embeddings: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
-    """Fit the head with binary cross-entropy on σ(π_winner − π_loser), full batch, seeded."""
+def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router | LMRouter:
+    """Fit the router with binary cross-entropy on σ(π_winner − π_loser), seeded: a head over the
+    embeddings, full batch, or (head lm) the backbone and head on the prompt texts."""
     if len(pairs) == 0:
         raise PersynError(
-            "router: no preference pairs (every teacher tied on every training prompt); "
-            "lower router.tie_margin or enlarge prompts.router_size"
+            "router: no preference pairs (every teacher tied on every training prompt, or under router.pairs = "
+            "'verified' no answer verified right); lower router.tie_margin or enlarge prompts.router_size"
         )
+    if config.head == "lm":
+        from persyn import lm_router
+
+        return lm_router.train(inputs, pairs, teachers, config)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    head = make_head(config.head, embeddings.shape[1], len(teachers), config.hidden)
+    head = make_head(config.head, inputs.shape[1], len(teachers), config.hidden)
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    x = torch.as_tensor(embeddings, dtype=torch.float32)
+    x = torch.as_tensor(inputs, dtype=torch.float32)
     prompt, winner, loser = (torch.as_tensor(pairs[:, i]) for i in range(3))
     head.train()
     for _ in range(config.epochs):
@@ -97,10 +132,10 @@ def train(embeddings: np.ndarray, pairs: np.ndarray, teachers: list[str], config
     return Router(teachers, head)
 
 
-def evaluate(router: Router, embeddings: np.ndarray, reward: np.ndarray, pairs: np.ndarray,
+def evaluate(router: Router | LMRouter, inputs: np.ndarray, reward: np.ndarray, pairs: np.ndarray,
              best_single: int) -> dict[str, object]:
     """Held-out pairwise accuracy, top-1 agreement with the oracle teacher, regret and shares."""
-    coefficients = router.coefficients(embeddings)
+    coefficients = router.coefficients(inputs)
     routed = coefficients.argmax(axis=1)
     best = reward.max(axis=1)
     rows = np.arange(len(reward))
@@ -149,8 +184,8 @@ class Fit:
     """What fit_router keeps: the router that routes, the one its held-out metrics measure (the same
     object when it was not refitted), the held-out prompt ids of S, and the metrics."""
 
-    routing: Router
-    held_out: Router
+    routing: Router | LMRouter
+    held_out: Router | LMRouter
     held_out_ids: list[str]
     metrics: dict[str, object]
 
@@ -159,27 +194,35 @@ class Fit:
         return "all" if self.routing is not self.held_out or not self.held_out_ids else "training"
 
 
-def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[str], config: RouterConfig,
+def stacked(inputs: dict[str, np.ndarray] | dict[str, str], ids: list[str], config: RouterConfig) -> np.ndarray:
+    """The router's inputs for `ids` as rows: embeddings as a matrix, or (head lm) prompt texts."""
+    missing = [i for i in ids if i not in inputs]
+    if missing:
+        where = "data/prompts.parquet: no prompt" if config.head == "lm" else "data/embeddings.parquet: no embedding for prompt"
+        raise PersynError(f"{where} {missing[0]}")
+    return np.array([inputs[i] for i in ids], dtype=object) if config.head == "lm" else np.stack([inputs[i] for i in ids])
+
+
+def fit(scores: list[dict], inputs: dict[str, np.ndarray] | dict[str, str], teachers: list[str], config: RouterConfig,
         source: str = "data/scores") -> Fit:
     """Split S into train/validation (seeded), train on one, report metrics on the other; then, with
     router.refit_on_all, fit the routing router again on all of S: the held-out measurement is of
-    the recipe, and routing gets every labelled prompt."""
+    the recipe, and routing gets every labelled prompt. `inputs` maps prompt ids to embeddings, or
+    under head lm to prompt texts."""
     ids, quality, learn = reward_matrices(scores, teachers, source)
-    missing = [i for i in ids if i not in embeddings]
-    if missing:
-        raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]}")
+    x = stacked(inputs, ids, config)
     reward = combined_reward(quality, learn, config.alpha, config.normalisation)
     validation, training = split(len(ids), config)
-    x = np.stack([embeddings[i] for i in ids])
-    train_pairs = preference_pairs(reward[training], config.tie_margin)
+    train_pairs = training_pairs(reward[training], quality[training], config)
     held_out = train(x[training], train_pairs, teachers, config)
     best_single = int(reward[training].mean(axis=0).argmax())
     evaluated = validation or training
     metrics = evaluate(held_out, x[evaluated], reward[evaluated],
-                       preference_pairs(reward[evaluated], config.tie_margin), best_single)
+                       training_pairs(reward[evaluated], quality[evaluated], config), best_single)
     routing, routing_pairs = held_out, train_pairs
+    kept, every = training_pairs(reward, quality, config), preference_pairs(reward, config.tie_margin)
     if config.refit_on_all and validation:
-        routing_pairs = preference_pairs(reward, config.tie_margin)
+        routing_pairs = kept
         routing = train(x, routing_pairs, teachers, config)
     result = Fit(routing, held_out, [ids[i] for i in validation], metrics)
     metrics.update({
@@ -190,6 +233,8 @@ def fit(scores: list[dict], embeddings: dict[str, np.ndarray], teachers: list[st
         "routing_fit": {"on": result.fit_on, "prompts": len(ids) if result.fit_on == "all" else len(training),
                         "pairs": int(len(routing_pairs))},
         "tied_prompts": int(sum(not len(preference_pairs(reward[[i]], config.tie_margin)) for i in range(len(ids)))),
+        "pair_rule": {"rule": config.pairs, "dropped_pairs": int(len(every) - len(kept)),
+                      "dropped_prompts": len(set(every[:, 0].tolist()) - set(kept[:, 0].tolist()))},
         "mean_quality": {t: float(quality[:, k].mean()) for k, t in enumerate(teachers)},
         "mean_learnability": {t: float(learn[:, k].mean()) for k, t in enumerate(teachers)},
     })
@@ -200,24 +245,32 @@ HEADS = {"routing": "head.safetensors", "held_out": "held_out.safetensors"}
 
 
 def save(fitted: Fit, directory: Path, config: RouterConfig, dimension: int) -> None:
-    """Both heads as safetensors (stable bytes; identical files when not refitted), the held-out ids
-    (so the report reads the split instead of redrawing it) and the settings that rebuild a head."""
+    """Both routers' weights as safetensors (stable bytes; identical files when not refitted; under
+    head lm the whole fine-tuned backbone), the held-out ids (so the report reads the split instead
+    of redrawing it) and the settings that rebuild a router."""
     from safetensors.torch import save_file
 
     for which, trained in (("routing", fitted.routing), ("held_out", fitted.held_out)):
-        save_file({k: v.contiguous() for k, v in trained.head.state_dict().items()}, str(directory / HEADS[which]))
+        save_file(trained.weights(), str(directory / HEADS[which]))
     meta = {"teachers": fitted.routing.teachers, "head": config.head, "hidden": config.hidden,
             "dimension": dimension, "alpha": config.alpha, "fit_on": fitted.fit_on,
             "held_out_ids": fitted.held_out_ids}
+    if config.head == "lm":
+        meta["backbone"] = fitted.routing.settings()
     write_json(directory / "router.json", meta, "router_model")
 
 
-def load(directory: Path, which: str = "routing") -> tuple[Router, dict]:
+def load(directory: Path, which: str = "routing", device: str = "cpu") -> tuple[Router | LMRouter, dict]:
     """The routing router (fit on all of S under router.refit_on_all), or with which="held_out" the
-    one metrics/router.json measured on meta["held_out_ids"]."""
+    one metrics/router.json measured on meta["held_out_ids"]; a head lm router runs on `device`."""
     from safetensors.torch import load_file
 
     meta = read_json(directory / "router.json", "router_model")
+    weights = load_file(str(directory / HEADS[which]))
+    if meta["head"] == "lm":
+        from persyn import lm_router
+
+        return lm_router.load(meta, weights, device, str(directory / "router.json")), meta
     head = make_head(meta["head"], meta["dimension"], len(meta["teachers"]), meta["hidden"])
-    head.load_state_dict(load_file(str(directory / HEADS[which])))
+    head.load_state_dict(weights)
     return Router(meta["teachers"], head), meta

@@ -1,9 +1,10 @@
-"""Stage fit_router@S: student S's rewards → preference pairs → Bradley–Terry head measured on held-out S,
-refitted on all of S (router.refit_on_all) → data/router/S/, metrics/S/router.json."""
+"""Stage fit_router@S: student S's rewards → preference pairs → Bradley–Terry router measured on held-out S,
+refitted on all of S (router.refit_on_all) → data/router/S/, metrics/S/router.json. A linear or mlp head
+reads the prompt embeddings; router.head = "lm" fine-tunes router.backbone on the prompt texts."""
 
 import argparse
 
-from persyn import config, io, router
+from persyn import config, io, lm_router, router
 from persyn.errors import guarded
 
 
@@ -15,10 +16,13 @@ def main() -> None:
     params = config.load().for_student(student)
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
-    embeddings = io.read_embeddings("data/embeddings.parquet")
-    fitted = router.fit(scores, embeddings, teachers, params.router)
+    if params.router.head == "lm":
+        inputs = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet("data/prompts.parquet", "prompt")}
+    else:
+        inputs = io.read_embeddings("data/embeddings.parquet")
+    fitted = router.fit(scores, inputs, teachers, params.router)
     with io.atomic_directory(f"data/router/{student}") as out:
-        router.save(fitted, out, params.router, len(next(iter(embeddings.values()))))
+        router.save(fitted, out, params.router, fitted.routing.dimension)
     io.write_json(f"metrics/{student}/router.json", fitted.metrics, "router_metrics")
 
 

@@ -1,4 +1,5 @@
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,55 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     (tmp_path / "router.json").write_text('{"teachers": ["a"], "head": "linear"}')
     with pytest.raises(PersynError, match="router.json: .*missing|router.json: teachers"):
         router.load(tmp_path)
+
+
+def test_verified_pairs_drop_all_wrong_prompts_with_two_teachers() -> None:
+    """Right/wrong, wrong/wrong, right/right, wrong/right: only the all-wrong prompt loses its pair."""
+    quality = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    learn = np.array([[-1.0, -2.0], [-1.0, -2.0], [-2.0, -1.0], [-1.0, -2.0]])
+    reward = router.combined_reward(quality, learn, 0.4, "zscore")
+    every = router.training_pairs(reward, quality, RouterConfig(alpha=0.4))
+    kept = router.training_pairs(reward, quality, RouterConfig(alpha=0.4, pairs="verified"))
+    assert every[:, 0].tolist() == [0, 1, 2, 3]
+    assert kept.tolist() == every[every[:, 0] != 1].tolist()
+
+
+def test_verified_pairs_drop_wrong_against_wrong_with_three_teachers() -> None:
+    """One right answer of three: its two pairs stay, the pair of the two wrong answers goes; a
+    partial credit (0.5, 0.01) is not verified right."""
+    quality = np.array([[0.0, 1.0, 0.0], [0.5, 0.01, 0.0]])
+    learn = np.array([[-1.0, -3.0, -2.0], [-1.0, -3.0, -2.0]])
+    reward = router.combined_reward(quality, learn, 0.4, "zscore")
+    every = router.training_pairs(reward, quality, RouterConfig(alpha=0.4))
+    kept = router.training_pairs(reward, quality, RouterConfig(alpha=0.4, pairs="verified"))
+    assert len(every) == 6
+    assert sorted(map(tuple, kept.tolist())) == [(0, 1, 0), (0, 1, 2)]
+
+
+def test_fit_records_what_verified_pairs_dropped() -> None:
+    x, quality, learn, _ = planted(60, seed=8)
+    quality = (quality > 1).astype(float)  # the planted best teacher right, the others wrong
+    quality[:10] = 0.0  # ten all-wrong prompts
+    teachers = ["a", "b", "c"]
+    ids, scores = scored(x, quality, learn, teachers)
+    reward = router.combined_reward(quality, learn, 0.4, "zscore")
+    every = router.preference_pairs(reward, 0.1)
+    wrong_pairs = sum(quality[p, win] < 1 and quality[p, lose] < 1 for p, win, lose in every)
+    config = RouterConfig(alpha=0.4, epochs=5, pairs="verified")
+    metrics = router.fit(scores, dict(zip(ids, x)), teachers, config).metrics
+    assert metrics["pair_rule"] == {"rule": "verified", "dropped_pairs": wrong_pairs,
+                                    "dropped_prompts": len(set(every[every[:, 0] < 10, 0].tolist()))}
+    assert metrics["routing_fit"]["pairs"] == len(every) - wrong_pairs
+    assert router.fit(scores, dict(zip(ids, x)), teachers, replace(config, pairs="all")).metrics["pair_rule"] == \
+        {"rule": "all", "dropped_pairs": 0, "dropped_prompts": 0}
+
+
+def test_verified_pairs_need_a_verifiable_quality() -> None:
+    from persyn import config
+
+    raw = config.read(Path(__file__).resolve().parents[1] / "params.toml")
+    raw["router"]["pairs"] = "verified"
+    config.parse(raw)
+    raw["quality"].update(kind="reward_model", reward_model="packaged:all-minilm-l6-v2")
+    with pytest.raises(PersynError, match=r"^params.toml: router.pairs = 'verified' needs a verifiable quality"):
+        config.parse(raw)

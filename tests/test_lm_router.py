@@ -1,0 +1,92 @@
+"""router.head = "lm" on tiny random models: a backbone fine-tuned end to end with a coefficient head
+learns which teacher a prompt's family needs, saves byte-stable, and routes the same after a reload."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from persyn import route, router
+from persyn.config import RouteConfig, RouterConfig
+from persyn.errors import PersynError
+
+TEACHERS = ["a", "b"]
+
+
+def family_prompts(count: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Two families in distinct words (both in the tiny tokenizers' vocabulary), alternating."""
+    rng = np.random.default_rng(seed)
+    family = np.arange(count) % 2
+    texts = [f"Maya has {a} apples and buys {b} more apples." if f == 0 else
+             f"Hiro reads {a} pages on Monday and {b} pages on Tuesday."
+             for f, a, b in zip(family, rng.integers(1, 99, count), rng.integers(1, 99, count))]
+    return texts, family
+
+
+def planted(count: int, flipped: bool = False) -> tuple[list[str], dict[str, str], list[dict], np.ndarray]:
+    """S where teacher a is right on family 0 and b on family 1 (or the reverse), learnability random."""
+    texts, family = family_prompts(count, seed=0)
+    right = family == (1 if flipped else 0)
+    quality = np.stack([right, ~right], axis=1).astype(float)
+    learn = -1 - np.random.default_rng(1).random((count, 2))
+    ids = [f"{i:016x}" for i in range(count)]
+    scores = [{"id": ids[i], "teacher": t, "quality": float(quality[i, k]), "learnability": float(learn[i, k])}
+              for i in range(count) for k, t in enumerate(TEACHERS)]
+    return ids, dict(zip(ids, texts)), scores, family
+
+
+def lm_config(backbone: Path) -> RouterConfig:
+    return RouterConfig(alpha=0.4, head="lm", backbone=f"local:{backbone}", lm_epochs=3, lr=0.05, lm_lr=1e-3,
+                        batch_size=8, validation_fraction=0.25)
+
+
+@pytest.mark.parametrize("backbone", ["encoder", "student"])  # mean pooling; a causal LM's last token
+def test_routes_held_out_prompts_by_family(tiny_models: dict[str, Path], backbone: str) -> None:
+    config = lm_config(tiny_models[backbone])
+    new, family = family_prompts(20, seed=5)
+    for flipped in (False, True):
+        ids, texts, scores, _ = planted(40, flipped)
+        fitted = router.fit(scores, texts, TEACHERS, config)
+        assert fitted.routing.route(new).tolist() == (family if not flipped else 1 - family).tolist()
+        assert fitted.metrics["router"]["top1"] == 1.0 and fitted.metrics["routing_fit"]["on"] == "all"
+
+
+def test_fit_save_load_route_round_trip(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Same params, same bytes; the reloaded routers give the fitted routers' coefficients, and route
+    sends every pool prompt where the fitted router does."""
+    config = lm_config(tiny_models["encoder"])
+    ids, texts, scores, _ = planted(40)
+    fitted = router.fit(scores, texts, TEACHERS, config)
+    for name, result in (("one", fitted), ("two", router.fit(scores, texts, TEACHERS, config))):
+        (tmp_path / name).mkdir()
+        router.save(result, tmp_path / name, config, result.routing.dimension)
+    for name in ("router.json", "head.safetensors", "held_out.safetensors"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    loaded, meta = router.load(tmp_path / "one")
+    held, _ = router.load(tmp_path / "one", "held_out")
+    assert meta["head"] == "lm" and meta["backbone"]["spec"] == config.backbone and meta["dimension"] == 32
+    pool, _ = family_prompts(24, seed=9)
+    assert np.array_equal(loaded.coefficients(pool), fitted.routing.coefficients(pool))
+    assert np.array_equal(held.coefficients(pool), fitted.held_out.coefficients(pool))
+    prompts = [{"id": f"{i + 100:016x}", "split": "pool", "messages": [{"role": "user", "content": t}]}
+               for i, t in enumerate(pool)]
+    routed = route.assign(RouteConfig(), prompts, loaded, {p["id"]: p["messages"][0]["content"] for p in prompts}, scores)
+    expected = fitted.routing.route(pool)
+    assert routed == {t: sorted(p["id"] for p, k in zip(prompts, expected) if k == i) for i, t in enumerate(TEACHERS)}
+    with pytest.raises(PersynError, match="reads prompt texts, not embeddings"):
+        loaded.coefficients(np.zeros((2, 32), dtype=np.float32))
+
+
+def test_a_changed_backbone_is_refused_on_load(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import tiny
+
+    backbone = tiny.encoder(tmp_path / "encoder")
+    config = replace(lm_config(backbone), refit_on_all=False, lm_epochs=1)
+    ids, texts, scores, _ = planted(16)
+    fitted = router.fit(scores, texts, TEACHERS, config)
+    (tmp_path / "router").mkdir()
+    router.save(fitted, tmp_path / "router", config, fitted.routing.dimension)
+    tiny.encoder(backbone, seed=1)
+    with pytest.raises(PersynError, match="the router was fine-tuned from local:encoder@sha256:.*re-run fit_router"):
+        router.load(tmp_path / "router")
