@@ -17,6 +17,7 @@ import numpy as np
 from persyn import config, router
 from persyn.errors import PersynError, where
 from persyn.io import read_embeddings, read_json, read_parquet
+from persyn.report.render import MISSING
 
 FETCHED = ("params.toml", "metrics/*.json", "metrics/*/*.json", "data/prompts.parquet", "data/embeddings.parquet",
            "data/scores/*/*", "data/sample/*", "data/generated/*/*.stats.json", "data/router/*/*", "data/dataset/*/*",
@@ -24,7 +25,13 @@ FETCHED = ("params.toml", "metrics/*.json", "metrics/*/*.json", "data/prompts.pa
 
 
 class NotBuilt(Exception):
-    """An input of a section is missing; its one argument is the stage that makes it."""
+    """An input of a section is missing; its arguments: the stage that makes it, and the input's path."""
+
+    def line(self) -> str:
+        """What the section says instead: the file that is not here (a section can hold tables from other
+        inputs, so never "not built") and how to get it."""
+        stage, path = self.args
+        return f"{MISSING}: {path} is not in this workspace (run dvc repro {stage}, or dvc pull)"
 
 
 class Build:
@@ -37,7 +44,7 @@ class Build:
 
     def path(self, relative: str, stage: str) -> Path:
         if not (self.root / relative).exists():
-            raise NotBuilt(stage)
+            raise NotBuilt(stage, relative)
         return self.root / relative
 
     def json(self, relative: str, stage: str) -> dict[str, Any]:

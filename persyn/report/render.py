@@ -15,7 +15,7 @@ from typing import Union
 
 from persyn.report.charts import RENDER_CHECK, Chart, figure
 
-MISSING = "not built yet"  # how a paragraph that stands in for a section's missing inputs starts
+MISSING = "missing input"  # how a paragraph that stands in for a section's missing inputs starts
 STYLE = ("body{font:14px/1.45 system-ui,sans-serif;color:#222;max-width:1150px;margin:2em auto;padding:0 1em}"
          "table{border-collapse:collapse;margin:.6em 0 1.2em}th,td{border:1px solid #ccc;padding:4px 8px;"
          "text-align:left;vertical-align:top;white-space:pre-wrap}th{background:#f3f3f3}figure.plot{margin:1em 0}"

@@ -16,7 +16,7 @@ import numpy as np
 
 from persyn.report import analysis, charts
 from persyn.report.gather import Build, NotBuilt, read_strategies
-from persyn.report.render import MISSING, Block, Part, Table
+from persyn.report.render import Block, Part, Table
 
 SAMPLES = 5
 ANSWER_CHARS = 600
@@ -34,7 +34,7 @@ def attempt(blocks: Callable[[], list[Block]]) -> list[Block]:
     try:
         return blocks()
     except NotBuilt as missing:
-        return [f"{MISSING} (run dvc repro {missing.args[0]})"]
+        return [missing.line()]
 
 
 def summary(build: Build) -> list[Block]:

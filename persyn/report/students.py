@@ -13,7 +13,7 @@ from persyn.io import read_json
 from persyn.report import analysis, charts
 from persyn.report.charts import Chart
 from persyn.report.gather import Build, NotBuilt
-from persyn.report.render import MISSING, Block, Part, Table
+from persyn.report.render import Block, Part, Table
 from persyn.report.sections import attempt, f4, pct
 from persyn.stats import Interval
 
@@ -45,7 +45,7 @@ def row(build: Build, teachers: list[str]) -> list[str]:
 def sharing(root: Path) -> list[Block]:
     path = root / "metrics/sharing.json"
     if not path.is_file():
-        return [f"{MISSING} (run dvc repro sharing)"]
+        return [NotBuilt("sharing", "metrics/sharing.json").line()]
     shared = read_json(path, "sharing_metrics")
     g = shared["generations"]
     return [f"The teachers answered the router subset S ({shared['router_subset']} prompts) once for all "
