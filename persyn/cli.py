@@ -26,20 +26,16 @@ def configured_specs(params: config.Params) -> dict[str, str]:
 
 
 def check(args: argparse.Namespace) -> None:
-    """The schema check every stage runs, every engine's options (checked without loading), and the
-    prompt source as the prompts stage reads it (a hub dataset is left to that stage)."""
-    from persyn import engines, prompts
+    """The params check every stage runs (config.load: the schema, every engine's options checked
+    without loading, local model directories), and the prompt source as the prompts stage reads it
+    (a hub dataset is left to that stage)."""
+    from persyn import prompts
 
     params = config.load(args.params)
-    for teacher in params.teachers.values():
-        engines.answering_engine(teacher.sampling.engine, teacher.sampling.engine_options)
-    for student in params.students.values():
-        engines.answering_engine(student.engine, student.engine_options)
-    engines.answering_engine(params.quality.engine, params.quality.engine_options)
     source = "hf source: read by the prompts stage"
     if params.prompts.source != "hf":
         built = prompts.build(params.prompts, require_reference=params.quality.kind == "math")
-        source = f"{len(built)} prompts"
+        source = prompts.describe_counts(prompts.split_counts(built))
     print(f"{args.params}: valid; {len(params.teachers)} teachers: {', '.join(params.teachers)}; "
           f"{len(params.students)} student{'s' * (len(params.students) > 1)}: {', '.join(params.students)}; "
           f"alpha {params.router.alpha}; strategy {params.route.strategy}; {source}")

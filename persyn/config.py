@@ -428,11 +428,14 @@ def _check_combinations(params: Params) -> None:
     if fixed != params.route.strategy and fixed not in params.teachers:
         raise PersynError(f"params.toml: route.strategy = '{params.route.strategy}' names no configured teacher "
                           f"(configured: {', '.join(sorted(params.teachers))})")
-    prompts = params.prompts
-    if prompts.source != "builtin:arithmetic" and prompts.shifted_eval_size and not prompts.shifted_beside_source:
-        raise PersynError(f"params.toml: prompts.shifted_eval_size = {prompts.shifted_eval_size} would add that many "
-                          f"built-in arithmetic problems (split eval_shifted) to prompts.source = '{prompts.source}': "
-                          "set it to 0, or set prompts.shifted_beside_source = true to mean it")
+
+
+def _prompts_table(mapping: dict[str, Any]) -> dict[str, Any]:
+    """[prompts] as the stage uses it: shifted_eval_size applies to builtin:arithmetic, and to another
+    source only with shifted_beside_source (a file of your own gets no arithmetic problems unasked)."""
+    if mapping["source"] == "builtin:arithmetic" or mapping.get("shifted_beside_source"):
+        return mapping
+    return {**mapping, "shifted_eval_size": 0}
 
 
 def _check_engines(params: Params) -> None:
@@ -481,7 +484,7 @@ def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
     check(raw, "params", source)
     generation = build(SamplingConfig, raw["generation"])
     params = Params(
-        prompts=build(PromptsConfig, raw["prompts"]),
+        prompts=build(PromptsConfig, _prompts_table(raw["prompts"])),
         embed=build(EmbedConfig, raw["embed"]),
         teachers={name: _teacher(name, table, generation) for name, table in sorted(raw["teachers"].items())},
         students={name: _student(name, mapping, raw["train"], raw["eval"])

@@ -28,6 +28,7 @@ class Split:
     router: int
     pool: int
     eval: int
+    eval_shifted: int
     prompt_characters: float
     source: str
 
@@ -39,7 +40,8 @@ def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> S
     config = params.prompts
     if config.source == "hf" and config.count:
         pool = config.count - config.router_size - config.eval_size
-        return Split(config.router_size, pool, config.eval_size, 0.0, f"prompts.count = {config.count}, at most")
+        return Split(config.router_size, pool, config.eval_size, config.shifted_eval_size, 0.0,
+                     f"prompts.count = {config.count}, at most")
     if config.source == "hf":
         if not built.is_file():
             raise PersynError("plan: prompts.source = 'hf' with count = 0; set prompts.count or run "
@@ -49,9 +51,9 @@ def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> S
     else:
         records = prompts.build(config, require_reference=params.quality.kind == "math")
         origin = config.path or config.source
-    counts = {role: sum(r["split"] == role for r in records) for role in ("router", "pool", "eval")}
+    counts = prompts.split_counts(records)
     characters = sum(len(m["content"]) for r in records for m in r["messages"]) / max(len(records), 1)
-    return Split(counts["router"], counts["pool"], counts["eval"], characters, origin)
+    return Split(counts["router"], counts["pool"], counts["eval"], counts["eval_shifted"], characters, origin)
 
 
 def budgeted(params: Params, root: Path) -> dict[str, Any] | None:
@@ -82,43 +84,60 @@ def routed(params: Params, root: Path) -> dict[str, Any] | None:
     return sharing.summary(routes, splits, sorted(params.teachers))["generations"]
 
 
+def pool_spread(strategy: str, teachers: int, students: int) -> int:
+    """How many teachers a pool prompt can reach across the students: every teacher under oracle; one
+    under fixed:<teacher> and strongest (chosen by answer quality on S, the same for every student);
+    otherwise one per student (persyn, car and the seeded draws may differ by student)."""
+    if strategy == "oracle":
+        return teachers
+    if strategy.startswith("fixed:") or strategy == "strongest":
+        return 1
+    return min(students, teachers)
+
+
 def plan(params: Params, built: Path = Path("data/prompts.parquet"), root: Path = Path(".")) -> dict[str, Any]:
     """Generations, token upper bounds and cost per teacher, for this strategy and Generate-then-Select,
-    for every student with the teachers' answers shared, and the budgeted routing when a budget or cap is set."""
+    for every student with the teachers' answers shared, and the budgeted routing when a budget or cap is set.
+    Every teacher answers S; the pool goes to the routed teacher, to the fixed one, or to every teacher (oracle)."""
     split = split_sizes(params, built)
-    oracle = params.route.strategy == "oracle"
+    strategy = params.route.strategy
+    oracle = strategy == "oracle"
+    fixed = strategy.removeprefix("fixed:") if strategy.startswith("fixed:") else None
     teachers = {}
     for name, teacher in params.teachers.items():
         sampling = teacher.sampling
         system = len(teacher.system_prompt or teacher.prompt_template or "")
         prompt_tokens = (split.prompt_characters + system) / CHARACTERS_PER_TOKEN
-        most = split.router + split.pool
+        most = split.router + split.pool if fixed in (None, name) else split.router
         price_in, price_out = budget.prices(teacher)
         teachers[name] = {
             "engine": sampling.engine,
             "model": teacher.model,
-            "fewest": split.router if not oracle else most,
+            "fewest": most if oracle or fixed else split.router,
             "most": most,
             "max_completion_tokens": most * sampling.max_tokens,
             "prompt_tokens_per_request": round(prompt_tokens),
             "cost_per_generation_usd": (prompt_tokens * price_in + sampling.max_tokens * price_out) / 1e6,
         }
     n, k = len(teachers), len(params.students)
-    spread = n if oracle else min(k, n)  # how many teachers a pool prompt can reach across the students
+    spread = pool_spread(strategy, n, k)
     fewest = n * (split.router + split.pool) if oracle else n * split.router + split.pool
     select_all = n * (split.router + split.pool)
-    costs = sorted((t["cost_per_generation_usd"] for t in teachers.values()), reverse=True)
+    pool_costs = sorted((t["cost_per_generation_usd"] for name, t in teachers.items() if fixed in (None, name)),
+                        reverse=True)
     return {
-        "strategy": params.route.strategy,
+        "strategy": strategy,
         "students": sorted(params.students),
-        "prompts": {"router": split.router, "pool": split.pool, "eval": split.eval, "source": split.source},
+        "prompts": {"router": split.router, "pool": split.pool, "eval": split.eval, "eval_shifted": split.eval_shifted,
+                    "source": split.source},
         "teachers": teachers,
         "generations": {"planned": fewest, "planned_most": n * split.router + spread * split.pool,
                         "generate_then_select": select_all,
                         "saved_fraction": 1 - fewest / select_all if select_all else 0.0,
                         "separate_builds": k * fewest, "routed": routed(params, root)},
         "learnability_scores": k * (n * split.router if not oracle else select_all),
-        "cost_usd_at_most": sum(costs) * split.router + sum(costs[:spread]) * split.pool,
+        "cost_usd_at_most": sum(t["cost_per_generation_usd"] for t in teachers.values()) * split.router
+                            + sum(pool_costs[:spread]) * split.pool,
         "budget": budgeted(params, root),
     }
 
@@ -142,7 +161,7 @@ def render(result: dict[str, Any]) -> str:
     """The plan as a terminal table."""
     p, g = result["prompts"], result["generations"]
     lines = [
-        f"prompts: {p['router']} router subset S, {p['pool']} pool P, {p['eval']} eval (from {p['source']})",
+        f"{prompts.describe_counts(p)} (from {p['source']}); the teachers answer S and P",
         f"strategy: {result['strategy']}",
         "",
         f"{'teacher':<12} {'engine':<13} {'generations':>17} {'max completion tokens':>22}  model",

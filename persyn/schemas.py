@@ -45,6 +45,9 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         return (f"{path}.{missing}" if path else missing), "missing"
     if "propertyNames" in error.schema_path:
         return f"{path}.{error.instance}", f"name must match {error.schema.get('pattern')}"
+    if error.validator == "minProperties":  # the message would print the whole table
+        given = ", ".join(error.instance)
+        return path, f"at least {error.validator_value} needed, {len(error.instance)} given{f' ({given})' if given else ''}"
     if error.validator == "not" and "x-error" in error.validator_value:
         return path, error.validator_value["x-error"]
     if error.validator == "pattern" and "x-expected" in error.schema:

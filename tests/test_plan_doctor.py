@@ -27,13 +27,28 @@ def params(tiny_models: dict[str, Path], **tables: dict) -> config.Params:
 def test_plan_counts_what_the_pipeline_generates(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     result = plan.plan(params(tiny_models), tmp_path / "absent.parquet")
     # the same numbers test_pipeline asserts on metrics/dataset.json after a real dvc repro
-    assert result["prompts"] | {"source": None} == {"router": 10, "pool": 14, "eval": 4, "source": None}
+    assert result["prompts"] | {"source": None} == {"router": 10, "pool": 14, "eval": 4, "eval_shifted": 3, "source": None}
     assert result["generations"] == {"planned": 2 * 10 + 14, "planned_most": 2 * 10 + 14, "generate_then_select": 2 * 24,
                                      "saved_fraction": 1 - 34 / 48, "separate_builds": 34, "routed": None}
     assert result["teachers"]["a"]["fewest"] == 10 and result["teachers"]["a"]["most"] == 24
     assert result["teachers"]["a"]["max_completion_tokens"] == 24 * 8
     oracle = plan.plan(params(tiny_models, route={"strategy": "oracle"}), tmp_path / "absent.parquet")
     assert oracle["generations"]["planned"] == 48 and oracle["learnability_scores"] == 48
+
+
+def test_plan_follows_the_strategy_and_counts_what_check_counts(tiny_models: dict[str, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """fixed:<teacher> sends the pool to that teacher only; check and plan print one prompt count (shifted included)."""
+    fixed = plan.plan(params(tiny_models, route={"strategy": "fixed:base"}), tmp_path / "absent.parquet")
+    assert {n: (t["fewest"], t["most"]) for n, t in fixed["teachers"].items()} == {"a": (10, 10), "base": (24, 24)}
+    assert fixed["generations"]["planned"] == fixed["generations"]["planned_most"] == 2 * 10 + 14
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.toml").write_text(params_toml(tiny_models))
+    cli.main(["check"])
+    cli.main(["plan"])
+    counted = "31 prompts: 10 router subset S, 14 pool P, 4 eval, 3 eval_shifted"
+    assert capsys.readouterr().out.count(counted) == 2
 
 
 def test_plan_counts_the_teachers_once_for_several_students(tiny_models: dict[str, Path], tmp_path: Path) -> None:
