@@ -90,3 +90,34 @@ def test_a_changed_backbone_is_refused_on_load(tiny_models: dict[str, Path], tmp
     tiny.encoder(backbone, seed=1)
     with pytest.raises(PersynError, match="the router was fine-tuned from local:encoder@sha256:.*re-run fit_router"):
         router.load(tmp_path / "router")
+
+
+def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """From a build's files: the family oracle and both routers get every held-out prompt right, the best
+    single teacher at most half of them (the family its training folds hold more of, held out less);
+    the verified rule changes nothing here (no prompt is all wrong)."""
+    from persyn import io, router_eval
+
+    ids, texts, scores, family = planted(40)
+    prompts = [{"id": i, "messages": [{"role": "user", "content": texts[i]}], "reference": None, "split": "router",
+                "family": f"f{f}"} for i, f in zip(ids, family)]
+    io.write_parquet(tmp_path / "data/prompts.parquet", prompts, "prompt")
+    for teacher in TEACHERS:
+        io.write_parquet(tmp_path / f"data/scores/smol/{teacher}.parquet",
+                         [{**s, "requests": []} for s in scores if s["teacher"] == teacher], "score")
+    io.write_parquet(tmp_path / "data/embeddings.parquet",
+                     [{"id": i, "embedding": [1.0 - f, float(f), 0.5]} for i, f in zip(ids, family)], "embedding")
+    data = router_eval.from_build(tmp_path, "smol", TEACHERS)
+    assert data.families == [f"f{f}" for f in family] and data.texts[1] == texts[ids[1]]
+    config = replace(lm_config(tiny_models["encoder"]), lm_epochs=5, epochs=100, lr=0.1)
+    result = router_eval.compare(data, TEACHERS, config, ["all", "verified"], k=2)
+    accuracy = {name: row["accuracy"]["mean"] for name, row in result["methods"].items()}
+    single = accuracy.pop("best single teacher")
+    assert accuracy == {"lm router (all pairs)": 1.0, "lm router (verified pairs)": 1.0, "linear head (all pairs)": 1.0,
+                        "linear head (verified pairs)": 1.0, "family oracle": 1.0} and single <= 0.5
+    oracle = result["methods"]["family oracle"]
+    assert oracle["regret"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert np.isclose(oracle["vs_best_single"]["mean"], 1 - single) and oracle["vs_best_single"]["p"] < 0.01
+    assert result["methods"]["best single teacher"]["top1"]["mean"] == single
+    table = router_eval.markdown(result)
+    assert "| family oracle | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | 1.000 [1.000, 1.000] |" in table
