@@ -512,9 +512,10 @@ def read(path: str | Path) -> dict[str, Any]:
         raise PersynError(f"{path}: not valid TOML: {error}") from None
 
 
-def load(path: str | Path = "params.toml") -> Params:
-    """Read and validate params.toml, and the local model directories it names; every stage calls this
-    before any work."""
+def load(path: str | Path = "params.toml", models_here: bool = True) -> Params:
+    """Read and validate params.toml, and (`models_here`: the build runs here) the local model directories
+    it names; every stage calls this before any work. A report of a recorded build passes False."""
     params = parse(read(path), str(path))
-    _check_local_models(params, str(path))
+    if models_here:
+        _check_local_models(params, str(path))
     return params

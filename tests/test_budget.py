@@ -86,7 +86,7 @@ def test_bad_combinations_stop_at_the_params() -> None:
     reward = {"kind": "reward_model", "reward_model": "local:models/reward"}
     with pytest.raises(PersynError, match="route.fallback needs a verifiable quality"):
         params(route={"fallback": 1}, quality=reward)
-    with pytest.raises(PersynError, match="assemble.unverified = 'drop' needs quality.kind = 'math'"):
+    with pytest.raises(PersynError, match="assemble.unverified = 'drop' needs quality.kind 'math' or 'verifier'"):
         params(assemble={"unverified": "drop"}, quality=reward)
     with pytest.raises(PersynError, match="route.budget applies to the router's choice"):
         params(route={"strategy": "strongest", "budget": {"amount": 5, "unit": "tokens"}})

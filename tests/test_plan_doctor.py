@@ -55,6 +55,7 @@ def test_plan_counts_the_teachers_once_for_several_students(tiny_models: dict[st
     """Three students, two teachers: S is answered once; a pool prompt reaches at most two teachers."""
     raw = tomllib.loads(params_toml(tiny_models))
     raw["students"].update(other={"model": f"local:{tiny_models['teacher_a']}"}, third={"model": "local:x"})
+    raw["teachers"]["a"]["self_distillation"] = True  # teacher a is student other's model
     result = plan.plan(config.parse(raw), tmp_path / "absent.parquet", root=tmp_path)
     assert result["students"] == ["other", "student", "third"]
     assert result["generations"] | {"saved_fraction": None} == {

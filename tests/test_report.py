@@ -49,6 +49,7 @@ model = "local:models/qwen"
 
 [teachers.smol]
 model = "local:models/smol"
+self_distillation = true
 
 [students.smol]
 model = "local:models/smol"
@@ -87,7 +88,7 @@ def plant(root: Path) -> dict:
     the dataset and its metrics. In cluster k (= i mod 3) teacher k is right and easiest to learn."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.toml").write_text(PARAMS)
-    params = config.load(root / "params.toml")
+    params = config.load(root / "params.toml", models_here=False)
     split = ["router"] * 24 + ["pool"] * 8 + ["eval"] * 8
     ids = [f"{i + 1:016x}" for i in range(40)]
     prompts = [{"id": ids[i], "messages": [{"role": "user", "content": f"What is {i} + {i}?"}],
@@ -201,7 +202,8 @@ def second_student(root: Path) -> None:
     """The planted build with a student `other` beside smol: the same routed dataset and router, and an
     evaluation where the trained student is right on every eval prompt and the untrained one on none."""
     params = root / "params.toml"
-    params.write_text(params.read_text().replace("[quality]", '[students.other]\nmodel = "local:models/qwen"\n\n[quality]'))
+    params.write_text(params.read_text().replace("[quality]", '[students.other]\nmodel = "local:models/qwen"\n\n[quality]')
+                      .replace('model = "local:models/qwen"\n', 'model = "local:models/qwen"\nself_distillation = true\n', 1))
     for kind in ("data/scores", "data/router", "data/dataset", "data/generated", "metrics"):
         shutil.copytree(root / kind / "smol", root / kind / "other")
     for log in (root / "runs").glob("generate@smol-*.json"):

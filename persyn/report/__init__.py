@@ -22,7 +22,7 @@ def write(root: Path, out: Path, subtitle: str, experiments: dict[str, list[dict
           strategies: Path | None = None) -> Path:
     """Render the build under `root` into out/index.html and out/report.md (atomically); `experiments`
     are each student's rows of revisions.experiments."""
-    builds = [Build(root, s) for s in sorted(config.load(root / "params.toml").students)]
+    builds = [Build(root, s) for s in sorted(config.load(root / "params.toml", models_here=False).students)]
     title = f"persyn report: {builds[0].params.assemble.name}"
     if len(builds) == 1:
         parts = sections.sections(builds[0], experiments.get(builds[0].student, []), strategies)
@@ -51,4 +51,4 @@ def report(repo: Path, rev: str | None, out: Path, strategies: Path | None = Non
 
 def experiments(repo: Path, root: Path) -> dict[str, list[dict[str, Any]]]:
     """The repository's experiments, as each student of the build under `root` saw them."""
-    return {s: revisions.experiments(repo, s) for s in config.load(root / "params.toml").students}
+    return {s: revisions.experiments(repo, s) for s in config.load(root / "params.toml", models_here=False).students}

@@ -39,7 +39,7 @@ class Build:
 
     def __init__(self, root: Path, student: str) -> None:
         self.root, self.student = root, student
-        self.params = config.load(root / "params.toml").for_student(student)
+        self.params = config.load(root / "params.toml", models_here=False).for_student(student)
         self.teachers = sorted(self.params.teachers)
 
     def path(self, relative: str, stage: str) -> Path:
