@@ -41,6 +41,22 @@ def check(args: argparse.Namespace) -> None:
           f"alpha {params.router.alpha}; strategy {params.route.strategy}; {source}")
 
 
+def premise_command(args: argparse.Namespace) -> None:
+    """The premise table of one student's scored router subset S (persyn/premise.py)."""
+    from persyn import premise
+
+    params = config.load(args.params)
+    student = args.student or params.student.name
+    params.for_student(student)
+    teachers = sorted(params.teachers)
+    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
+    prompts = io.read_parquet("data/prompts.parquet", "prompt")
+    table = premise.premise(*premise.matrices(prompts, scores, teachers, f"data/scores/{student}")[1:], teachers)
+    print(premise.markdown(table), end="")
+    if args.json:
+        io.write_json(args.json, table)
+
+
 def params_command(args: argparse.Namespace) -> None:
     """The parameter reference (docs/params.md): every key's type, default, range and description from
     the schema, beside what the params file sets (the file must be valid)."""
@@ -203,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gc drops only unreferenced entries older than this (keeps recent experiments')")
     cache.add_argument("--repair", action="store_true", help="verify deletes the entries it cannot read")
     cache.set_defaults(run=cache_command)
+    holds = command("premise", "does PerSyn's premise hold here? the premise table of the scored router subset S",
+                    "Per family and teacher, verified accuracy on S; the correctness oracle's headroom over the best "
+                    "single teacher with a 95% CI; disagreement; the learnability spread among right answers. "
+                    "Needs the score stages (dvc repro score).")
+    holds.add_argument("--student", help="whose learnability (default: the only student)")
+    holds.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    holds.set_defaults(run=premise_command)
     estimate = command("plan", "generations, tokens and cost the build will make, before it runs",
                        "Reads params.toml and the prompt source only: no model is loaded.")
     estimate.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
