@@ -14,21 +14,6 @@ from persyn.errors import PersynError
 from persyn.router import combined_reward
 from persyn.schemas import check_records
 
-CARD = """---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: "train-*.parquet"
----
-# {name}
-
-A personalised distillation dataset built by persyn (PerSyn, arXiv 2510.10925): every prompt was
-routed to the one teacher this student learns from best, and only that teacher answered it.
-{records} records; teacher shares: {shares}.
-"""
-
-
 def assemble(
     prompts: list[dict[str, Any]],
     routes: dict[str, list[str]],
@@ -122,8 +107,9 @@ def release_name(dataset_name: str, student: str) -> str:
     return f"{dataset_name}-{release_spelling(student)}"
 
 
-def write(records: list[dict[str, Any]], directory: Path, name: str, shard_size: int) -> None:
-    """Parquet shards named train-XXXXX-of-YYYYY plus a card, loadable by datasets.load_dataset(dir)."""
+def write(records: list[dict[str, Any]], directory: Path, card: str, shard_size: int) -> None:
+    """Parquet shards named train-XXXXX-of-YYYYY plus the card (README.md, persyn.card.build), loadable
+    by datasets.load_dataset(dir)."""
     check_records(records, "dataset_record", str(directory))
     shards = max(1, -(-len(records) // shard_size))
     for index in range(shards):
@@ -131,11 +117,7 @@ def write(records: list[dict[str, Any]], directory: Path, name: str, shard_size:
         pl.DataFrame(chunk, infer_schema_length=None).write_parquet(
             directory / f"train-{index:05d}-of-{shards:05d}.parquet", compression="zstd", statistics=False
         )
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record["teacher"]] = counts.get(record["teacher"], 0) + 1
-    shares = ", ".join(f"{t} {n / len(records):.0%}" for t, n in sorted(counts.items())) if records else "none"
-    (directory / "README.md").write_text(CARD.format(name=name, records=len(records), shares=shares))
+    (directory / "README.md").write_text(card)
 
 
 def read(directory: Path) -> list[dict[str, Any]]:

@@ -15,8 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from persyn import card as card_module
 from persyn import config as config_module
 from persyn import dataset
 from persyn.config import tomllib
@@ -27,27 +26,13 @@ from persyn.revisions import METRICS, commit_of, flatten, read_revision, run
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 
-def size_category(records: int) -> str:
-    """The Hugging Face size_categories bucket."""
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if records < limit:
-            return label
-    return "n>1M"
-
-
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def shifted_line(evaluation: dict[str, Any]) -> str:
-    """The card's line on the shifted eval set (phrasings the built-in generator never writes), if evaluated."""
-    shifted = evaluation.get("eval_shifted")
-    return "" if shifted is None else (f"\n- on the shifted eval set: after {shifted['trained']}; "
-                                       f"before {shifted['untrained']}")
-
-
 def card(name: str, version: str, params: config_module.Params, metrics: dict[str, dict], provenance: dict) -> str:
-    """A Hugging Face dataset card: YAML metadata, then how the dataset was built."""
+    """The dataset card (persyn.card) with what a release adds: the version, the router's and the
+    eval's numbers in the header's `persyn` key and in "How it was made", the git commit and dvc.lock."""
     built = metrics["dataset"]
     summary = {
         "records": built["records"],
@@ -60,49 +45,21 @@ def card(name: str, version: str, params: config_module.Params, metrics: dict[st
         "eval_untrained": metrics.get("eval", {}).get("untrained"),
         "eval_shifted": metrics.get("eval", {}).get("eval_shifted"),
     }
-    header = {
-        "license": params.assemble.license,
-        "task_categories": ["text-generation"],
-        "size_categories": [size_category(built["records"])],
-        "pretty_name": f"{name} v{version}",
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
-        "persyn": summary,
-    }
-    rows = "\n".join(
-        f"| {t} | `{provenance['teachers'].get(t, '–')}` | {v['records']} | {v['share']:.1%} | "
-        f"{'–' if v['mean_quality'] is None else round(v['mean_quality'], 3)} |"
-        for t, v in built["teachers"].items()
-    )
     router = metrics["router"]
     evaluation = metrics.get("eval", {})
-    return f"""---
-{yaml.safe_dump(header, sort_keys=False).strip()}
----
-# {name} v{version}
-
-A personalised distillation dataset built by [persyn](https://arxiv.org/abs/2510.10925) (PerSyn):
-a router chose, per prompt, the teacher whose answer the student `{provenance['student']}` learns
-from best, and only that teacher answered ("Route then Generate").
-
-## How it was built
-
-- strategy `{params.route.strategy}`, α = {params.router.alpha} (r = (1-α)·quality + α·learnability,
-  {params.router.normalisation} within each prompt), router head `{params.router.head}`
-- {built['records']} records; generations used {built['generations']['used']} against
-  {built['generations']['generate_then_select']} for Generate-then-Select
-- router on its held-out subset: regret {router['router']['regret']:.4f} (best single teacher
-  {router['best_single']['regret']:.4f}, random {router['random']['regret']:.4f}), top-1 agreement
-  {router['router']['top1']:.3f}, pairwise accuracy {router['pairwise_accuracy']}
-- student after fine-tuning on this dataset: {evaluation.get('trained', 'not evaluated')};
-  before: {evaluation.get('untrained', 'not evaluated')}{shifted_line(evaluation)}
-- git commit `{provenance['git_commit']}`, dvc.lock sha256 `{provenance['dvc_lock_sha256']}`
-
-| teacher | model identity | records | share | mean quality |
-|---|---|---|---|---|
-{rows}
-
-`provenance.json` beside this card has the full params, metrics and file checksums.
-"""
+    shifted = evaluation.get("eval_shifted")  # phrasings the built-in generator never writes
+    facts = [
+        f"router head `{params.router.head}`; on its held-out subset: regret {router['router']['regret']:.4f} "
+        f"(best single teacher {router['best_single']['regret']:.4f}, random {router['random']['regret']:.4f}), top-1 agreement "
+        f"{router['router']['top1']:.3f}, pairwise accuracy {router['pairwise_accuracy']}",
+        f"student after fine-tuning on this dataset: {evaluation.get('trained', 'not evaluated')}; "
+        f"before: {evaluation.get('untrained', 'not evaluated')}",
+        *([] if shifted is None else [f"on the shifted eval set: after {shifted['trained']}; before {shifted['untrained']}"]),
+        f"git commit `{provenance['git_commit']}`, dvc.lock sha256 `{provenance['dvc_lock_sha256']}`",
+    ]
+    return card_module.build(params, name, built, provenance["teachers"], title=f"{name} v{version}",
+                             data_files="data/train-*.parquet", facts=facts, extra={"persyn": summary},
+                             footer="`provenance.json` beside this card has the full params, metrics and file checksums.")
 
 
 def release(version: str, repo: Path = Path("."), students: list[str] | None = None) -> list[Path]:
@@ -156,7 +113,7 @@ def write_release(repo: Path, params: config_module.Params, student: str, name: 
         "student_name": student,
         "git_commit": commit_of(repo),
         "dvc_lock_sha256": sha256_bytes((repo / "dvc.lock").read_bytes()),
-        "teachers": {r["teacher"]: r["model"] for r in sorted(records, key=lambda r: r["id"])},
+        "teachers": card_module.teacher_models(records),
         "student": params.student.model,
         "params": tomllib.loads((repo / "params.toml").read_text()),
         "metrics": metrics,

@@ -6,7 +6,7 @@ request-cache keys."""
 import argparse
 from pathlib import Path
 
-from persyn import budget, config, dataset, fallback, io, rewards
+from persyn import budget, card, config, dataset, fallback, io, rewards
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
@@ -50,8 +50,9 @@ def main() -> None:
         with RequestCache() as cache:
             summary["budget"] = budget.outcome(planned, [a for t in teachers for a in generated[t]], extra, by_id,
                                                records, cache)
+    text = card.build(params, dataset.release_name(params.assemble.name, student), summary, card.teacher_models(records))
     with io.atomic_directory(f"data/dataset/{student}") as out:
-        dataset.write(records, out, dataset.release_name(params.assemble.name, student), params.assemble.shard_size)
+        dataset.write(records, out, text, params.assemble.shard_size)
     io.write_json(f"metrics/{student}/dataset.json", summary, "dataset_metrics")
     io.write_csv(f"plots/{student}/teacher_shares.csv",
                  [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])

@@ -56,11 +56,6 @@ def test_diff_counts_exactly_what_changed(tmp_path: Path) -> None:
     assert "| router.alpha | 0.4 | 0.8 |" in text and "| changed teacher | 1 |" in text and "| a | 50.0% | 25.0% |" in text
 
 
-def test_size_categories() -> None:
-    assert [release.size_category(n) for n in (5, 999, 1000, 50_000, 2_000_000)] == [
-        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "n>1M"]
-
-
 def test_diff_on_a_fresh_clone_without_the_outputs_is_one_line(tmp_path: Path) -> None:
     two_revisions(tmp_path / "origin")
     subprocess.run(["git", "clone", "-q", str(tmp_path / "origin"), str(tmp_path / "clone")], check=True)
