@@ -41,6 +41,16 @@ def lm_config(backbone: Path) -> RouterConfig:
                         batch_size=8, validation_fraction=0.25)
 
 
+def test_batches_cover_every_prompt_once_and_pad_little() -> None:
+    from persyn.lm_router import batches
+
+    prompts, lengths = np.arange(3, 103), np.random.default_rng(0).integers(5, 500, 110)
+    found = batches(prompts, lengths, 8, np.random.default_rng(1))
+    assert sorted(np.concatenate(found).tolist()) == prompts.tolist() and max(map(len, found)) == 8
+    assert [b.tolist() for b in found] == [b.tolist() for b in batches(prompts, lengths, 8, np.random.default_rng(1))]
+    assert np.mean([np.ptp(lengths[b]) for b in found]) < 100  # a plain shuffle's batches span about 380
+
+
 @pytest.mark.parametrize("backbone", ["encoder", "student"])  # mean pooling; a causal LM's last token
 def test_routes_held_out_prompts_by_family(tiny_models: dict[str, Path], backbone: str) -> None:
     config = lm_config(tiny_models[backbone])
