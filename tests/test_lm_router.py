@@ -131,3 +131,32 @@ def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path
     assert result["methods"]["best single teacher"]["top1"]["mean"] == single
     table = router_eval.markdown(result)
     assert "| family oracle | 1.000 [1.000, 1.000] | 0.000 [0.000, 0.000] | 1.000 [1.000, 1.000] |" in table
+
+
+def test_route_stage_reads_prompt_texts_for_an_lm_router(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """route.from_artifacts (the route stage) on a saved lm router: the pool goes where the fitted router sends it."""
+    from persyn import config, io, lm_router
+
+    raw = config.read(Path(__file__).resolve().parents[1] / "params.toml")
+    raw["teachers"] = {t: {"model": f"local:{tiny_models['teacher_a']}"} for t in TEACHERS}
+    raw["router"].update(head="lm", backbone=f"local:{tiny_models['encoder']}", lm_epochs=3, lr=0.05, lm_lr=1e-3,
+                         batch_size=8)
+    params = config.parse(raw).for_student("smol")
+    ids, texts, scores, _ = planted(40)
+    pool, _ = family_prompts(12, seed=3)
+    prompts = [{"id": i, "messages": [{"role": "user", "content": texts[i]}], "reference": None, "split": "router"}
+               for i in ids] + [{"id": f"{k + 500:016x}", "messages": [{"role": "user", "content": t}], "reference": None,
+                                 "split": "pool"} for k, t in enumerate(pool)]
+    io.write_parquet(tmp_path / "data/prompts.parquet", prompts, "prompt")
+    fitted = router.fit(scores, {p["id"]: lm_router.prompt_text(p) for p in prompts}, TEACHERS, params.router)
+    (tmp_path / "data/router/smol").mkdir(parents=True)
+    router.save(fitted, tmp_path / "data/router/smol", params.router, fitted.routing.dimension)
+    for teacher in TEACHERS:
+        records = [s for s in scores if s["teacher"] == teacher]
+        io.write_parquet(tmp_path / f"data/scores/smol/{teacher}.parquet", [{**s, "requests": []} for s in records], "score")
+        io.write_parquet(tmp_path / f"data/sample/{teacher}.parquet",
+                         [{"id": s["id"], "teacher": teacher, "model": "m", "response": "4", "finish_reason": "stop",
+                           "completion_tokens": 1, "request": "0" * 64} for s in records], "generation")
+    routing = route.from_artifacts(params, "smol", tmp_path)
+    expected = fitted.routing.route([texts[i] for i in ids] + pool)
+    assert routing.order == {p["id"]: [TEACHERS[k], TEACHERS[1 - k]] for p, k in zip(prompts, expected)}
