@@ -11,13 +11,16 @@ what the linear head reads when router.backbone is embed.model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from persyn import router
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
+from persyn.io import read_json
 from persyn.models import ResolvedModel, resolve
 
 
@@ -133,10 +136,10 @@ def train(texts: Sequence[str], pairs: np.ndarray, teachers: list[str], config: 
     router.lm_lr, the fresh head at router.lr."""
     from persyn.devices import pick_device
 
+    router.require_pairs(pairs)
     torch.manual_seed(config.seed)
-    router = build(resolve(config.backbone), teachers, config.max_length, config.batch_size,
-                   pick_device(config.device))
-    network = router.network
+    fitted = build(resolve(config.backbone), teachers, config.max_length, config.batch_size, pick_device(config.device))
+    network = fitted.network
     optimiser = torch.optim.AdamW([{"params": network.backbone.parameters(), "lr": config.lm_lr},
                                    {"params": network.head.parameters(), "lr": config.lr}],
                                   weight_decay=config.weight_decay)
@@ -148,28 +151,40 @@ def train(texts: Sequence[str], pairs: np.ndarray, teachers: list[str], config: 
         for batch in batches(prompts, lengths, config.batch_size, rng):
             row = {int(p): k for k, p in enumerate(batch)}
             chosen = pairs[np.isin(pairs[:, 0], batch)]
-            coefficients = network(**router.encode([texts[p] for p in batch]))
-            rows = torch.as_tensor([row[int(p)] for p in chosen[:, 0]], device=router.device)
-            winner, loser = (torch.as_tensor(chosen[:, i], device=router.device) for i in (1, 2))
+            coefficients = network(**fitted.encode([texts[p] for p in batch]))
+            rows = torch.as_tensor([row[int(p)] for p in chosen[:, 0]], device=fitted.device)
+            winner, loser = (torch.as_tensor(chosen[:, i], device=fitted.device) for i in (1, 2))
             margin = coefficients[rows, winner] - coefficients[rows, loser]
             loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.ones_like(margin))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
     network.eval()
-    return router
+    return fitted
 
 
-def load(meta: dict[str, Any], weights: dict[str, torch.Tensor], device: str, source: str) -> LMRouter:
-    """Rebuild a saved router; its backbone spec must still resolve to the identity it was fit on."""
+def fit(scores: list[dict], texts: dict[str, str], teachers: list[str], config: RouterConfig) -> router.Fit:
+    """router.fit (split, held-out metrics, refit on all of S) with this module's trainer."""
+    return router.fit(scores, texts, teachers, config, trainer=train)
+
+
+def load(directory: Path, which: str = "routing", device: str = "cpu") -> tuple[router.Trained, dict]:
+    """Any saved router (routing or held_out), an lm one on `device`; its backbone spec must still
+    resolve to the identity it was fine-tuned from."""
+    from safetensors.torch import load_file
+
     from persyn.devices import pick_device
 
-    saved = meta["backbone"]
-    model = resolve(saved["spec"])
-    if model.identity != saved["identity"]:
-        raise PersynError(f"{source}: the router was fine-tuned from {saved['identity']}, but {saved['spec']} is now "
-                          f"{model.identity}: re-run fit_router")
-    router = build(model, meta["teachers"], saved["max_length"], saved["batch_size"], pick_device(device), pretrained=False)
-    router.network.load_state_dict(weights)
-    router.network.eval()
-    return router
+    meta = read_json(directory / "router.json", "router_model")
+    if meta["head"] != "lm":
+        return router.load(directory, which)
+    backbone = meta["backbone"]
+    model = resolve(backbone["spec"])
+    if model.identity != backbone["identity"]:
+        raise PersynError(f"{directory / 'router.json'}: the router was fine-tuned from {backbone['identity']}, but "
+                          f"{backbone['spec']} is now {model.identity}: re-run fit_router")
+    loaded = build(model, meta["teachers"], backbone["max_length"], backbone["batch_size"], pick_device(device),
+                   pretrained=False)
+    loaded.network.load_state_dict(load_file(str(directory / router.HEADS[which])))
+    loaded.network.eval()
+    return loaded, meta

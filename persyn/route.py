@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from persyn import budget, io, router
+from persyn import budget, io, lm_router
 from persyn.cache import RequestCache
 from persyn.config import Params, RouteConfig
 from persyn.errors import PersynError
-from persyn.lm_router import LMRouter, prompt_text
-from persyn.router import Router
+from persyn.lm_router import prompt_text
+from persyn.router import Trained
 
 ROUTED_SPLITS = ("router", "pool")
 
@@ -41,7 +41,7 @@ def subset_means(scores: list[dict[str, Any]], teachers: list[str]) -> tuple[np.
     return quality, learn
 
 
-def choose(config: RouteConfig, ids: list[str], router: Router | LMRouter, inputs: np.ndarray,
+def choose(config: RouteConfig, ids: list[str], router: Trained, inputs: np.ndarray,
            scores: list[dict[str, Any]]) -> list[list[int]]:
     """For each prompt, the indices (into router.teachers) of the teachers that answer it; `inputs`
     are what the router reads, one row per prompt (an embedding, or under head lm the text)."""
@@ -110,7 +110,7 @@ def fallback_order(first: list[int], preference: np.ndarray) -> list[int]:
     return first + rest
 
 
-def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router | LMRouter,
+def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Trained,
           inputs: dict[str, np.ndarray] | dict[str, str], scores: list[dict[str, Any]],
           bounds: Limits | None = None) -> Routing:
     """Assign every router/pool prompt, with its fallback order and the report of what was planned;
@@ -143,7 +143,7 @@ def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router | 
     return Routing(assignment, order, report)
 
 
-def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Router | LMRouter,
+def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Trained,
            inputs: dict[str, np.ndarray] | dict[str, str], scores: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Teacher → sorted prompt ids, over the router and pool splits (no budget or caps)."""
     return route(config, prompts, trained, inputs, scores).assignment
@@ -153,7 +153,7 @@ def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Rout
     """The routing the route stage writes for one student, from its router and scores, the prompts and
     S answers under `root` (`persyn plan` shows it before the pool is generated). A head lm router
     reads the prompt texts, on router.device."""
-    trained, meta = router.load(root / "data/router" / student, device=params.router.device)
+    trained, meta = lm_router.load(root / "data/router" / student, device=params.router.device)
     prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
     inputs = ({p["id"]: prompt_text(p) for p in prompts} if meta["head"] == "lm"
               else io.read_embeddings(root / "data/embeddings.parquet"))

@@ -4,7 +4,9 @@ For each router-subset prompt, quality and learnability are normalised across te
 r = (1-α)·r_q + α·r_l, and every teacher pair with a gap above the tie margin becomes a label
 (under router.pairs = "verified", only a pair with a verified-right answer in it). A head gives
 π(x) ∈ R^teachers with P(B≻A|x) = σ(π_B − π_A): linear or mlp over frozen prompt embeddings, or
-router.head = "lm", a backbone fine-tuned end to end on the prompt text (persyn.lm_router).
+router.head = "lm", a backbone fine-tuned end to end on the prompt text (persyn.lm_router, which
+fits and loads through this module; this one does not import it, so the stages that only mix
+rewards do not depend on the backbone code).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -20,9 +22,6 @@ import torch
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
 from persyn.io import read_json, write_json
-
-if TYPE_CHECKING:
-    from persyn.lm_router import LMRouter
 
 
 def normalise(values: np.ndarray, method: str) -> np.ndarray:
@@ -76,7 +75,24 @@ def training_pairs(reward: np.ndarray, quality: np.ndarray, config: RouterConfig
 def make_head(kind: str, dimension: int, teachers: int, hidden: int) -> torch.nn.Module:
     if kind == "linear":
         return torch.nn.Linear(dimension, teachers)
-    return torch.nn.Sequential(torch.nn.Linear(dimension, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, teachers))
+    if kind == "mlp":
+        return torch.nn.Sequential(torch.nn.Linear(dimension, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, teachers))
+    raise PersynError(f"router.head = '{kind}' is no head over embeddings: fit and load it with persyn.lm_router")
+
+
+class Trained(Protocol):
+    """What fit, evaluate and save need of a router: a Router here, or a persyn.lm_router.LMRouter."""
+
+    teachers: list[str]
+
+    @property
+    def dimension(self) -> int: ...
+
+    def coefficients(self, inputs: Any) -> np.ndarray: ...
+
+    def route(self, inputs: Any) -> np.ndarray: ...
+
+    def weights(self) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -103,18 +119,17 @@ class Router:
         return self.coefficients(embeddings).argmax(axis=1)
 
 
-def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router | LMRouter:
-    """Fit the router with binary cross-entropy on σ(π_winner − π_loser), seeded: a head over the
-    embeddings, full batch, or (head lm) the backbone and head on the prompt texts."""
+def require_pairs(pairs: np.ndarray) -> None:
     if len(pairs) == 0:
         raise PersynError(
             "router: no preference pairs (every teacher tied on every training prompt, or under router.pairs = "
             "'verified' no answer verified right); lower router.tie_margin or enlarge prompts.router_size"
         )
-    if config.head == "lm":
-        from persyn import lm_router
 
-        return lm_router.train(inputs, pairs, teachers, config)
+
+def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
+    """Fit the head over the embeddings with binary cross-entropy on σ(π_winner − π_loser), full batch, seeded."""
+    require_pairs(pairs)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     head = make_head(config.head, inputs.shape[1], len(teachers), config.hidden)
@@ -132,7 +147,7 @@ def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: Ro
     return Router(teachers, head)
 
 
-def evaluate(router: Router | LMRouter, inputs: np.ndarray, reward: np.ndarray, pairs: np.ndarray,
+def evaluate(router: Trained, inputs: np.ndarray, reward: np.ndarray, pairs: np.ndarray,
              best_single: int) -> dict[str, object]:
     """Held-out pairwise accuracy, top-1 agreement with the oracle teacher, regret and shares."""
     coefficients = router.coefficients(inputs)
@@ -184,8 +199,8 @@ class Fit:
     """What fit_router keeps: the router that routes, the one its held-out metrics measure (the same
     object when it was not refitted), the held-out prompt ids of S, and the metrics."""
 
-    routing: Router | LMRouter
-    held_out: Router | LMRouter
+    routing: Trained
+    held_out: Trained
     held_out_ids: list[str]
     metrics: dict[str, object]
 
@@ -204,17 +219,17 @@ def stacked(inputs: dict[str, np.ndarray] | dict[str, str], ids: list[str], conf
 
 
 def fit(scores: list[dict], inputs: dict[str, np.ndarray] | dict[str, str], teachers: list[str], config: RouterConfig,
-        source: str = "data/scores") -> Fit:
+        source: str = "data/scores", trainer: Callable[..., Trained] = train) -> Fit:
     """Split S into train/validation (seeded), train on one, report metrics on the other; then, with
     router.refit_on_all, fit the routing router again on all of S: the held-out measurement is of
     the recipe, and routing gets every labelled prompt. `inputs` maps prompt ids to embeddings, or
-    under head lm to prompt texts."""
+    under head lm to prompt texts (lm_router.fit passes its trainer)."""
     ids, quality, learn = reward_matrices(scores, teachers, source)
     x = stacked(inputs, ids, config)
     reward = combined_reward(quality, learn, config.alpha, config.normalisation)
     validation, training = split(len(ids), config)
     train_pairs = training_pairs(reward[training], quality[training], config)
-    held_out = train(x[training], train_pairs, teachers, config)
+    held_out = trainer(x[training], train_pairs, teachers, config)
     best_single = int(reward[training].mean(axis=0).argmax())
     evaluated = validation or training
     metrics = evaluate(held_out, x[evaluated], reward[evaluated],
@@ -223,7 +238,7 @@ def fit(scores: list[dict], inputs: dict[str, np.ndarray] | dict[str, str], teac
     kept, every = training_pairs(reward, quality, config), preference_pairs(reward, config.tie_margin)
     if config.refit_on_all and validation:
         routing_pairs = kept
-        routing = train(x, routing_pairs, teachers, config)
+        routing = trainer(x, routing_pairs, teachers, config)
     result = Fit(routing, held_out, [ids[i] for i in validation], metrics)
     metrics.update({
         "evaluated_on": "validation" if validation else "training",
@@ -260,17 +275,12 @@ def save(fitted: Fit, directory: Path, config: RouterConfig, dimension: int) -> 
     write_json(directory / "router.json", meta, "router_model")
 
 
-def load(directory: Path, which: str = "routing", device: str = "cpu") -> tuple[Router | LMRouter, dict]:
+def load(directory: Path, which: str = "routing") -> tuple[Router, dict]:
     """The routing router (fit on all of S under router.refit_on_all), or with which="held_out" the
-    one metrics/router.json measured on meta["held_out_ids"]; a head lm router runs on `device`."""
+    one metrics/router.json measured on meta["held_out_ids"]; lm_router.load loads every head."""
     from safetensors.torch import load_file
 
     meta = read_json(directory / "router.json", "router_model")
-    weights = load_file(str(directory / HEADS[which]))
-    if meta["head"] == "lm":
-        from persyn import lm_router
-
-        return lm_router.load(meta, weights, device, str(directory / "router.json")), meta
     head = make_head(meta["head"], meta["dimension"], len(meta["teachers"]), meta["hidden"])
-    head.load_state_dict(weights)
+    head.load_state_dict(load_file(str(directory / HEADS[which])))
     return Router(meta["teachers"], head), meta

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from persyn import io, premise, router, stats
+from persyn import io, lm_router, premise, router, stats
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
-from persyn.lm_router import prompt_text
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def from_build(root: Path, student: str, teachers: list[str]) -> S:
     missing = [i for i in ids if i not in embeddings]
     if missing:
         raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]} (re-run embed)")
-    text = {p["id"]: prompt_text(p) for p in prompts}
+    text = {p["id"]: lm_router.prompt_text(p) for p in prompts}
     return S(ids, families, np.array([text[i] for i in ids], dtype=object), np.stack([embeddings[i] for i in ids]),
              quality, learn)
 
@@ -77,8 +76,8 @@ def router_choice(data: S, teachers: list[str], train: np.ndarray, held: np.ndar
     """Fit router.train on the training rows' pairs, then its argmax on the held-out rows."""
     reward = router.combined_reward(data.quality, data.learn, config.alpha, config.normalisation)
     pairs = router.training_pairs(reward[train], data.quality[train], config)
-    x = data.texts if config.head == "lm" else data.embeddings
-    return router.train(x[train], pairs, teachers, config).route(x[held])
+    x, trainer = (data.texts, lm_router.train) if config.head == "lm" else (data.embeddings, router.train)
+    return trainer(x[train], pairs, teachers, config).route(x[held])
 
 
 def methods(config: RouterConfig, rules: list[str], lm: bool) -> dict[str, RouterConfig | str]:

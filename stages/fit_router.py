@@ -17,10 +17,10 @@ def main() -> None:
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
     if params.router.head == "lm":
-        inputs = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet("data/prompts.parquet", "prompt")}
+        texts = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet("data/prompts.parquet", "prompt")}
+        fitted = lm_router.fit(scores, texts, teachers, params.router)
     else:
-        inputs = io.read_embeddings("data/embeddings.parquet")
-    fitted = router.fit(scores, inputs, teachers, params.router)
+        fitted = router.fit(scores, io.read_embeddings("data/embeddings.parquet"), teachers, params.router)
     with io.atomic_directory(f"data/router/{student}") as out:
         router.save(fitted, out, params.router, fitted.routing.dimension)
     io.write_json(f"metrics/{student}/router.json", fitted.metrics, "router_metrics")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persyn import route, router
+from persyn import lm_router, route, router
 from persyn.config import RouteConfig, RouterConfig
 from persyn.errors import PersynError
 
@@ -37,7 +37,7 @@ def planted(count: int, flipped: bool = False) -> tuple[list[str], dict[str, str
 
 
 def lm_config(backbone: Path) -> RouterConfig:
-    return RouterConfig(alpha=0.4, head="lm", backbone=f"local:{backbone}", lm_epochs=3, lr=0.05, lm_lr=1e-3,
+    return RouterConfig(alpha=0.4, head="lm", backbone=f"local:{backbone}", lm_epochs=5, lr=0.05, lm_lr=1e-3,
                         batch_size=8, validation_fraction=0.25)
 
 
@@ -57,7 +57,7 @@ def test_routes_held_out_prompts_by_family(tiny_models: dict[str, Path], backbon
     new, family = family_prompts(20, seed=5)
     for flipped in (False, True):
         ids, texts, scores, _ = planted(40, flipped)
-        fitted = router.fit(scores, texts, TEACHERS, config)
+        fitted = lm_router.fit(scores, texts, TEACHERS, config)
         assert fitted.routing.route(new).tolist() == (family if not flipped else 1 - family).tolist()
         assert fitted.metrics["router"]["top1"] == 1.0 and fitted.metrics["routing_fit"]["on"] == "all"
 
@@ -67,14 +67,14 @@ def test_fit_save_load_route_round_trip(tiny_models: dict[str, Path], tmp_path: 
     sends every pool prompt where the fitted router does."""
     config = lm_config(tiny_models["encoder"])
     ids, texts, scores, _ = planted(40)
-    fitted = router.fit(scores, texts, TEACHERS, config)
-    for name, result in (("one", fitted), ("two", router.fit(scores, texts, TEACHERS, config))):
+    fitted = lm_router.fit(scores, texts, TEACHERS, config)
+    for name, result in (("one", fitted), ("two", lm_router.fit(scores, texts, TEACHERS, config))):
         (tmp_path / name).mkdir()
         router.save(result, tmp_path / name, config, result.routing.dimension)
     for name in ("router.json", "head.safetensors", "held_out.safetensors"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
-    loaded, meta = router.load(tmp_path / "one")
-    held, _ = router.load(tmp_path / "one", "held_out")
+    loaded, meta = lm_router.load(tmp_path / "one")
+    held, _ = lm_router.load(tmp_path / "one", "held_out")
     assert meta["head"] == "lm" and meta["backbone"]["spec"] == config.backbone and meta["dimension"] == 32
     pool, _ = family_prompts(24, seed=9)
     assert np.array_equal(loaded.coefficients(pool), fitted.routing.coefficients(pool))
@@ -86,6 +86,8 @@ def test_fit_save_load_route_round_trip(tiny_models: dict[str, Path], tmp_path: 
     assert routed == {t: sorted(p["id"] for p, k in zip(prompts, expected) if k == i) for i, t in enumerate(TEACHERS)}
     with pytest.raises(PersynError, match="reads prompt texts, not embeddings"):
         loaded.coefficients(np.zeros((2, 32), dtype=np.float32))
+    with pytest.raises(PersynError, match="router.head = 'lm' is no head over embeddings: fit and load it with persyn.lm_router"):
+        router.load(tmp_path / "one")
 
 
 def test_a_changed_backbone_is_refused_on_load(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -94,12 +96,12 @@ def test_a_changed_backbone_is_refused_on_load(tiny_models: dict[str, Path], tmp
     backbone = tiny.encoder(tmp_path / "encoder")
     config = replace(lm_config(backbone), refit_on_all=False, lm_epochs=1)
     ids, texts, scores, _ = planted(16)
-    fitted = router.fit(scores, texts, TEACHERS, config)
+    fitted = lm_router.fit(scores, texts, TEACHERS, config)
     (tmp_path / "router").mkdir()
     router.save(fitted, tmp_path / "router", config, fitted.routing.dimension)
     tiny.encoder(backbone, seed=1)
     with pytest.raises(PersynError, match="the router was fine-tuned from local:encoder@sha256:.*re-run fit_router"):
-        router.load(tmp_path / "router")
+        lm_router.load(tmp_path / "router")
 
 
 def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path
                      [{"id": i, "embedding": [1.0 - f, float(f), 0.5]} for i, f in zip(ids, family)], "embedding")
     data = router_eval.from_build(tmp_path, "smol", TEACHERS)
     assert data.families == [f"f{f}" for f in family] and data.texts[1] == texts[ids[1]]
-    config = replace(lm_config(tiny_models["encoder"]), lm_epochs=5, epochs=100, lr=0.1)
+    config = replace(lm_config(tiny_models["encoder"]), epochs=100, lr=0.1)
     result = router_eval.compare(data, TEACHERS, config, ["all", "verified"], k=2)
     accuracy = {name: row["accuracy"]["mean"] for name, row in result["methods"].items()}
     single = accuracy.pop("best single teacher")
@@ -135,7 +137,7 @@ def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path
 
 def test_route_stage_reads_prompt_texts_for_an_lm_router(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """route.from_artifacts (the route stage) on a saved lm router: the pool goes where the fitted router sends it."""
-    from persyn import config, io, lm_router
+    from persyn import config, io
 
     raw = config.read(Path(__file__).resolve().parents[1] / "params.toml")
     raw["teachers"] = {t: {"model": f"local:{tiny_models['teacher_a']}"} for t in TEACHERS}
@@ -148,7 +150,7 @@ def test_route_stage_reads_prompt_texts_for_an_lm_router(tiny_models: dict[str, 
                for i in ids] + [{"id": f"{k + 500:016x}", "messages": [{"role": "user", "content": t}], "reference": None,
                                  "split": "pool"} for k, t in enumerate(pool)]
     io.write_parquet(tmp_path / "data/prompts.parquet", prompts, "prompt")
-    fitted = router.fit(scores, {p["id"]: lm_router.prompt_text(p) for p in prompts}, TEACHERS, params.router)
+    fitted = lm_router.fit(scores, {p["id"]: lm_router.prompt_text(p) for p in prompts}, TEACHERS, params.router)
     (tmp_path / "data/router/smol").mkdir(parents=True)
     router.save(fitted, tmp_path / "data/router/smol", params.router, fitted.routing.dimension)
     for teacher in TEACHERS:
