@@ -23,8 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout
 
 from persyn import config, router_eval  # noqa: E402
+from persyn.errors import guarded  # noqa: E402
 
 
+@guarded
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.toml")
