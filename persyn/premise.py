@@ -3,7 +3,8 @@ comparison: different teachers must be right on different prompts (headroom for 
 over the best single teacher), and where several are right, their answers must differ in how well
 the student can learn them (learnability spread), or routing has nothing to choose.
 
-Every number comes from S's verified quality (1 = right) and the student's learnability; the
+Every number comes from S's verified quality (right: 1; a partial-credit verifier's 0.5 is not right)
+and the student's learnability; the
 headroom's 95% interval is a bootstrap over S's prompts (stats.mean_ci), the best single teacher and
 the per-family choice taken on all of S (so the family oracle's headroom is in-sample: optimistic).
 """
@@ -65,6 +66,8 @@ def premise(families: list[str], quality: np.ndarray, learn: np.ndarray, teacher
     spreads = [float(np.ptp(learn[i, right[i]])) for i in np.flatnonzero(several)]
     best_somewhere = sorted({row["best"] for row in per_family.values() if row["margin"] > 0})
     headroom = _headroom(quality.max(axis=1), quality[:, best])
+    full = right.astype(np.float64)  # partial credit counted as wrong
+    full_best = int(full.mean(axis=0).argmax())
     return {
         "prompts": int(len(quality)),
         "teachers": teachers,
@@ -72,10 +75,13 @@ def premise(families: list[str], quality: np.ndarray, learn: np.ndarray, teacher
         "best_single": teachers[best],
         "oracle_accuracy": float(quality.max(axis=1).mean()),
         "headroom": headroom,
+        "full_credit": {"accuracy": {t: float(m) for t, m in zip(teachers, full.mean(axis=0))},
+                        "best_single": teachers[full_best], "oracle_accuracy": float(full.max(axis=1).mean()),
+                        "headroom": _headroom(full.max(axis=1), full[:, full_best])},
         "family_oracle_accuracy": float(family_choice.mean()),
         "family_headroom": _headroom(family_choice, quality[:, best]),
-        "disagree_share": float((quality.max(axis=1) > quality.min(axis=1)).mean()),
-        "all_wrong_share": float((quality.max(axis=1) == 0).mean()),
+        "disagree_share": float((right.any(axis=1) & ~right.all(axis=1)).mean()),
+        "all_wrong_share": float((~right.any(axis=1)).mean()),
         "several_right_share": float(several.mean()),
         "learnability_spread": {"prompts": len(spreads), "mean": float(np.mean(spreads)) if spreads else None,
                                 "median": float(np.median(spreads)) if spreads else None},
@@ -95,7 +101,7 @@ def markdown(table: dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['prompts']} | {cells} | {best} |")
     cells = " | ".join(f"**{table['accuracy'][t]:.3f}**" for t in teachers)
     lines.append(f"| **all** | {table['prompts']} | {cells} | {table['best_single']} |")
-    head, fam, spread = table["headroom"], table["family_headroom"], table["learnability_spread"]
+    head, fam, spread, strict = table["headroom"], table["family_headroom"], table["learnability_spread"], table["full_credit"]
     spread_text = (f"{spread['mean']:.3f} nats/token mean, {spread['median']:.3f} median, over {spread['prompts']} prompts"
                    if spread["prompts"] else "no prompt has two right answers")
     lines += [
@@ -103,9 +109,12 @@ def markdown(table: dict[str, Any]) -> str:
         f"- correctness oracle {table['oracle_accuracy']:.3f} against the best single teacher ({table['best_single']}) "
         f"{table['accuracy'][table['best_single']]:.3f}: headroom **{100 * head['points']:.1f} points** "
         f"[95% CI {100 * head['low']:.1f}, {100 * head['high']:.1f}]",
+        f"- counting only full credit as right: oracle {strict['oracle_accuracy']:.3f} against {strict['best_single']} "
+        f"{strict['accuracy'][strict['best_single']]:.3f}: headroom {100 * strict['headroom']['points']:.1f} points "
+        f"[{100 * strict['headroom']['low']:.1f}, {100 * strict['headroom']['high']:.1f}]",
         f"- family oracle (best teacher per family, chosen on S) {table['family_oracle_accuracy']:.3f}: "
         f"headroom {100 * fam['points']:.1f} points [{100 * fam['low']:.1f}, {100 * fam['high']:.1f}] (in-sample)",
-        f"- teachers disagree on correctness on {100 * table['disagree_share']:.0f}% of S; every teacher wrong on "
+        f"- some teachers right and some not on {100 * table['disagree_share']:.0f}% of S; no teacher right on "
         f"{100 * table['all_wrong_share']:.0f}%; two or more right on {100 * table['several_right_share']:.0f}%",
         f"- learnability spread among right answers (max − min of the student's mean log-likelihood): {spread_text}",
         f"- best on some family: {', '.join(table['best_on_some_family']) or 'none'}",

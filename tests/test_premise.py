@@ -31,8 +31,18 @@ def test_planted_premise_has_the_hand_computed_numbers() -> None:
     assert table["disagree_share"] == 5 / 8 and table["all_wrong_share"] == 1 / 8
     assert table["learnability_spread"] == {"prompts": 2, "mean": 0.5, "median": 0.5}
     assert table["best_on_some_family"] == ["a", "b"] and table["holds"]
+    assert table["full_credit"]["headroom"]["points"] == pytest.approx(2 / 8)  # planted scores are 0/1
+
+
+def test_partial_credit_counts_in_the_headroom_but_not_as_right() -> None:
+    families, quality, learn = planted()
+    quality[7] = [0.5, 0.0]  # the all-wrong prompt gets half credit from a
+    table = premise.premise(families, quality, learn, TEACHERS)
+    assert table["headroom"]["points"] == pytest.approx(2 / 8)
+    assert table["accuracy"]["a"] == pytest.approx(5.5 / 8) and table["full_credit"]["accuracy"]["a"] == 5 / 8
+    assert table["all_wrong_share"] == 1 / 8
     text = premise.markdown(table)
-    assert "headroom **25.0 points**" in text and "**holds**" in text
+    assert "headroom **25.0 points**" in text and "**holds**" in text and "some teachers right and some not on 62%" in text
 
 
 def test_one_teacher_best_everywhere_does_not_hold() -> None:
