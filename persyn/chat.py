@@ -2,12 +2,102 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from persyn.errors import PersynError
 
 Messages = list[dict[str, str]]
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+class FastTokenizer:
+    """What the CTranslate2 engine asks of a tokenizer, from tokenizer.json (the `tokenizers` library) and
+    the chat template rendered by jinja2 as transformers renders it: no torch model runs there, and
+    AutoTokenizer imports torch (2-3 s a stage, issue 28). Same token ids as AutoTokenizer
+    (tests/test_import_cost.py)."""
+
+    def __init__(self, directory: Path, settings: dict[str, Any], template: str | None, compiled: Any) -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        special = {name: settings.get(name) for name in SPECIAL_TOKENS}
+        self.special_tokens_map = {name: str(value["content"] if isinstance(value, dict) else value)
+                                   for name, value in special.items() if value is not None}
+        eos = self.special_tokens_map.get("eos_token")
+        self.eos_token_id = self.backend.token_to_id(eos) if eos else None
+        self.chat_template = template
+        self.compiled = compiled
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab(with_added_tokens=True)
+
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        return {"input_ids": self.backend.encode(text).ids}
+
+    def apply_chat_template(self, messages: Messages, add_generation_prompt: bool = False, tokenize: bool = True,
+                            return_dict: bool = True) -> dict[str, list[int]]:
+        """The ids of the rendered chat, with no special tokens added beyond the template's (as transformers)."""
+        rendered = self.compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                        **self.special_tokens_map)
+        return {"input_ids": self.backend.encode(rendered, add_special_tokens=False).ids}
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.backend.id_to_token(i) for i in ids]
+
+
+def _compile(template: str) -> Any:
+    """transformers' chat-template environment (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, its
+    tojson, raise_exception and strftime_now); a template it cannot compile (the {% generation %} tag)
+    raises jinja2.TemplateSyntaxError."""
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    environment.filters["tojson"] = tojson
+    environment.globals["raise_exception"] = raise_exception
+    environment.globals["strftime_now"] = lambda form: datetime.now().strftime(form)
+    return environment.from_string(template)
+
+
+def load_tokenizer(path: str) -> Any:
+    """A FastTokenizer where the directory has a tokenizer.json, one chat template (or none) that plain
+    jinja2 compiles, and no decoding clean-up; AutoTokenizer otherwise."""
+    directory = Path(path)
+    config = directory / "tokenizer_config.json"
+    settings = json.loads(config.read_text()) if config.is_file() else {}
+    template = settings.get("chat_template")
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file() and template in (None, jinja.read_text()):
+        template = jinja.read_text()
+    elif jinja.is_file():
+        template = None, template  # two templates: transformers chooses
+    plain = isinstance(template, (str, type(None))) and not settings.get("clean_up_tokenization_spaces") \
+        and not (directory / "chat_template.json").is_file() and not (directory / "additional_chat_templates").is_dir()
+    if (directory / "tokenizer.json").is_file() and plain:
+        import jinja2
+
+        try:
+            return FastTokenizer(directory, settings, template, _compile(template) if template else None)
+        except jinja2.TemplateSyntaxError:
+            pass
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

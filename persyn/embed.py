@@ -1,5 +1,6 @@
 """Prompt embeddings from a frozen encoder, pooled as its sentence-transformers config says
-(mean pooling when there is none, or CLS), then L2-normalised."""
+(mean pooling when there is none, or CLS), then L2-normalised. torch and transformers are imported
+where the encoder loads: the doctor and the router read pooling_mode without paying for them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
-from transformers import AutoModel, AutoTokenizer
 
 from persyn.config import EmbedConfig
 from persyn.devices import pick_device
@@ -28,26 +27,29 @@ def pooling_mode(model: ResolvedModel) -> str:
     return "mean"
 
 
-@torch.inference_mode()
 def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, ResolvedModel]:
     """One unit-length float32 vector per text, computed in batches of similar length."""
-    model = resolve(config.model)
-    device = pick_device(config.device)
-    log.info("embedding %d prompts with %s", len(texts), model.identity)
-    tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
-    encoder = AutoModel.from_pretrained(model.path, revision=model.revision, dtype=torch.float32).to(device).eval()
-    pooling = pooling_mode(model)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
-    for start in tqdm(range(0, len(order), config.batch_size), desc="embed", unit="batch"):
-        batch = order[start: start + config.batch_size]
-        encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                            max_length=config.max_length, return_tensors="pt").to(device)
-        hidden = encoder(**encoded).last_hidden_state
-        if pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-        vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
-    return vectors, model
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    with torch.inference_mode():
+        model = resolve(config.model)
+        device = pick_device(config.device)
+        log.info("embedding %d prompts with %s", len(texts), model.identity)
+        tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
+        encoder = AutoModel.from_pretrained(model.path, revision=model.revision, dtype=torch.float32).to(device).eval()
+        pooling = pooling_mode(model)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
+        for start in tqdm(range(0, len(order), config.batch_size), desc="embed", unit="batch"):
+            batch = order[start: start + config.batch_size]
+            encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                                max_length=config.max_length, return_tensors="pt").to(device)
+            hidden = encoder(**encoded).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+            vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+        return vectors, model

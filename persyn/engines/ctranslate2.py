@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from persyn import claims, devices
-from persyn.chat import prompt_ids, response_tokens, stop_token_ids
+from persyn.chat import load_tokenizer, prompt_ids, response_tokens, stop_token_ids
 from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel, cache_root
@@ -136,12 +136,10 @@ def parameters(model: ResolvedModel) -> int:
 
 class CTranslate2Engine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
-        from transformers import AutoTokenizer
-
         _check_local(model)
         self.model, self.batch_size, self.max_length, self.options = model, batch_size, max_length, options
         self.device = _device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+        self.tokenizer = load_tokenizer(model.path)  # tokenizers, not AutoTokenizer: no torch import
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.parameters = parameters(model)
         self.cannot_score = CANNOT_SCORE.get(_architecture(model))  # read once, not per scoring call

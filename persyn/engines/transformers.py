@@ -3,22 +3,16 @@
 Generation sorts nothing itself (the caller batches by length), pads on the left and decodes
 greedily unless a temperature is set. Sampled decoding is seeded per request with the Gumbel-max
 trick, so a request's sample does not depend on which other requests share its batch.
+torch and transformers are imported where a model loads: config.load checks these Options in every
+stage, which must not pay their import (issue 28).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from typing import Sequence
-
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    LogitsProcessor,
-    LogitsProcessorList,
-)
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
 from persyn.devices import pick_device
@@ -26,10 +20,14 @@ from persyn.engines import Completion, GenerationRequest, Sampling, Score, Score
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger("persyn.engines.transformers")
+T = TypeVar("T")
 
 SCORES_LOGLIKELIHOOD = True
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,25 @@ class Options:
     def answers_depend_on(self) -> dict[str, str]:
         return {} if self.dtype == "auto" else {"dtype": self.dtype}
 
+    def torch_dtype(self, device: str) -> torch.dtype:
+        """The dtype to load in: "auto" is float32 on the CPU and bfloat16 on CUDA."""
+        import torch
+
+        return getattr(torch, self.dtype if self.dtype in DTYPES else "float32" if device == "cpu" else "bfloat16")
+
+
+def inference_mode(method: Callable[..., T]) -> Callable[..., T]:
+    """torch.inference_mode() as a decorator that imports torch when the method runs, not at import."""
+
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        import torch
+
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+
+    return wrapped
+
 
 def answer_tokens(row: list[int], stop_ids: Sequence[int], pad_id: int) -> list[int]:
     """The generated tokens of one batch row: up to and including the first end token, without
@@ -57,16 +74,21 @@ def answer_tokens(row: list[int], stop_ids: Sequence[int], pad_id: int) -> list[
     return row
 
 
-class SeededSampler(LogitsProcessor):
+class SeededSampler:
     """Temperature and top-p, then Gumbel noise from one generator per row: greedy argmax of the
-    result is an exact sample, reproducible per request whatever the batch."""
+    result is an exact sample, reproducible per request whatever the batch. A logits processor
+    (generate calls it), not a LogitsProcessor subclass, so that defining it imports no torch."""
 
     def __init__(self, sampling: Sampling, seeds: Sequence[int], device: str) -> None:
+        import torch
+
         self.temperature = sampling.temperature
         self.top_p = sampling.top_p
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        import torch
+
         scores = scores.float() / self.temperature
         if self.top_p < 1.0:
             ordered, index = scores.sort(dim=-1, descending=True)
@@ -81,13 +103,15 @@ class SeededSampler(LogitsProcessor):
 
 class TransformersEngine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         if model.spec.startswith("api:"):
             raise PersynError(f"{model.spec}: an api: model is served by an endpoint; use engine = 'openai'")
         self.model = model
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = pick_device(device)
-        dtype = DTYPES.get(options.dtype, torch.float32 if self.device == "cpu" else torch.bfloat16)
+        dtype = options.torch_dtype(self.device)
         log.info("loading %s on %s (%s)", model.identity, self.device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
         self.network = AutoModelForCausalLM.from_pretrained(
@@ -101,6 +125,8 @@ class TransformersEngine:
         return prompt_ids(self.tokenizer, request.messages, request.text, self.model.spec)
 
     def _pad(self, sequences: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         width = max(len(s) for s in sequences)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(sequences), width), pad, dtype=torch.long)
@@ -111,8 +137,10 @@ class TransformersEngine:
             mask[row, span] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    @torch.inference_mode()
+    @inference_mode
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
+        from transformers import LogitsProcessorList
+
         outputs: list[Completion] = []
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start: start + self.batch_size]
@@ -139,7 +167,7 @@ class TransformersEngine:
                 outputs.append(token_completion(text, tokens, self.stop_ids, sampling, len(prompt)))
         return outputs
 
-    @torch.inference_mode()
+    @inference_mode
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         scores: list[Score] = []
         for start in range(0, len(requests), self.batch_size):
@@ -161,6 +189,8 @@ class TransformersEngine:
 def release(loaded: TransformersEngine | TransformersRewardModel) -> None:
     """Free a loaded network's memory; a second close is a no-op, as for every other engine."""
     if loaded.__dict__.pop("network", None) is not None and loaded.device == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
 
 
@@ -168,6 +198,8 @@ class TransformersRewardModel:
     """A sequence classifier scoring a chat (prompt, response); higher is better."""
 
     def __init__(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
         self.model = model
         self.device = pick_device(device)
         self.max_length = max_length
@@ -176,12 +208,14 @@ class TransformersRewardModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.network = AutoModelForSequenceClassification.from_pretrained(
             self.model.path, revision=self.model.revision, num_labels=1,
-            dtype=DTYPES.get(options.dtype, torch.float32 if self.device == "cpu" else torch.bfloat16),
+            dtype=options.torch_dtype(self.device),
         ).to(self.device).eval()
         self.network.config.pad_token_id = self.tokenizer.pad_token_id
 
     def score(self, pairs: Sequence[tuple[list[dict[str, str]], str]]) -> list[float]:
         """The raw head value (no sigmoid), on the same token ids as the vLLM engine."""
+        import torch
+
         ids = [reward_ids(self.tokenizer, messages, response, self.max_length) for messages, response in pairs]
         encoded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
         with torch.inference_mode():
