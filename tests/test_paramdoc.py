@@ -44,7 +44,7 @@ def test_rows_give_the_code_default_and_what_params_toml_sets(page: str) -> None
     assert "| `router.alpha` | number | *required* | `0.4` | ≥ 0, ≤ 1 |" in page
     assert "| `teachers.<name>.stop` | array of string | from `[generation]` | gemma: `[\"\\nQuestion:\", \"\\n\\n\"]` |" in page
     assert "| `route.budget` | table | — |  |" in page
-    assert "| `router.head` | string | `\"linear\"` |  | `\"linear\"` \\| `\"mlp\"` |" in page
+    assert "| `router.head` | string | `\"linear\"` |  | `\"linear\"` \\| `\"mlp\"` \\| `\"lm\"` |" in page
 
 
 def test_the_command_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture, page: str) -> None:
