@@ -18,7 +18,7 @@ from persyn import config  # noqa: E402
 @pytest.mark.parametrize("engine", ["vllm", "transformers"])
 def test_params_put_every_model_role_on_the_engine(engine: str, tmp_path: Path) -> None:
     (tmp_path / "params.toml").write_text(gpu_check.params_toml(tmp_path / "models", engine))
-    params = config.load(tmp_path / "params.toml")
+    params = config.load(tmp_path / "params.toml", models_here=False)  # the models are built on the GPU machine
     roles = [t.sampling for t in params.teachers.values()] + [*params.students.values(), params.quality]
     assert len(roles) == 4 and all(r.engine == engine and r.device == "cuda" for r in roles)
     assert all(r.engine_options["dtype"] == "float32" for r in roles) and params.quality.kind == "reward_model"

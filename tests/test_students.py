@@ -34,7 +34,8 @@ def two_students() -> str:
     """test_pipeline's build with a second student: the base model, given a chat template and its own lr."""
     plain = (f'[students.plain]\nmodel = "local:{INSIDE["base"]}"\nchat_template = """{CHATML}"""\nbatch_size = 4\n'
              'max_length = 256\ntrain = { lr = 0.002 }\n\n[students.small]')
-    return params_toml(INSIDE).replace("[students.student]", plain)
+    return (params_toml(INSIDE).replace("[students.student]", plain)
+            .replace('[teachers.base]\n', '[teachers.base]\nself_distillation = true  # the student plain\'s weights\n', 1))
 
 
 @pytest.fixture(scope="module")

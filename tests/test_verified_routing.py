@@ -44,7 +44,7 @@ def right(teacher: str, position: int) -> bool:
 def plant(project: Project) -> dict[str, dict]:
     """Every teacher's answer to every routed prompt, written to the project's request cache; returns
     the routed prompts by id, each with its position."""
-    params = config.load(project.path / "params.toml")
+    params = config.load(project.path / "params.toml", models_here=False)  # read from outside the project
     routed = sorted((p for p in prompts.build(params.prompts, require_reference=True) if p["split"] in ("router", "pool")),
                     key=lambda p: p["id"])
     with RequestCache(project.cache / "requests" / "requests.sqlite") as cache:
