@@ -14,14 +14,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
-import torch
 
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
 from persyn.io import read_json, write_json
+
+if TYPE_CHECKING:  # torch is imported where a head is built or run: assemble mixes rewards without it
+    import torch
 
 
 def normalise(values: np.ndarray, method: str) -> np.ndarray:
@@ -73,6 +75,8 @@ def training_pairs(reward: np.ndarray, quality: np.ndarray, config: RouterConfig
 
 
 def make_head(kind: str, dimension: int, teachers: int, hidden: int) -> torch.nn.Module:
+    import torch
+
     if kind == "linear":
         return torch.nn.Linear(dimension, teachers)
     if kind == "mlp":
@@ -104,15 +108,19 @@ class Router:
 
     @property
     def dimension(self) -> int:
+        import torch
+
         return next(m for m in self.head.modules() if isinstance(m, torch.nn.Linear)).in_features
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.contiguous() for k, v in self.head.state_dict().items()}
 
-    @torch.no_grad()
     def coefficients(self, embeddings: np.ndarray) -> np.ndarray:
+        import torch
+
         self.head.eval()
-        return self.head(torch.as_tensor(embeddings, dtype=torch.float32)).numpy()
+        with torch.no_grad():
+            return self.head(torch.as_tensor(embeddings, dtype=torch.float32)).numpy()
 
     def route(self, embeddings: np.ndarray) -> np.ndarray:
         """Index of the chosen teacher per prompt; ties go to the first teacher in order."""
@@ -129,6 +137,8 @@ def require_pairs(pairs: np.ndarray) -> None:
 
 def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
     """Fit the head over the embeddings with binary cross-entropy on σ(π_winner − π_loser), full batch, seeded."""
+    import torch
+
     require_pairs(pairs)
     torch.manual_seed(config.seed)
     random.seed(config.seed)

@@ -4,7 +4,7 @@ plots/S/train_loss.csv."""
 import argparse
 from pathlib import Path
 
-from persyn import config, dataset, io, train
+from persyn import config, dataset, io
 from persyn.errors import guarded
 
 
@@ -15,6 +15,8 @@ def main() -> None:
     name = parser.parse_args().student
     student = config.load().for_student(name).student
     records = dataset.read(Path(f"data/dataset/{name}"))
+    from persyn import train  # torch and transformers load here, after the params and the dataset are checked
+
     with io.atomic_directory(f"data/student/{name}") as out:
         summary, curve = train.train(records, student, student.train, out, f"data/dataset/{name}")
     io.write_json(f"metrics/{name}/train.json", summary, "train_metrics")

@@ -16,9 +16,9 @@ from persyn.errors import PersynError
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "transformers", "ray", "ctranslate2", "datasets", "reasoning_gym"}
-# stage scripts that load no torch model (fit_router, route, assemble, train and embed do, or
-# import persyn.router, which imports torch)
-LIGHT = ("prompts", "models", "sample", "score", "generate", "fallback", "sharing", "evaluate")
+# stage scripts that load no torch model before their work (fit_router, route, train and embed run one;
+# assemble mixes rewards with persyn.router, which imports torch only where a head is built or run)
+LIGHT = ("prompts", "models", "sample", "score", "generate", "fallback", "sharing", "evaluate", "assemble")
 PROBE = """import runpy, sys
 from persyn import config
 for stage in sys.argv[2:]:
