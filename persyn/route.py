@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from persyn import budget, io, lm_router
+from persyn import budget, io
 from persyn.cache import RequestCache
 from persyn.config import Params, RouteConfig
 from persyn.errors import PersynError
-from persyn.lm_router import prompt_text
 from persyn.router import Trained
 
 ROUTED_SPLITS = ("router", "pool")
@@ -152,10 +151,12 @@ def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Trained,
 def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Routing:
     """The routing the route stage writes for one student, from its router and scores, the prompts and
     S answers under `root` (`persyn plan` shows it before the pool is generated). A head lm router
-    reads the prompt texts, on router.device."""
+    reads the prompt texts, on router.device. torch loads here, with the router, not at import."""
+    from persyn import lm_router
+
     trained, meta = lm_router.load(root / "data/router" / student, device=params.router.device)
     prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
-    inputs = ({p["id"]: prompt_text(p) for p in prompts} if meta["head"] == "lm"
+    inputs = ({p["id"]: lm_router.prompt_text(p) for p in prompts} if meta["head"] == "lm"
               else io.read_embeddings(root / "data/embeddings.parquet"))
     scores = [r for t in trained.teachers
               for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]

@@ -4,7 +4,7 @@ reads the prompt embeddings; router.head = "lm" fine-tunes router.backbone on th
 
 import argparse
 
-from persyn import config, io, lm_router, router
+from persyn import config, io, router
 from persyn.errors import guarded
 
 
@@ -17,6 +17,8 @@ def main() -> None:
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
     if params.router.head == "lm":
+        from persyn import lm_router  # torch and the backbone's code load only for this head
+
         texts = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet("data/prompts.parquet", "prompt")}
         fitted = lm_router.fit(scores, texts, teachers, params.router)
     else:

@@ -16,9 +16,10 @@ from persyn.errors import PersynError
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "transformers", "ray", "ctranslate2", "datasets", "reasoning_gym"}
-# stage scripts that load no torch model before their work (fit_router, route, train and embed run one;
-# assemble mixes rewards with persyn.router, which imports torch only where a head is built or run)
-LIGHT = ("prompts", "models", "sample", "score", "generate", "fallback", "sharing", "evaluate", "assemble")
+# every stage script: those that run a torch model (embed, fit_router, route, train) import it where it
+# loads, after the params are checked (bench/stage_overhead.py times them)
+LIGHT = ("prompts", "models", "embed", "sample", "score", "fit_router", "route", "generate", "fallback", "sharing",
+         "assemble", "train", "evaluate")
 PROBE = """import runpy, sys
 from persyn import config
 for stage in sys.argv[2:]:
