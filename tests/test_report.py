@@ -253,6 +253,29 @@ def test_calibration_reads_the_held_out_ids_saved_with_the_router(tmp_path: Path
     assert "do not reproduce metrics/router.json" in routed and "| validation (n=" not in routed
 
 
+def test_the_router_view_reads_an_lm_router(tmp_path: Path, tiny_models: dict[str, Path]) -> None:
+    """router.head = "lm": the report routes S's prompt texts through the fine-tuned router (no embeddings)."""
+    from dataclasses import replace
+
+    from persyn import lm_router
+
+    plant(tmp_path / "ws")
+    root = tmp_path / "ws"
+    params = config.load(root / "params.toml", models_here=False)
+    settings = replace(params.router, head="lm", backbone=f"local:{tiny_models['encoder']}", lm_epochs=1, lm_lr=1e-3)
+    scores = [r for t in TEACHERS for r in read_parquet(root / f"data/scores/smol/{t}.parquet", "score")]
+    texts = {p["id"]: lm_router.prompt_text(p) for p in read_parquet(root / "data/prompts.parquet", "prompt")}
+    fitted = lm_router.fit(scores, texts, TEACHERS, settings)
+    shutil.rmtree(root / "data/router/smol")
+    (root / "data/router/smol").mkdir()
+    router.save(fitted, root / "data/router/smol", settings, fitted.routing.dimension)
+    write_json(root / "metrics/smol/router.json", fitted.metrics, "router_metrics")
+    (root / "data/embeddings.parquet").unlink()  # an lm router reads none
+    routed = section(render(root, tmp_path / "out")[1], "4. Router: regret and calibration")
+    assert "missing input" not in routed
+    assert f"| validation (n={fitted.metrics['prompts']}) |" in routed  # the held-out fit reproduces its metrics
+
+
 def test_the_shifted_eval_set_has_its_own_rows_and_gain(tmp_path: Path) -> None:
     """Four shifted prompts, the trained student right on none and the untrained on one: their rows,
     and the gain on them (−0.25) beside the eval split's (+0.25), in one chart."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn import router, stats
+from persyn import lm_router, router, stats
 from persyn.report.gather import Build
 
 CALIBRATION_BINS = 5
@@ -25,7 +25,7 @@ class Choices:
     confidence: np.ndarray  # softmax of the router's coefficients at its choice
 
 
-def choices(trained: router.Router, x: np.ndarray) -> Choices:
+def choices(trained: router.Trained, x: np.ndarray | list[str]) -> Choices:
     coefficients = trained.coefficients(x).astype(np.float64)
     probabilities = np.exp(coefficients - coefficients.max(axis=1, keepdims=True))
     chosen = coefficients.argmax(axis=1)
@@ -52,11 +52,13 @@ class Routing:
 
 def routing(build: Build) -> Routing:
     trained = build.router
-    held, meta = router.load(build.path(f"data/router/{build.student}", "fit_router"), "held_out")
+    held, meta = lm_router.load(build.path(f"data/router/{build.student}", "fit_router"), "held_out")
     scores = [r for t in trained.teachers for r in build.scores[t]]
     ids, quality, learn = router.reward_matrices(scores, trained.teachers, f"data/scores/{build.student}")
-    reward = router.combined_reward(quality, learn, build.params.router.alpha, build.params.router.normalisation)
-    x = np.stack([build.embeddings[i] for i in ids])
+    # the α the router was fitted with (saved beside it), not whatever params.toml says now
+    reward = router.combined_reward(quality, learn, meta["alpha"], build.params.router.normalisation)
+    x = ([lm_router.prompt_text(build.prompts[i]) for i in ids] if meta["head"] == "lm"
+         else np.stack([build.embeddings[i] for i in ids]))
     routed, measured = choices(trained, x), choices(held, x)
     return Routing(trained.teachers, ids, reward, routed.chosen, routed.confidence, meta["fit_on"], measured,
                    held_out(build, ids, reward, measured, meta["held_out_ids"]))

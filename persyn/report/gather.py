@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn import config, router
+from persyn import config, lm_router, router
 from persyn.errors import PersynError, where
 from persyn.io import read_embeddings, read_json, read_parquet
 from persyn.report.render import MISSING
@@ -74,8 +74,9 @@ class Build:
         return read_embeddings(self.path("data/embeddings.parquet", "embed"))
 
     @cached_property
-    def router(self) -> router.Router:
-        return router.load(self.path(f"data/router/{self.student}", "fit_router"))[0]
+    def router(self) -> router.Trained:
+        """The routing router, a head over embeddings or an lm router (persyn.lm_router.load reads both)."""
+        return lm_router.load(self.path(f"data/router/{self.student}", "fit_router"))[0]
 
     @cached_property
     def dataset_teachers(self) -> dict[str, str]:
