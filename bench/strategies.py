@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this
 
 from persyn import claims, config, stats  # noqa: E402
 from persyn.devices import cpu_bfloat16_units  # noqa: E402
-from persyn.io import read_parquet  # noqa: E402
+from persyn.io import read_parquet, write_json  # noqa: E402
+from persyn.report.gather import check_strategies  # noqa: E402
+from persyn.schemas import check  # noqa: E402
 from persyn.revisions import shown_values  # noqa: E402
 
 SEEDED = ("train.seed", "route.seed")
@@ -298,6 +300,13 @@ def results(runs: list[Run], rows: list[dict[str, Any]], reference: str, command
     return found
 
 
+def write_results(path: Path, document: dict[str, Any]) -> None:
+    """results.json, checked as `persyn report --strategies` will read it before a byte is written."""
+    check(document, "strategy_results", str(path))
+    check_strategies(document, path)
+    write_json(path, document)
+
+
 def versus(row: dict[str, Any]) -> tuple[str, str]:
     """A compare row's difference against the reference with its CI, and its p ("–" for the reference)."""
     if "difference" not in row:
@@ -444,7 +453,7 @@ def main() -> None:
     reference = args.reference or next(iter(names.values()))
     command = " ".join(["python bench/strategies.py", *sys.argv[1:]])
     rows, shifted = comparison(runs, reference, extra=tuple(args.show))
-    (scratch / "results.json").write_text(json.dumps(results(runs, rows, reference, command, shifted), indent=1) + "\n")
+    write_results(scratch / "results.json", results(runs, rows, reference, command, shifted))
     print(table(runs, rows, shifted, reference, tuple(args.show)))
     print(power_note(runs, reference))
 

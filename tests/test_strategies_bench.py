@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dvcproject import make_project
+
+from persyn.errors import PersynError
 from test_pipeline import INSIDE, params_toml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -64,13 +66,27 @@ def test_results_file_is_what_the_report_reads(tmp_path: Path) -> None:
 
     runs = [planted("persyn", s, [1] * 8) for s in (0, 1)] + [planted("random", s, [0] * 8, used=40) for s in (0, 1)]
     found = bench.results(runs, bench.compare(runs, resamples=200), "persyn", "python bench/strategies.py")
-    (tmp_path / "results.json").write_text(json.dumps(found))
+    bench.write_results(tmp_path / "results.json", found)
     read = read_strategies(tmp_path / "results.json")
     assert [r["strategy"] for r in read["strategies"]] == ["untrained student", "persyn", "random"]
     assert read["prompts"] == 8 and read["strategies"][2]["generations_used"] == 40
     assert read["strategies"][2]["difference"] == {"mean": -1.0, "low": -1.0, "high": -1.0, "p_value": 2 / 2 ** 8}
     assert "difference" not in read["strategies"][1]
     assert "eval_shifted" not in read  # no shifted eval set in these runs
+
+
+def test_a_results_document_that_breaks_its_contract_is_not_written(tmp_path: Path) -> None:
+    """The schema (a missing key) and what it cannot say (a mean outside its interval), before any byte."""
+    runs = [planted("persyn", s, [1] * 8) for s in (0, 1)] + [planted("random", s, [0] * 8) for s in (0, 1)]
+    found = bench.results(runs, bench.compare(runs, resamples=200), "persyn", "python bench/strategies.py")
+    outside = json.loads(json.dumps(found))
+    outside["strategies"][1]["mean"] = 2.0
+    missing = json.loads(json.dumps(found))
+    del missing["strategies"][0]["low"]
+    for broken, message in ((outside, "record 1: field 'mean': 2.0 is outside its interval"), (missing, "low")):
+        with pytest.raises(PersynError, match=message):
+            bench.write_results(tmp_path / "results.json", broken)
+        assert not (tmp_path / "results.json").exists()
 
 
 def test_results_file_carries_the_shifted_eval_set() -> None:

@@ -101,6 +101,13 @@ def read_strategies(path: Path) -> dict[str, Any]:
     """A strategy comparison (schemas/strategy_results.schema.json), each interval checked to hold
     its mean."""
     results = read_json(path, "strategy_results")
+    check_strategies(results, path)
+    return results
+
+
+def check_strategies(results: dict[str, Any], path: Path) -> None:
+    """What the schema cannot say of a strategy comparison: each strategy once, each interval holding its mean.
+    bench/strategies.py runs it before writing, `persyn report --strategies` after reading."""
     for name, rows in (("", results["strategies"]), ("eval_shifted ", results.get("eval_shifted", {}).get("strategies", []))):
         labels: set[str] = set()
         for index, row in enumerate(rows):
@@ -111,4 +118,3 @@ def read_strategies(path: Path) -> dict[str, Any]:
                 if value is not None and not value["low"] <= value["mean"] <= value["high"]:
                     raise PersynError(f"{where(path, f'{name}{index}', key + 'mean')}: {value['mean']} is outside its "
                                       f"interval [{value['low']}, {value['high']}]")
-    return results
