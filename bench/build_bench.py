@@ -66,10 +66,14 @@ def main() -> None:
     print("\n| stage | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{stages.get(name, 0.0):.1f}" for stages, _ in results.values()) + " |")
-    upto = names[: names.index("assemble") + 1] if "assemble" in names else names
-    print("| **to assemble** | " + " | ".join(f"**{sum(stages.get(n, 0.0) for n in upto):.0f}**"
-                                          for stages, _ in results.values()) + " |")
-    print("| **total** | " + " | ".join(f"**{wall:.0f}**" for _, wall in results.values()) + " |")
+    last = max((i for i, n in enumerate(names) if n.split("@")[0] == "assemble"), default=len(names) - 1)
+    to_assemble = [sum(stages.get(n, 0.0) for n in names[: last + 1]) for stages, _ in results.values()]
+    walls = [wall for _, wall in results.values()]
+    print("| **to assemble** | " + " | ".join(f"**{t:.0f}**" for t in to_assemble) + " |")
+    print("| **total** | " + " | ".join(f"**{wall:.0f}**" for wall in walls) + " |")
+    if len(results) > 1:  # each variant against the first, side by side from one run
+        print("| **ratio to the first (to assemble / total)** | " + " | ".join(
+            f"{to_assemble[i] / to_assemble[0]:.2f}x / {walls[i] / walls[0]:.2f}x" for i in range(len(walls))) + " |")
 
 
 if __name__ == "__main__":
