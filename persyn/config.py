@@ -405,14 +405,14 @@ def _check_combinations(params: Params) -> None:
             raise PersynError(f"params.toml: teachers.{teacher.name}.model is student '{same[0]}''s own model "
                               f"({teacher.model}): its answers are the student's, learnable by construction; use "
                               f"another teacher, or set teachers.{teacher.name}.self_distillation = true to mean it")
-    math = params.quality.verifiable
-    if params.route.fallback and not math:
+    verifiable = params.quality.verifiable
+    if params.route.fallback and not verifiable:
         raise PersynError("params.toml: route.fallback needs a verifiable quality (quality.kind 'math' or 'verifier'); "
                           "a reward model's score has no pass/fail to fall back on: set route.fallback = 0")
     if params.router.pairs == "verified" and params.quality.kind == "reward_model":
         raise PersynError("params.toml: router.pairs = 'verified' needs a verifiable quality (quality.kind 'math' or "
                           "'verifier'); a reward model's score verifies nothing: set router.pairs = 'all'")
-    if params.assemble.unverified == "drop" and not math:
+    if params.assemble.unverified == "drop" and not verifiable:
         raise PersynError("params.toml: assemble.unverified = 'drop' needs quality.kind 'math' or 'verifier' (only a "
                           "verified answer can fail verification)")
     if params.quality.kind == "verifier" and params.prompts.source != "reasoning_gym":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn import stats
+from persyn import router, stats
 from persyn.errors import PersynError
 
 HEADROOM_NEEDED = 0.10  # the issue's bar: 10 points over the best single teacher
@@ -23,20 +23,13 @@ HEADROOM_NEEDED = 0.10  # the issue's bar: 10 points over the best single teache
 
 def matrices(prompts: list[dict[str, Any]], scores: list[dict[str, Any]], teachers: list[str],
              source: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """S's prompt ids answered by every teacher, their families ("all" where prompts have none), and
-    quality and learnability as (prompt × teacher) arrays."""
+    """S's prompt ids answered by every teacher (router.reward_matrices), their families ("all" where
+    prompts have none), and quality and learnability as (prompt × teacher) arrays."""
     family = {p["id"]: p.get("family") or "all" for p in prompts}
-    table: dict[str, dict[str, tuple[float, float]]] = {}
-    for record in scores:
-        if record["id"] not in family:
-            raise PersynError(f"{source}: record {record['id']}: field 'id': not in the prompts (stale file?)")
-        table.setdefault(record["id"], {})[record["teacher"]] = (record["quality"], record["learnability"])
-    ids = sorted(i for i, row in table.items() if all(t in row for t in teachers))
-    if len(ids) < 2:
-        raise PersynError(f"{source}: fewer than 2 prompts of S were scored for every teacher ({', '.join(teachers)}): "
-                          "run dvc repro score first")
-    quality = np.array([[table[i][t][0] for t in teachers] for i in ids], dtype=np.float64)
-    learn = np.array([[table[i][t][1] for t in teachers] for i in ids], dtype=np.float64)
+    stale = next((r["id"] for r in scores if r["id"] not in family), None)
+    if stale is not None:
+        raise PersynError(f"{source}: record {stale}: field 'id': not in the prompts (stale file?)")
+    ids, quality, learn = router.reward_matrices(scores, teachers, source)
     return ids, [family[i] for i in ids], quality, learn
 
 

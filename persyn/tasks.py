@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from persyn.errors import PersynError
 
+
 def _gym() -> Any:
     """reasoning_gym, imported where it is used (it takes about a second to import)."""
     try:
@@ -136,8 +137,15 @@ def extract(response: str) -> str | None:
 
 
 def verify(response: str, verifier: str) -> float:
-    """The family's own score (0..1) of the response's final answer (0 where there is none)."""
+    """The family's own score (0..1) of the response's final answer: 0 where there is none, and where the
+    verifier cannot read it (prime_factorization's raises ValueError on "x"): a teacher's odd answer is
+    wrong, not the end of the build."""
     found = json.loads(verifier)
     dataset = _dataset(found["family"], _config_json(found["config"]))
     answer = extract(response)
-    return float(dataset.score_answer(answer=answer, entry=found["entry"])) if answer is not None else 0.0
+    if answer is None:
+        return 0.0
+    try:
+        return float(dataset.score_answer(answer=answer, entry=found["entry"]))
+    except Exception:  # reasoning-gym's verifiers raise many types on answers they cannot parse
+        return 0.0

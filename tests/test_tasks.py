@@ -78,6 +78,16 @@ def test_verifier_equals_reasoning_gyms_own_score(family: str, config_: dict) ->
         assert verified(f"Answer: {entry['answer']}", prompt, "p") == 1.0
 
 
+def test_an_answer_the_verifier_cannot_read_is_wrong_not_a_crash() -> None:
+    (row,) = tasks.generate([{"family": "prime_factorization", "config": {"max_value": 50}}], 1, 0)
+    dataset = reasoning_gym.create_dataset("prime_factorization", size=1, seed=0, max_value=50)
+    with pytest.raises(ValueError):  # reasoning-gym's own verifier on this answer
+        dataset.score_answer(answer="x", entry=json.loads(row["verifier"])["entry"])
+    prompt = {"id": "x", "reference": row["reference"], "verifier": row["verifier"]}
+    assert verified("Answer: x", prompt, "p") == 0.0
+    assert verified(f"Answer: {row['reference']}", prompt, "p") == 1.0
+
+
 @pytest.mark.parametrize("response,expected", [
     ("step one\nAnswer: 42", "42"), ("**Answer:** 42.", "42"), ("Final answer: 'olleh'", "olleh"),
     ("So the answer is Friday.", "Friday"), ("\\boxed{7}", "7"), ("eert", "eert"), ("", None),
