@@ -1,12 +1,13 @@
 """Benchmark: where a cold build's time goes, stage by stage, on the embedded default with its
-engines as committed against every engine set back to transformers float32.
+engines as committed against every engine set back to transformers float32 (variant transformers), or
+against the earlier default whose third teacher was the student's own weights (variant smol-teacher).
 
 Each variant is a scratch clone of HEAD with an empty request cache (converted models shared, so
 one-time conversions are not counted), built with one `dvc repro`; a stage's time runs from its
 "Running stage" line to the next one (DVC's own bookkeeping included), so the rows add up to the
 wall time.
 
-    python bench/build_bench.py [--variants ctranslate2,transformers] [--target evaluate]
+    python bench/build_bench.py [--variants ctranslate2,transformers,smol-teacher] [--target evaluate]
 """
 
 from __future__ import annotations
@@ -27,6 +28,28 @@ def as_transformers(project: Path) -> None:
     params = project / "params.toml"
     text = ENGINE_LINE.sub('engine = "transformers"', params.read_text())
     params.write_text(re.sub(r"^engine_options = \{[^}]*compute_type[^}]*\}\n", "", text, flags=re.MULTILINE))
+
+
+SMOL_TEACHER = """[teachers.smol]   # the earlier default's teacher: the student's own weights
+model = "packaged:smollm2-135m-instruct"
+self_distillation = true
+system_prompt = "You solve grade-school math word problems. Write the calculation in one short line, then finish with \
+'The answer is N.' Example: 'Tom has 3 apples and buys 4 more. How many apples does he have?' -> '3 + 4 = 7. \
+The answer is 7.'"
+"""
+
+
+def with_smol_teacher(project: Path) -> None:
+    """The earlier default (issue 27 replaced its teacher smol, the student's own weights, by qwen_steps)."""
+    params = project / "params.toml"
+    text = params.read_text()
+    block = re.search(r"^\[teachers\.qwen_steps\].*?(?=^\[)", text, flags=re.MULTILINE | re.DOTALL)
+    if block is None:
+        raise SystemExit("params.toml has no [teachers.qwen_steps] to swap back")
+    params.write_text(text[:block.start()] + SMOL_TEACHER + "\n" + text[block.end():])
+
+
+VARIANTS = {"ctranslate2": lambda project: None, "transformers": as_transformers, "smol-teacher": with_smol_teacher}
 
 
 def timed_repro(project: Path, env: dict[str, str], target: str) -> tuple[dict[str, float], float]:
@@ -57,9 +80,10 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, tuple[dict[str, float], float]] = {}
     for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown variant '{variant}' (known: {', '.join(VARIANTS)})")
         _, project, env = scratch_project(f"persyn-build-{variant}-")
-        if variant == "transformers":
-            as_transformers(project)
+        VARIANTS[variant](project)
         results[variant] = timed_repro(project, env, args.target)
         print(f"{variant}: {results[variant][1]:.0f} s", flush=True)
     names = list(dict.fromkeys(name for stages, _ in results.values() for name in stages))
