@@ -80,14 +80,14 @@ def load_tokenizer(path: str) -> Any:
     directory = Path(path)
     config = directory / "tokenizer_config.json"
     settings = json.loads(config.read_text()) if config.is_file() else {}
-    template = settings.get("chat_template")
+    template = settings.get("chat_template")  # a list where the model names several templates
     jinja = directory / "chat_template.jinja"
-    if jinja.is_file() and template in (None, jinja.read_text()):
+    two_templates = jinja.is_file() and template not in (None, jinja.read_text())  # transformers chooses
+    if jinja.is_file() and not two_templates:
         template = jinja.read_text()
-    elif jinja.is_file():
-        template = None, template  # two templates: transformers chooses
-    plain = isinstance(template, (str, type(None))) and not settings.get("clean_up_tokenization_spaces") \
-        and not (directory / "chat_template.json").is_file() and not (directory / "additional_chat_templates").is_dir()
+    plain = (not two_templates and isinstance(template, (str, type(None)))
+             and not settings.get("clean_up_tokenization_spaces") and not (directory / "chat_template.json").is_file()
+             and not (directory / "additional_chat_templates").is_dir())
     if (directory / "tokenizer.json").is_file() and plain:
         import jinja2
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +25,19 @@ def pooling_mode(model: ResolvedModel) -> str:
     if config.is_file() and json.loads(config.read_text()).get("pooling_mode_cls_token"):
         return "cls"
     return "mean"
+
+
+def pool(hidden: Any, attention_mask: Any, mode: str) -> Any:
+    """One vector per row of a batch's last hidden states: the first token ("cls"), the last real token
+    ("last", right padding: a causal LM) or the mean over the real tokens ("mean")."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "last":
+        import torch
+
+        return hidden[torch.arange(len(hidden)), attention_mask.sum(1) - 1]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
 def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, ResolvedModel]:
@@ -45,11 +58,6 @@ def encode(texts: Sequence[str], config: EmbedConfig) -> tuple[np.ndarray, Resol
             batch = order[start: start + config.batch_size]
             encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
                                 max_length=config.max_length, return_tensors="pt").to(device)
-            hidden = encoder(**encoded).last_hidden_state
-            if pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+            pooled = pool(encoder(**encoded).last_hidden_state, encoded["attention_mask"], pooling)
             vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return vectors, model

@@ -19,6 +19,7 @@ import torch
 
 from persyn import router
 from persyn.config import RouterConfig
+from persyn.embed import pool, pooling_mode
 from persyn.errors import PersynError
 from persyn.io import read_json
 from persyn.models import ResolvedModel, resolve
@@ -40,14 +41,7 @@ class Network(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif self.pooling == "last":  # right padding: the last real token
-            pooled = hidden[torch.arange(len(hidden)), attention_mask.sum(1) - 1]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
-        return self.head(torch.nn.functional.normalize(pooled, dim=-1))
+        return self.head(torch.nn.functional.normalize(pool(hidden, attention_mask, self.pooling), dim=-1))
 
 
 @dataclass
@@ -101,8 +95,6 @@ def build(model: ResolvedModel, teachers: list[str], max_length: int, batch_size
           pretrained: bool = True) -> LMRouter:
     """The backbone (its pretrained weights, or only its shape when saved weights follow) and a fresh head."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from persyn.embed import pooling_mode
 
     if model.spec.startswith("api:"):
         raise PersynError(f"router.backbone: {model.spec} is behind an endpoint and cannot be fine-tuned; "
