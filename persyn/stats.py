@@ -16,6 +16,17 @@ variance of an accuracy, cancels out of the difference.
 - `wilson`: one build's accuracy on one eval split (one seed, 0/1 scores) with its Wilson score
   interval, which keeps its coverage at small n and near 0 or 1, where p ± 1.96·se does not.
 
+Routing strategies compared over independent draws (each draw a fresh sample of whatever the
+strategy depends on, typically 5) give one (draws × prompts) matrix per arm, paired by draw index
+and by prompt. There the draw is the unit of inference: prompts repeat in every draw, so only the
+draws are independent replicates of the comparison.
+
+- `hierarchical_ci`: the mean with the same two-level bootstrap as `mean_ci`, draws as rows.
+- `compare_draws`: a − b with that interval, a paired t-test and a TOST equivalence test over the
+  per-draw mean differences (df = draws − 1), and the t-based MDE those draws give.
+- `holm`: Holm–Bonferroni adjusted p-values for a family of comparisons.
+- `verdict`: better / worse / equivalent / inconclusive from a comparison and its adjusted p.
+
 Knows nothing of DVC: the bench reads experiments and hands matrices to these functions.
 """
 
@@ -215,3 +226,108 @@ def estimate_design(a: np.ndarray | list, b: np.ndarray | list) -> Design:
     # the spread of per-seed means beyond what the unshared prompt noise (1 − ρ)·sd²/n explains
     excess = difference.mean(axis=1).var(ddof=1) - sd ** 2 * (1 - rho) / prompts
     return Design(sd, rho, float(np.sqrt(max(0.0, excess))))
+
+
+def hierarchical_ci(scores: np.ndarray | list, resamples: int = RESAMPLES, seed: int = 0) -> Interval:
+    """Mean of a (draws × prompts) matrix with a 95% hierarchical bootstrap interval.
+
+    Each replicate draws the draws (rows) with replacement, then one resample of the prompt
+    indices applied to every drawn row (prompts are crossed with draws, not nested in them), and
+    takes the mean. That is exactly `mean_ci`'s two-level bootstrap, so this is `mean_ci` under
+    the name the draw comparisons use; between-draw variance widens the interval."""
+    return mean_ci(scores, resamples, seed)
+
+
+@dataclass(frozen=True)
+class DrawComparison:
+    """Arm a − arm b over independent draws (paired by draw index and by prompt).
+
+    difference: mean of the a − b matrix with its hierarchical bootstrap interval.
+    per_draw: each draw's mean difference, the units the tests below are over.
+    p_value: two-sided paired t-test of the per-draw differences against 0 (df = draws − 1).
+    tost_p: TOST equivalence p, the larger of the one-sided t-tests against −margin and +margin.
+    mde: smallest true difference a two-sided level-α t-test over this many draws detects with
+         the requested power, given the observed between-draw sd."""
+
+    difference: Interval
+    per_draw: tuple[float, ...]
+    p_value: float
+    tost_p: float
+    margin: float
+    mde: float
+    draws: int
+
+
+def draw_mde(sd: float, draws: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """(t_{1−α/2,df} + t_{power,df})·sd/√n with n = draws and df = n − 1: the t analogue of `mde`
+    for a one-sample test over a handful of draws, where the normal quantiles would be too small."""
+    if draws < 2:
+        raise ValueError(f"an MDE over draws needs at least 2 draws, got {draws}")
+    from scipy.stats import t as student
+
+    df = draws - 1
+    return float((student.ppf(1 - alpha / 2, df) + student.ppf(power, df)) * sd / math.sqrt(draws))
+
+
+def compare_draws(a: np.ndarray | list, b: np.ndarray | list, margin: float, alpha: float = 0.05,
+                  power: float = 0.8, resamples: int = RESAMPLES, seed: int = 0) -> DrawComparison:
+    """Compare arm a with arm b, each a (draws × prompts) score matrix on the same draws and prompts.
+
+    The p-values are over draws, the independent replicates: per-prompt cells within a draw share
+    that draw and are not independent evidence. All per-draw differences equal (zero variance,
+    where t is undefined): p is 0 if their mean is not 0, else 1, and TOST is 0 if |mean| < margin,
+    else 1; the MDE is then 0."""
+    left, right = as_matrix(a), as_matrix(b)
+    if left.shape != right.shape:
+        raise ValueError(f"compared arms need the same (draws × prompts) shape, got {left.shape} and {right.shape}")
+    if not margin >= 0 or not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number ≥ 0, got {margin}")
+    difference = left - right
+    draws = difference.shape[0]
+    if draws < 2:
+        raise ValueError(f"tests over draws need at least 2 draws, got {draws}")
+    per_draw = difference.mean(axis=1)
+    mean = float(per_draw.mean())
+    sd = float(per_draw.std(ddof=1))
+    tolerance = 1e-12 * max(1.0, abs(mean))  # float noise in per-row means of an exact shift
+    if sd <= tolerance:
+        p = 1.0 if abs(mean) <= tolerance else 0.0
+        tost = 0.0 if abs(mean) < margin else 1.0
+        sd = 0.0
+    else:
+        from scipy.stats import t as student
+
+        df, se = draws - 1, sd / math.sqrt(draws)
+        p = float(2 * student.sf(abs(mean) / se, df))
+        lower = float(student.sf((mean + margin) / se, df))  # H0: difference ≤ −margin
+        upper = float(student.cdf((mean - margin) / se, df))  # H0: difference ≥ +margin
+        tost = max(lower, upper)
+    return DrawComparison(interval(difference, resamples, seed), tuple(float(x) for x in per_draw), p, tost,
+                          float(margin), draw_mde(sd, draws, alpha, power), draws)
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm–Bonferroni step-down adjusted p-values, same keys: the i-th smallest of m is multiplied
+    by m − i + 1, then made non-decreasing in that order and capped at 1. Controls the family-wise
+    error of many strategy comparisons at α without Bonferroni's loss of power."""
+    if any(not 0 <= p <= 1 for p in p_values.values()):
+        raise ValueError(f"p-values must lie in [0, 1], got {p_values}")
+    ordered = sorted(p_values, key=lambda key: p_values[key])
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for rank, key in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p_values[key]))
+        adjusted[key] = running
+    return {key: adjusted[key] for key in p_values}
+
+
+def verdict(comparison: DrawComparison, adjusted_p: float, alpha: float = 0.05) -> str:
+    """Read a comparison: "better" / "worse" when the (multiplicity-adjusted) p is below α, by the
+    sign of the difference; else "equivalent" when TOST puts it within ±margin (tost_p < α, as given: not
+    adjusted); else "inconclusive". A difference both significant and within the margin reads as
+    its sign: it is real, if smaller than the margin calls important."""
+    if adjusted_p < alpha and comparison.difference.estimate != 0:
+        return "better" if comparison.difference.estimate > 0 else "worse"
+    if comparison.tost_p < alpha:
+        return "equivalent"
+    return "inconclusive"

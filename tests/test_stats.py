@@ -137,3 +137,119 @@ def test_wilson_against_closed_forms_and_a_published_interval() -> None:
     assert (low.low, low.high) == (pytest.approx(1 - high.high), pytest.approx(1 - high.low))
     with pytest.raises(ValueError):
         stats.wilson(5, 4)
+
+
+# --- comparisons over independent draws (unit of inference: the draw) ---
+
+
+def test_a_large_planted_difference_over_eight_draws_is_better() -> None:
+    rng = np.random.default_rng(3)
+    b = rng.random((8, 200)) * 0.5
+    shifts = np.array([0.21, 0.19, 0.20, 0.22, 0.18, 0.20, 0.21, 0.19])  # true difference 0.2, sd 0.0131
+    a = b + shifts[:, None]
+    result = stats.compare_draws(a, b, margin=0.03, resamples=2000)
+    assert result.draws == 8 and result.per_draw == pytest.approx(tuple(shifts))
+    assert result.difference.estimate == pytest.approx(0.2) and result.difference.low > 0
+    assert result.p_value < 0.01 and result.tost_p > 0.5
+    assert stats.verdict(result, stats.holm({"a": result.p_value})["a"]) == "better"
+    swapped = stats.compare_draws(b, a, margin=0.03, resamples=2000)
+    assert swapped.p_value == pytest.approx(result.p_value) and swapped.difference.high < 0
+    assert stats.verdict(swapped, swapped.p_value) == "worse"
+
+
+def test_planted_equivalence_over_many_draws() -> None:
+    """Zero true difference (draw offsets centred exactly), small between-draw noise, 30 draws:
+    the difference sits well inside ±0.03."""
+    rng = np.random.default_rng(4)
+    b = 0.2 + 0.6 * rng.random((30, 100))
+    offsets = rng.normal(0, 0.005, 30)
+    a = b + (offsets - offsets.mean())[:, None]
+    result = stats.compare_draws(a, b, margin=0.03, resamples=2000)
+    assert result.difference.estimate == pytest.approx(0.0, abs=1e-12)
+    assert result.p_value > 0.5 and result.tost_p < 0.05
+    assert stats.verdict(result, result.p_value) == "equivalent"
+
+
+def test_an_underpowered_comparison_is_inconclusive() -> None:
+    """Three draws disagreeing about the sign, margin 0.01: neither test can decide."""
+    b = np.full((3, 50), 0.5)
+    a = b + np.array([0.05, -0.03, 0.04])[:, None]
+    result = stats.compare_draws(a, b, margin=0.01, resamples=2000)
+    assert result.p_value > 0.05 and result.tost_p > 0.05
+    assert result.mde > abs(result.difference.estimate)
+    assert stats.verdict(result, result.p_value) == "inconclusive"
+
+
+def test_draw_p_value_is_the_paired_t_test_on_per_draw_means() -> None:
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(5)
+    a = (rng.random((5, 80)) < 0.55).astype(float)
+    b = (rng.random((5, 80)) < 0.45).astype(float)
+    result = stats.compare_draws(a, b, margin=0.02, resamples=500)
+    assert result.p_value == pytest.approx(ttest_rel(a.mean(axis=1), b.mean(axis=1)).pvalue, rel=1e-9)
+    # TOST by hand: the larger of the two one-sided p-values, each a shifted one-sample t-test
+    from scipy.stats import ttest_1samp
+
+    per_draw = a.mean(axis=1) - b.mean(axis=1)
+    lower = ttest_1samp(per_draw, -0.02, alternative="greater").pvalue
+    upper = ttest_1samp(per_draw, 0.02, alternative="less").pvalue
+    assert result.tost_p == pytest.approx(max(lower, upper), rel=1e-9)
+
+
+def test_zero_variance_draws_decide_without_nan() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shifted = stats.compare_draws(np.full((5, 20), 0.1), np.zeros((5, 20)), margin=0.03, resamples=500)
+        same = stats.compare_draws(np.ones((5, 20)), np.ones((5, 20)), margin=0.03, resamples=500)
+        rng = np.random.default_rng(6)
+        b = rng.random((4, 30))
+        noisy = stats.compare_draws(b + 0.01, b, margin=0.03, resamples=500)  # float noise only
+    assert (shifted.p_value, shifted.tost_p, shifted.mde) == (0.0, 1.0, 0.0)
+    assert stats.verdict(shifted, shifted.p_value) == "better"
+    assert (same.p_value, same.tost_p, same.mde) == (1.0, 0.0, 0.0)
+    assert stats.verdict(same, same.p_value) == "equivalent"
+    assert (noisy.p_value, noisy.tost_p) == (0.0, 0.0)
+    assert stats.verdict(noisy, noisy.p_value) == "better"  # significant and within margin: its sign
+    with pytest.raises(ValueError, match="2 draws"):
+        stats.compare_draws(np.ones(5), np.zeros(5), margin=0.03)
+    with pytest.raises(ValueError, match="same"):
+        stats.compare_draws(np.ones((3, 5)), np.ones((2, 5)), margin=0.03)
+
+
+def test_holm_by_hand_with_the_monotone_step_and_the_cap() -> None:
+    """Sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, 0.04, and b is raised to c's 0.06."""
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert list(adjusted) == ["a", "b", "c"]
+    assert adjusted == {"a": pytest.approx(0.03), "b": pytest.approx(0.06), "c": pytest.approx(0.06)}
+    assert stats.holm({"x": 0.5, "y": 0.6}) == {"x": 1.0, "y": 1.0}
+    assert stats.holm({"only": 0.02}) == {"only": 0.02} and stats.holm({}) == {}
+    with pytest.raises(ValueError):
+        stats.holm({"bad": float("nan")})
+
+
+def test_draw_mde_matches_the_t_formula_and_shrinks_with_draws() -> None:
+    """Per-draw differences 0.1, 0.2, 0.3: sd 0.1, t_{.975,2} = 4.302653, t_{.8,2} = 1.060660;
+    the pattern twice: sd sqrt(0.04 / 5), t_{.975,5} = 2.570582, t_{.8,5} = 0.919544."""
+    three = stats.compare_draws(np.array([0.1, 0.2, 0.3])[:, None] * np.ones((3, 10)), np.zeros((3, 10)),
+                                margin=0.05, resamples=500)
+    assert three.mde == pytest.approx((4.302653 + 1.060660) * 0.1 / math.sqrt(3), rel=1e-6)
+    six = stats.compare_draws(np.array([0.1, 0.2, 0.3] * 2)[:, None] * np.ones((6, 10)), np.zeros((6, 10)),
+                              margin=0.05, resamples=500)
+    assert six.mde == pytest.approx((2.570582 + 0.919544) * math.sqrt(0.008) / math.sqrt(6), rel=1e-6)
+    assert six.mde < three.mde
+    sizes = [stats.draw_mde(0.05, n) for n in (2, 3, 5, 8, 20)]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_hierarchical_ci_widens_with_draw_variance() -> None:
+    prompts = (np.arange(100) % 2).astype(float)
+    identical = np.stack([prompts] * 5)
+    spread = identical * 0.6 + np.array([0.0, 0.1, 0.2, 0.3, 0.4])[:, None]  # draws shifted by up to 0.4
+    same = stats.hierarchical_ci(identical, resamples=2000)
+    wide = stats.hierarchical_ci(spread, resamples=2000)
+    assert same.estimate == pytest.approx(0.5) and wide.estimate == pytest.approx(0.5)
+    assert wide.high - wide.low > same.high - same.low + 0.05
+    assert same == stats.mean_ci(identical, resamples=2000)  # the same two-level bootstrap
