@@ -25,8 +25,8 @@ from persyn.report import sections
 TEACHERS = ["gemma", "qwen", "smol"]
 ATTACK = "<script>alert(1)</script>"
 PLOTS = {"shares", "quality-histogram", "learnability-histogram", "router-regret", "router-top1", "calibration",
-         "sweep-accuracy", "sweep-regret", "strategies", "strategies-shifted", "cost-answers", "eval-students"}
-OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies", "strategies-shifted"}  # need experiments, or --strategies
+         "sweep-accuracy", "sweep-regret", "strategies", "strategies-transfer", "cost-answers", "eval-students"}
+OPTIONAL_PLOTS = {"sweep-accuracy", "sweep-regret", "strategies", "strategies-transfer"}  # need experiments, or --strategies
 PARAMS = """
 [prompts]
 source = "builtin:arithmetic"
@@ -98,7 +98,7 @@ def plant(root: Path) -> dict:
     vectors = np.eye(3, 8)[[i % 3 for i in range(40)]] * 3 + rng.normal(0, 0.5, (40, 8))
     write_parquet(root / "data/embeddings.parquet", [{"id": ids[i], "embedding": vectors[i].tolist()} for i in range(40)],
                   "embedding")
-    scores, answers = [], {}
+    scores, answers, sampled = [], {}, {}
     for k, t in enumerate(TEACHERS):
         rows, sample = [], []
         for i in range(24):
@@ -113,6 +113,7 @@ def plant(root: Path) -> dict:
                          "learnability": -1.5 + 0.6 * (k == i % 3) - 0.1 * ((7 * i + k) % 5),
                          "requests": [hashlib.sha256(f"score{t}{i}".encode()).hexdigest()]})
         write_parquet(root / f"data/sample/{t}.parquet", sample, "generation")
+        sampled[t] = sample
         write_parquet(root / f"data/scores/smol/{t}.parquet", rows, "score")
         scores += rows
         answers[t] = {r["id"]: r["response"] for r in sample}
@@ -124,14 +125,17 @@ def plant(root: Path) -> dict:
 
     routed = fitted.routing.route(vectors[:32].astype(np.float32))
     by_score = {(s["id"], s["teacher"]): s for s in scores}
-    records, teachers, spent = [], {}, {}
+    records, teachers, spent, from_s = [], {}, {}, {}
     for k, t in enumerate(TEACHERS):
         mine = [i for i in range(32) if routed[i] == k]
         in_s = [i for i in mine if i < 24]
-        write_json(root / f"data/sample/{t}.stats.json", {"teacher": t, "prompts": 24, "from_subset": 0}, "generation_stats")
-        write_json(root / f"data/generated/smol/{t}.stats.json", {"teacher": t, "prompts": len(mine), "from_subset": len(in_s)},
-                   "generation_stats")
+        fresh = {"teacher": t, "model": f"local:models/{t}@sha256:{k:064x}", "finish_reason": "stop", "completion_tokens": 8}
+        write_parquet(root / f"data/generated/smol/{t}.parquet",
+                      [sampled[t][i] if i < 24 else {**fresh, "id": ids[i], "response": f"The answer is {2 * i}.",
+                                                     "request": hashlib.sha256(f"{t}{i}".encode()).hexdigest()}
+                       for i in mine], "generation")
         spent[t] = [usage(24, k), usage(len(mine) - len(in_s), k)]
+        from_s[t] = len(in_s)
         write_json(root / f"runs/sample@{t}.json", {"stage": f"sample@{t}", "generated": 24, "reused": 0,
                                                    "usage": spent[t][0], "finished": "-"}, "run_log")
         write_json(root / f"runs/generate@smol-{t}.json", {"stage": f"generate@smol-{t}", "generated": len(mine) - len(in_s),
@@ -157,7 +161,7 @@ def plant(root: Path) -> dict:
                   [{"id": ids[i], "split": "eval", "trained": "-", "untrained": "-", "trained_score": float(i < 35),
                     "untrained_score": float(i == 32), "requests": [f"{i:064x}", f"{i + 1:064x}"]} for i in range(32, 40)],
                   "prediction")
-    return {"router": fitted.metrics, "dataset": built, "spent": spent}
+    return {"router": fitted.metrics, "dataset": built, "spent": spent, "from_subset": from_s}
 
 
 def render(root: Path, out: Path, strategies: Path | None = None) -> tuple[str, str]:
@@ -191,6 +195,7 @@ def test_markdown_shows_the_planted_metrics_and_the_page_every_plot(tmp_path: Pa
     for t, (sampled, routed) in planted["spent"].items():
         tokens = [sum(u[key] for u in (sampled, routed)) for key in ("prompt_tokens", "completion_tokens", "cost_usd")]
         assert f"| {tokens[0]} | {tokens[1]} | {tokens[2]:.4f} |" in cost, t
+        assert f" | {planted['from_subset'][t]} | {tokens[0]} |" in cost, t  # from S: the routed answers that were S's
     assert "no experiments yet" in section(markdown, "5. α sweep across experiments")
     rows = [line for line in section(markdown, "9. Sample records per teacher").splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + sections.SAMPLES and rows[0] == "| prompt | gemma | qwen | smol |"
@@ -343,16 +348,18 @@ PLANTED_SHIFTED = [("untrained student", 0.05, 0.03, 0.07), ("persyn", 0.12, 0.0
 
 
 def plant_strategies(path: Path) -> Path:
-    rows = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
+    rows = [{"strategy": name, "draws": 5, "mean": mean, "low": low, "high": high} for name, mean, low, high
             in PLANTED_STRATEGIES]
-    rows[1]["generations_used"] = 900
-    rows[2]["difference"] = {"mean": -0.07, "low": -0.11, "high": -0.03, "p_value": 0.0012}
-    shifted = [{"strategy": name, "seeds": 3, "mean": mean, "low": low, "high": high} for name, mean, low, high
+    rows[1].update(generations_used=900, records=240.0, verified_records=120.0)
+    rows[2]["difference"] = {"mean": -0.07, "low": -0.11, "high": -0.03, "p_value": 0.0012, "holm_p": 0.0036,
+                             "tost_p": 0.9, "mde": 0.05, "verdict": "worse"}
+    shifted = [{"strategy": name, "draws": 5, "mean": mean, "low": low, "high": high} for name, mean, low, high
                in PLANTED_SHIFTED]
     shifted[2]["difference"] = {"mean": 0.01, "low": -0.04, "high": 0.06, "p_value": 0.71}
     write_json(path, {"metric": "accuracy", "prompts": 500, "reference": "persyn", "strategies": rows,
-                      "command": "python bench/strategies.py --seeds 0 1 2",
-                      "eval_shifted": {"prompts": 600, "strategies": shifted}})
+                      "command": "python bench/strategies.py --draws 5",
+                      "design": {"draws": 5, "margin": 0.03, "alpha": 0.05},
+                      "transfer": {"prompts": 600, "families": ["lcm"], "strategies": shifted}})
     return path
 
 
@@ -370,12 +377,13 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
     plant(tmp_path)
     page, markdown = render(tmp_path, tmp_path / "out", plant_strategies(tmp_path / "strategies.json"))
     table = section(markdown, "6. Strategy comparison")
-    assert "4 strategies on the same 500 eval prompts, from strategies.json (python bench/strategies.py" in table
-    assert "| persyn | 3 | 0.420 [0.380, 0.460] | – | – | 900 |" in table
-    assert "| random | 3 | 0.350 [0.300, 0.400] | -0.070 [-0.110, -0.030] | 0.0012 | – |" in table
-    assert "on the 600 prompts of the shifted eval set" in table
-    assert "| random | 3 | 0.130 [0.100, 0.160] | +0.010 [-0.040, +0.060] | 0.71 | – |" in table
-    shifted = drawn_at(figure(page, "strategies-shifted"), "point")
+    assert "4 arms on the same 500 eval prompts, from strategies.json (python bench/strategies.py" in table
+    assert "beyond ±0.03" in table
+    assert "| persyn | 5 | 0.420 [0.380, 0.460] | – | – | – | 240 (120) | 900 |" in table
+    assert "| random | 5 | 0.350 [0.300, 0.400] | -0.070 [-0.110, -0.030] | 0.0036 | worse | – | – |" in table
+    assert "on the 600 transfer prompts no arm trains on" in table and "and lcm)" in table
+    assert "| random | 5 | 0.130 [0.100, 0.160] | +0.010 [-0.040, +0.060] | 0.71 | – | – | – |" in table
+    shifted = drawn_at(figure(page, "strategies-transfer"), "point")
     assert list(shifted) == [name for name, *_ in PLANTED_SHIFTED]
     drawn = figure(page, "strategies")
     points, bars = drawn_at(drawn, "point"), drawn_at(drawn, "errorbar")
@@ -395,9 +403,10 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
     (lambda r: r["strategies"][3].update(strategy="persyn"), "record 3: field 'strategy': 'persyn' appears twice"),
     (lambda r: r["strategies"][0].update(colour="red"), "strategies.json: strategies.0.colour: unknown key"),
     (lambda r: r["strategies"][0].pop("low"), "strategies.json: strategies.0.low: missing"),
-    (lambda r: r["eval_shifted"]["strategies"][3].update(strategy="random"),
-     "record eval_shifted 3: field 'strategy': 'random' appears twice"),
-    (lambda r: r["eval_shifted"]["strategies"][1].update(low=0.2), "record eval_shifted 1: field 'mean': 0.12 is outside"),
+    (lambda r: r["transfer"]["strategies"][3].update(strategy="random"),
+     "record transfer 3: field 'strategy': 'random' appears twice"),
+    (lambda r: r["transfer"]["strategies"][1].update(low=0.2), "record transfer 1: field 'mean': 0.12 is outside"),
+    (lambda r: r["strategies"][2]["difference"].update(verdict="maybe"), "strategies.2.difference.verdict"),
 ])
 def test_a_bad_strategy_comparison_is_one_error_and_no_report(tmp_path: Path, change: Callable[[dict], object],
                                                              message: str) -> None:

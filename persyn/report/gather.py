@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from persyn import config, lm_router, router
+from persyn import config, layout, lm_router, router
 from persyn.errors import PersynError, where
 from persyn.io import read_embeddings, read_json, read_parquet
 from persyn.report.render import MISSING
 
-FETCHED = ("params.toml", "metrics/*.json", "metrics/*/*.json", "data/prompts.parquet", "data/embeddings.parquet",
-           "data/scores/*/*", "data/sample/*", "data/generated/*/*.stats.json", "data/router/*/*", "data/dataset/*/*",
-           "data/eval/*/predictions.parquet")
+FETCHED = ("params.toml", f"{layout.METRICS}/*.json", f"{layout.METRICS}/*/*.json", layout.PROMPTS, layout.EMBEDDINGS,
+           layout.scores("*", "*"), layout.sample("*"), layout.generated("*", "*"), f"{layout.router('*')}/*",
+           f"{layout.dataset('*')}/*", layout.predictions("*"))
 
 
 class NotBuilt(Exception):
@@ -35,7 +35,7 @@ class NotBuilt(Exception):
 
 
 class Build:
-    """One student's artifacts of the build under `root` (data/<kind>/<student>/, metrics/<student>/)."""
+    """One student's artifacts of the build under `root` (persyn/layout.py names them)."""
 
     def __init__(self, root: Path, student: str) -> None:
         self.root, self.student = root, student
@@ -51,50 +51,55 @@ class Build:
         """Metrics and stats unvalidated, so that builds from before the `usage` blocks still read."""
         return read_json(self.path(relative, stage))
 
-    def metrics(self, name: str, stage: str) -> dict[str, Any]:
-        """metrics/<student>/<name>.json."""
-        return self.json(f"metrics/{self.student}/{name}.json", stage)
+    def metrics(self, name: layout.Metric, stage: str) -> dict[str, Any]:
+        return self.json(layout.metrics(self.student, name), stage)
 
     @cached_property
     def scores(self) -> dict[str, list[dict[str, Any]]]:
-        return {t: read_parquet(self.path(f"data/scores/{self.student}/{t}.parquet", "score"), "score") for t in self.teachers}
+        return {t: read_parquet(self.path(layout.scores(self.student, t), "score"), "score") for t in self.teachers}
 
     @cached_property
     def samples(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Teacher → prompt id → its answer on the router subset S."""
-        return {t: {r["id"]: r for r in read_parquet(self.path(f"data/sample/{t}.parquet", "sample"), "generation")}
+        return {t: {r["id"]: r for r in read_parquet(self.path(layout.sample(t), "sample"), "generation")}
+                for t in self.teachers}
+
+    @cached_property
+    def generated(self) -> dict[str, list[dict[str, Any]]]:
+        """Teacher → its answers on the prompts this student routed to it."""
+        return {t: read_parquet(self.path(layout.generated(self.student, t), "generate"), "generation")
                 for t in self.teachers}
 
     @cached_property
     def prompts(self) -> dict[str, dict[str, Any]]:
-        return {p["id"]: p for p in read_parquet(self.path("data/prompts.parquet", "prompts"), "prompt")}
+        return {p["id"]: p for p in read_parquet(self.path(layout.PROMPTS, "prompts"), "prompt")}
 
     @cached_property
     def embeddings(self) -> dict[str, np.ndarray]:
-        return read_embeddings(self.path("data/embeddings.parquet", "embed"))
+        return read_embeddings(self.path(layout.EMBEDDINGS, "embed"))
 
     @cached_property
     def router(self) -> router.Trained:
         """The routing router, a head over embeddings or an lm router (persyn.lm_router.load reads both)."""
-        return lm_router.load(self.path(f"data/router/{self.student}", "fit_router"))[0]
+        return lm_router.load(self.path(layout.router(self.student), "fit_router"))[0]
 
     @cached_property
     def dataset_teachers(self) -> dict[str, str]:
         """Prompt id → the teacher whose answer the dataset holds; empty before assemble."""
-        shards = sorted((self.root / "data/dataset" / self.student).glob("train-*.parquet"))
+        shards = sorted((self.root / layout.dataset(self.student)).glob("train-*.parquet"))
         return {r["id"]: r["teacher"] for shard in shards for r in read_parquet(shard, "dataset_record")}
 
     @cached_property
     def predictions(self) -> list[dict[str, Any]]:
         """Per eval prompt, the trained and the untrained student's scores, in prompt-id order."""
-        rows = read_parquet(self.path(f"data/eval/{self.student}/predictions.parquet", "evaluate"), "prediction")
+        rows = read_parquet(self.path(layout.predictions(self.student), "evaluate"), "prediction")
         return sorted(rows, key=lambda r: r["id"])
 
     def run_log(self, stage: str, teacher: str) -> dict[str, Any]:
         """This workspace's last run of sample@T (shared by the students) or of this student's
-        generate@<student>-T (runs/*.json, not versioned)."""
+        generate@<student>-T (layout.run_log: not versioned)."""
         name = f"{stage}@{teacher}" if stage == "sample" else f"{stage}@{self.student}-{teacher}"
-        return self.json(f"runs/{name}.json", stage)
+        return self.json(layout.run_log(name), stage)
 
 
 def read_strategies(path: Path) -> dict[str, Any]:
@@ -108,7 +113,7 @@ def read_strategies(path: Path) -> dict[str, Any]:
 def check_strategies(results: dict[str, Any], path: Path) -> None:
     """What the schema cannot say of a strategy comparison: each strategy once, each interval holding its mean.
     bench/strategies.py runs it before writing, `persyn report --strategies` after reading."""
-    for name, rows in (("", results["strategies"]), ("eval_shifted ", results.get("eval_shifted", {}).get("strategies", []))):
+    for name, rows in (("", results["strategies"]), ("transfer ", results.get("transfer", {}).get("strategies", []))):
         labels: set[str] = set()
         for index, row in enumerate(rows):
             if row["strategy"] in labels:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from persyn import layout
 from persyn.report import analysis, charts
 from persyn.report.gather import Build, NotBuilt, read_strategies
 from persyn.report.render import Block, Part, Table
@@ -108,9 +109,10 @@ def calibration(build: Build) -> list[Block]:
     for b in bins:
         series.setdefault(b.group, []).append((b.confidence, b.best))
     fitted = "all of S" if routed.fit_on == "all" else "the training prompts"
+    measured = layout.metrics(build.student, "router")
     which = ("all router-subset prompts, by the routing router: the held-out ids saved with the router do not "
-             "reproduce metrics/router.json" if routed.validation is None else
-             "the validation prompts (the held-out ids saved with the router), by the fit that metrics/router.json "
+             f"reproduce {measured}" if routed.validation is None else
+             f"the validation prompts (the held-out ids saved with the router), by the fit that {measured} "
              f"measured, and apart {fitted}, by the routing router fitted on them (in sample)")
     return [f"Calibration on {which}: the confidence of the router's choice (softmax over its coefficients) "
             f"against how often it was the best teacher by combined reward r, in {analysis.CALIBRATION_BINS} "
@@ -138,7 +140,7 @@ def sweep(experiments: list[dict[str, Any]]) -> list[Block]:
 
 
 def strategies(path: Path | None) -> list[Block]:
-    """The strategy comparison of bench/strategies.py, when given (persyn report --strategies FILE)."""
+    """The comparison over draws of bench/strategies.py, when given (persyn report --strategies FILE)."""
     if path is None:
         return ["no strategy comparison given (persyn report --strategies FILE, with FILE as "
                 "schemas/strategy_results.schema.json describes: what bench/strategies.py measures)"]
@@ -146,35 +148,38 @@ def strategies(path: Path | None) -> list[Block]:
     rows = results["strategies"]
     metric = results["metric"].replace("_", " ")
     reference = results.get("reference", "the reference")
-    intro = (f"{len(rows)} strategies on the same {results['prompts']} eval prompts, from {path.name}"
-             + (f" ({results['command']})" if "command" in results else "") + f": mean eval {metric} over seeds "
-             f"and prompts with a 95% bootstrap interval over both; Δ = strategy − {reference} on the same prompts "
-             "and seeds, p from an exact sign-flip test over prompts.")
+    margin = results.get("design", {}).get("margin")
+    intro = (f"{len(rows)} arms on the same {results['prompts']} eval prompts, from {path.name}"
+             + (f" ({results['command']})" if "command" in results else "") + f": mean eval {metric} over independent "
+             f"draws and prompts with a 95% hierarchical bootstrap interval (draws, then prompts); Δ = arm − {reference} "
+             "paired by draw and prompt, p from a paired t-test over draws, Holm-adjusted over the arms"
+             + (f"; 'equivalent' when TOST rejects a difference beyond ±{margin:.2f}." if margin is not None else "."))
 
     def difference(row: dict[str, Any]) -> list[str]:
         d = row.get("difference")
-        return ["–", "–"] if d is None else [f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
-                                             f"{d['p_value']:.2g}"]
+        return ["–"] * 3 if d is None else [f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                                           f"{d.get('holm_p', d['p_value']):.2g}", d.get("verdict", "–")]
 
     def drawn(plot_id: str, label: str, rows: list[dict[str, Any]]) -> list[Block]:
-        return [charts.intervals(plot_id, f"Mean {label} {metric} per strategy, with 95% intervals",
+        return [charts.intervals(plot_id, f"Mean {label} {metric} per arm, with 95% intervals",
                                  [(r["strategy"], r["mean"], r["low"], r["high"]) for r in rows], f"{label} {metric}",
                                  (0, 1) if results["metric"] == "accuracy" else None),
-                Table(["strategy", "seeds", f"{label} {metric} [95% CI]", f"Δ vs {reference} [95% CI]", "p",
-                       "generations used"],
-                      [[r["strategy"], str(r["seeds"]), f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
-                        *difference(r), "–" if r.get("generations_used") is None else str(r["generations_used"])]
+                Table(["arm", "draws", f"{label} {metric} [95% CI]", f"Δ vs {reference} [95% CI]", "Holm p", "verdict",
+                       "records (verified)", "generations used"],
+                      [[r["strategy"], str(r["draws"]), f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]",
+                        *difference(r), f"{r['records']:.0f} ({r['verified_records']:.0f})" if "records" in r else "–",
+                        "–" if r.get("generations_used") is None else str(r["generations_used"])]
                        for r in rows])]
 
-    shifted = results.get("eval_shifted")
+    far = results.get("transfer")
     return [intro, *drawn("strategies", "eval", rows),
-            *([f"The same students on the {shifted['prompts']} prompts of the shifted eval set (phrasings the "
-               "built-in generator never writes): a gain on eval that vanishes here was learnt from the template.",
-               *drawn("strategies-shifted", "shifted", shifted["strategies"])] if shifted else [])]
+            *([f"The same students on the {far['prompts']} transfer prompts no arm trains on (harder settings of the "
+               f"trained families, and {', '.join(far.get('families', [])) or 'other families'}).",
+               *drawn("strategies-transfer", "transfer", far["strategies"])] if far else [])]
 
 
 def cost(build: Build) -> list[Block]:
-    """This workspace's last run of each generation stage, from its run log (runs/*.json, not versioned)."""
+    """This workspace's last run of each generation stage, from its run log (layout.run_log, not versioned)."""
     found = analysis.answers(build)
     keys = ("prompt_tokens", "completion_tokens", "cost_usd")
     usage = any(a.usage(keys[0]) is not None for a in found.values())
@@ -188,7 +193,7 @@ def cost(build: Build) -> list[Block]:
             rows[-1] += [str(spent[0]), str(spent[1]), f"{spent[2]:.4f}"]
     note = "" if usage else " These run logs predate token and cost accounting (no usage recorded)."
     return [f"Answers per teacher in this workspace's last run of each stage (sample@T on S, then generate@T on its "
-            f"routed prompts; from the run logs in runs/, which are not versioned): generated now, or reused from the "
+            f"routed prompts; from the run logs in {layout.RUNS}/, which are not versioned): generated now, or reused from the "
             f"request cache; routed answers from S are reused as they are.{note}",
             charts.bars("cost-answers", "Answers per teacher: generated now vs reused from the request cache",
                         build.teachers, {"generated now": [float(a.generated) for a in found.values()],
