@@ -110,13 +110,16 @@ def main() -> None:
             key, path = fingerprint(args, arm, draw.index), runs_dir / f"{arm}@{draw.index}.json"
             found = saved(path, key)
             if found is None:
+                began = time.monotonic()
                 trained = {a: compare.fit_router(params, draw, alpha, compare.subset_scores(scores, draw), inputs)
                            for a, alpha in compare.ROUTER_ARMS.items() if a == arm}
                 records, facts = compare.build(arm, params, draw, universe, answers, scores, trained, inputs)
                 log.info("[%d/%d] draw %d, arm %s: training on %d records", number, len(todo), draw.index, arm, len(records))
                 values, summary = compare.train_and_evaluate(params, records, draw, evals + far, cache, args.out / "work")
                 found = {"fingerprint": key, "arm": arm, "draw": draw.index, "facts": facts,
-                         "eval_ids": [p["id"] for p in evals + far], "train": {k: summary.get(k) for k in ("steps", "final_loss")},
+                         "eval_ids": [p["id"] for p in evals + far],
+                         "train": {k: summary.get(k) for k in ("steps", "final_loss")},
+                         "seconds": round(time.monotonic() - began, 1),
                          "eval": values[: len(evals)], "transfer": values[len(evals):]}
                 io.write_json(path, found)
             if found["eval_ids"] != [p["id"] for p in evals + far]:
