@@ -41,9 +41,8 @@ def constrained(params: Params) -> bool:
 
 def prices(teacher: TeacherConfig) -> tuple[float, float]:
     """USD per million prompt and completion tokens from the teacher's engine options (0 if unpriced)."""
-    options = engines.parse_options(teacher.sampling.engine, teacher.sampling.engine_options)
-    return (float(getattr(options, "cost_per_million_prompt_tokens", 0.0)),
-            float(getattr(options, "cost_per_million_completion_tokens", 0.0)))
+    price_in, price_out = engines.parse_options(teacher.sampling.engine, teacher.sampling.engine_options).prices()
+    return float(price_in), float(price_out)
 
 
 def overhead_tokens(teacher: TeacherConfig) -> float:
@@ -53,17 +52,6 @@ def overhead_tokens(teacher: TeacherConfig) -> float:
 
 def prompt_tokens(messages: Sequence[dict[str, str]]) -> float:
     return sum(len(m["content"]) for m in messages) / CHARACTERS_PER_TOKEN
-
-
-def require_timed(params: Params) -> None:
-    """A budget in seconds charges the engine time persyn measures per answer: every teacher must run
-    on a batch engine (S is answered whatever the unit, so the pool is not generated before this)."""
-    untimed = sorted(n for n, t in params.teachers.items()
-                     if not engines.times_answers(t.sampling.engine, t.sampling.engine_options))
-    if untimed:
-        raise PersynError(f"params.toml: route.budget.unit = 'seconds' charges the engine time persyn measures per "
-                          f"answer, and teacher {untimed[0]}'s engine ({params.teachers[untimed[0]].sampling.engine}) "
-                          "is a server it cannot time: use unit 'usd' or 'tokens'")
 
 
 def measured_seconds(answers: Sequence[dict[str, Any]], cache: RequestCache, source: str) -> list[dict[str, Any]]:

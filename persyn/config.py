@@ -2,130 +2,31 @@
 of every key's type, range, default and description.
 
 The file is checked against the schema first (unknown keys, types, ranges), then turned into frozen
-dataclasses whose defaults are read from the schema; any problem is one PersynError naming the key.
-A table class declares only its fields' names and Python types: importing this module fails if a
-schema key has no field, a field has no key, or a field's type disagrees with the schema, so the
-classes cannot drift from the schema (docs/params.md is generated from it too: persyn/paramdoc.py).
+dataclasses whose defaults are read from the schema (persyn/tables.py: a class that drifts from the
+schema fails at import), then checked against the rules between keys (persyn/rules.py); any problem
+is one PersynError naming the key. docs/params.md is generated from the schema too (persyn/paramdoc.py).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import functools
 import math
 import sys
-import types
-import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
+from persyn import rules, tables
 from persyn.errors import PersynError
-from persyn.schemas import check, resolved, validator
+from persyn.rules import release_spelling as release_spelling  # re-exported: callers import it from here
+from persyn.schemas import check
+from persyn.tables import SCHEMA as SCHEMA  # re-exported: callers import it from here
+from persyn.tables import build, table
+from persyn.tables import schema_node as schema_node  # re-exported: callers import it from here
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-
-SCHEMA = validator("params").schema
-JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", tuple: "array", dict: "object"}
-T = TypeVar("T")
-
-
-def schema_node(*path: str) -> dict[str, Any]:
-    """The params schema of the table at `path`; "*" steps into each named table of a map (teachers)."""
-    node = SCHEMA
-    for part in path:
-        node = resolved(node["additionalProperties"] if part == "*" else node["properties"][part], SCHEMA)
-    return node
-
-
-def _unwrap(hint: Any) -> tuple[Any, bool]:
-    """A field annotation without its `| None`, and whether it had one."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return inner, True
-    return hint, False
-
-
-def _origin(hint: Any) -> Any:
-    """The class an annotation stands for: tuple for tuple[str, ...], the class itself for a class."""
-    base = _unwrap(hint)[0]
-    return typing.get_origin(base) or base
-
-
-def _schema_type(spec: dict[str, Any]) -> str:
-    """The JSON type a key's schema allows ("any" where it allows several)."""
-    if "type" in spec:
-        return spec["type"]
-    enum = spec.get("enum", [None])
-    return "string" if all(isinstance(value, str) for value in enum) else "any"
-
-
-def _value(hint: Any, value: Any) -> Any:
-    """A validated TOML value as its field holds it: arrays become tuples, sub-tables their class."""
-    origin = _origin(hint)
-    if origin is tuple:
-        return tuple(value)
-    if dataclasses.is_dataclass(origin) and isinstance(value, dict):
-        return build(origin, value)
-    return value
-
-
-def _check_field(cls: type, name: str, hint: Any, spec: dict[str, Any], required: bool, where: str) -> None:
-    """The annotation must say what the schema says: the same JSON type, and `| None` exactly where
-    the key is optional without a default."""
-    origin = _origin(hint)
-    annotated = "object" if dataclasses.is_dataclass(origin) else JSON_TYPES.get(origin, "any")
-    wanted = _schema_type(spec)
-    agree = annotated == wanted or "any" in (annotated, wanted)
-    if not agree or _unwrap(hint)[1] != (not required and "default" not in spec):
-        raise TypeError(f"{cls.__name__}.{name}: annotated {hint}, but the schema's {where}.{name} is "
-                        f"{'required ' if required else ''}{wanted}{' with a default' if 'default' in spec else ''}")
-
-
-def table(*path: str, derived: tuple[str, ...] = (), inline: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
-    """Make the class a frozen dataclass of the params table at `path`, one field per key, each
-    defaulting to the schema's default (an optional key without one: None). `derived` fields are
-    not keys (a teacher's name); an `inline` field is a table class whose keys sit in this table
-    (a teacher's sampling keys). A key without a field, a field without a key or a type that
-    disagrees with the schema is a TypeError at import."""
-
-    def wrap(cls: type[T]) -> type[T]:
-        node, where = schema_node(*path), ".".join(path)
-        keys, hints = node["properties"], typing.get_type_hints(cls)
-        own = [name for name in hints if name not in derived + inline]
-        inlined = {key for name in inline for key in hints[name].__dataclass_fields__}
-        unused = sorted(set(keys) - set(own) - inlined)
-        if unused:
-            raise TypeError(f"params schema: {where}.{unused[0]} is a key with no field in {cls.__name__}")
-        for name in own:
-            if name not in keys:
-                raise TypeError(f"{cls.__name__}.{name} is a field with no key {where}.{name} in the params schema")
-            spec = resolved(keys[name], SCHEMA)
-            _check_field(cls, name, hints[name], spec, name in node.get("required", ()), where)
-            if "default" in spec:
-                default = _value(hints[name], spec["default"])
-                mutable = isinstance(default, (dict, list))
-                setattr(cls, name, dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d)) if mutable else default)
-            elif _unwrap(hints[name])[1]:
-                setattr(cls, name, None)
-        return dataclass(frozen=True)(cls)
-
-    return wrap
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def build(cls: type[T], mapping: dict[str, Any], **derived: Any) -> T:
-    """The typed table from its validated params mapping; absent keys take the schema's defaults."""
-    hints = _hints(cls)
-    return cls(**{key: _value(hints[key], value) for key, value in mapping.items()}, **derived)
 
 
 @table("prompts")
@@ -142,26 +43,6 @@ class PromptsConfig:
     hf: dict[str, str] | None
     fields: dict[str, Any]
     tasks: tuple[dict[str, Any], ...] | None
-
-    def __post_init__(self) -> None:
-        if (self.source == "reasoning_gym") != bool(self.tasks):
-            raise PersynError("params.toml: prompts.tasks is required when prompts.source = 'reasoning_gym', and only then"
-                              if self.source == "reasoning_gym" else
-                              f"params.toml: prompts.tasks applies to prompts.source = 'reasoning_gym', not '{self.source}'")
-        if self.source == "reasoning_gym":
-            from persyn import tasks
-
-            tasks.check_tasks(self.tasks or ())
-        if self.source in ("jsonl", "parquet") and not self.path:
-            raise PersynError(f"params.toml: prompts.path is required when prompts.source = '{self.source}'")
-        if self.source == "hf" and not self.hf:
-            raise PersynError("params.toml: prompts.hf is required when prompts.source = 'hf'")
-        generated = self.source in ("builtin:arithmetic", "reasoning_gym")  # count is how many to make, not a cap
-        if (generated or self.count) and self.count < self.router_size + self.eval_size + 1:
-            raise PersynError(
-                f"params.toml: prompts.count ({self.count}) must exceed prompts.router_size + prompts.eval_size "
-                f"({self.router_size + self.eval_size}): at least one prompt must be left to route"
-            )
 
 
 @table("embed")
@@ -356,7 +237,7 @@ def _teacher(name: str, mapping: dict[str, Any], generation: SamplingConfig) -> 
     tuned["engine_options"] = {**generation.engine_options, **options} if same_engine else options
     own = {key: value for key, value in mapping.items() if key not in SAMPLING_KEYS}
     return build(TeacherConfig, own, name=name, sampling=replace(generation, **{
-        key: _value(_hints(SamplingConfig)[key], value) for key, value in tuned.items()}))
+        key: tables.value(tables.hints(SamplingConfig)[key], given) for key, given in tuned.items()}))
 
 
 def _student(name: str, mapping: dict[str, Any], train: dict[str, Any], evaluation: dict[str, Any]) -> StudentConfig:
@@ -371,89 +252,12 @@ MIGRATE_STUDENT = ("[student] is now [students.<name>] (one table per student; t
                    "student a name of its own ([a-z0-9_-]+)")
 
 
-def release_spelling(student: str) -> str:
-    """A student's name as it appears in its release's artifact name (GTO allows no underscore)."""
-    return student.replace("_", "-").strip("-")
-
-
-def _same_model(first: str, second: str) -> bool:
-    """Two specs for one model: equal, or local: specs naming the same directory."""
-    if first.startswith("local:") and second.startswith("local:"):
-        return Path(first[6:]).expanduser().resolve() == Path(second[6:]).expanduser().resolve()
-    return first == second
-
-
-def _check_combinations(params: Params) -> None:
-    """Settings that are valid alone but not together, caught before any stage computes."""
-    spelt: dict[str, str] = {}
-    for student in params.students:
-        other = spelt.setdefault(release_spelling(student), student)
-        if other != student:
-            raise PersynError(f"params.toml: students '{other}' and '{student}' would be released under one name "
-                              f"({params.assemble.name}-{release_spelling(student)}@vN): rename one of them")
-    pairs: dict[str, tuple[str, str]] = {}
-    for student in params.students:
-        for teacher in params.teachers:
-            seen = pairs.setdefault(f"{student}-{teacher}", (student, teacher))
-            if seen != (student, teacher):
-                raise PersynError(f"params.toml: student '{student}' with teacher '{teacher}' and student '{seen[0]}' "
-                                  f"with teacher '{seen[1]}' both name the stages score@{student}-{teacher}: "
-                                  "rename one of them")
-    for teacher in params.teachers.values():
-        same = [s for s, student in params.students.items() if _same_model(student.model, teacher.model)]
-        if same and not teacher.self_distillation:
-            raise PersynError(f"params.toml: teachers.{teacher.name}.model is student '{same[0]}''s own model "
-                              f"({teacher.model}): its answers are the student's, learnable by construction; use "
-                              f"another teacher, or set teachers.{teacher.name}.self_distillation = true to mean it")
-    verifiable = params.quality.verifiable
-    if params.route.fallback and not verifiable:
-        raise PersynError("params.toml: route.fallback needs a verifiable quality (quality.kind 'math' or 'verifier'); "
-                          "a reward model's score has no pass/fail to fall back on: set route.fallback = 0")
-    if params.router.pairs == "verified" and params.quality.kind == "reward_model":
-        raise PersynError("params.toml: router.pairs = 'verified' needs a verifiable quality (quality.kind 'math' or "
-                          "'verifier'); a reward model's score verifies nothing: set router.pairs = 'all'")
-    if params.assemble.unverified == "drop" and not verifiable:
-        raise PersynError("params.toml: assemble.unverified = 'drop' needs quality.kind 'math' or 'verifier' (only a "
-                          "verified answer can fail verification)")
-    if params.quality.kind == "verifier" and params.prompts.source != "reasoning_gym":
-        raise PersynError("params.toml: quality.kind = 'verifier' needs prompts.source = 'reasoning_gym' (the prompts "
-                          "carry their family's verifier); use quality.kind = 'math' for other sources")
-    capped = sorted(n for n, t in params.teachers.items() if t.max_share is not None or t.max_prompts is not None)
-    constrained = [f"teachers.{capped[0]}.max_share/max_prompts"] if capped else []
-    constrained += ["route.budget"] if params.route.budget else []
-    if constrained and params.route.strategy != "persyn":
-        raise PersynError(f"params.toml: {constrained[0]} applies to the router's choice (route.strategy = 'persyn'), "
-                          f"not to route.strategy = '{params.route.strategy}'")
-    fixed = params.route.strategy.removeprefix("fixed:")
-    if fixed != params.route.strategy and fixed not in params.teachers:
-        raise PersynError(f"params.toml: route.strategy = '{params.route.strategy}' names no configured teacher "
-                          f"(configured: {', '.join(sorted(params.teachers))})")
-
-
 def _prompts_table(mapping: dict[str, Any]) -> dict[str, Any]:
     """[prompts] as the stage uses it: shifted_eval_size applies to builtin:arithmetic, and to another
     source only with shifted_beside_source (a file of your own gets no arithmetic problems unasked)."""
     if mapping["source"] == "builtin:arithmetic" or mapping.get("shifted_beside_source"):
         return mapping
     return {**mapping, "shifted_eval_size": 0}
-
-
-def _check_engines(params: Params) -> None:
-    """Every engine's options, checked as the engine reads them (nothing loads): a wrong option stops
-    every stage, not only the one that loads the engine after the others have computed. The quality
-    engine is checked where it runs (a reward model) or is given options."""
-    from persyn import engines
-
-    uses = [(f"teachers.{n}", t.sampling.engine, t.sampling.engine_options) for n, t in params.teachers.items()]
-    uses += [(f"students.{n}", s.engine, s.engine_options) for n, s in params.students.items()]
-    quality = params.quality
-    if quality.kind == "reward_model" or quality.engine_options:
-        uses.append(("quality", quality.engine, quality.engine_options))
-    for key, engine, options in uses:
-        try:
-            engines.answering_engine(engine, options)
-        except PersynError as error:
-            raise PersynError(f"params.toml: {key}: {str(error).removeprefix('params.toml: ')}") from None
 
 
 def _check_finite(value: Any, key: str, source: str) -> None:
@@ -465,19 +269,8 @@ def _check_finite(value: Any, key: str, source: str) -> None:
         _check_finite(inner, f"{key}.{name}" if key else str(name), source)
 
 
-def _check_local_models(params: Params, source: str) -> None:
-    """A local: model directory must exist before any stage computes; relative paths are read from the
-    working directory, as the stages resolve them."""
-    specs = {"embed.model": params.embed.model, "quality.reward_model": params.quality.reward_model}
-    specs |= {f"teachers.{name}.model": teacher.model for name, teacher in params.teachers.items()}
-    specs |= {f"students.{name}.model": student.model for name, student in params.students.items()}
-    for key, spec in specs.items():
-        if spec and spec.startswith("local:") and not Path(spec.removeprefix("local:")).expanduser().is_dir():
-            raise PersynError(f"{source}: {key}: {spec}: directory not found")
-
-
 def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
-    """Validate a parsed params mapping and build the typed configuration."""
+    """Validate a parsed params mapping (the schema, then persyn/rules.py) and build the typed configuration."""
     if "student" in raw:
         raise PersynError(f"{source}: {MIGRATE_STUDENT}")
     _check_finite(raw, "", source)
@@ -496,8 +289,7 @@ def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
         train=build(TrainConfig, raw["train"]),
         eval=build(EvalConfig, raw["eval"]),
     )
-    _check_combinations(params)
-    _check_engines(params)
+    rules.check(params)
     return params
 
 
@@ -517,5 +309,5 @@ def load(path: str | Path = "params.toml", models_here: bool = True) -> Params:
     it names; every stage calls this before any work. A report of a recorded build passes False."""
     params = parse(read(path), str(path))
     if models_here:
-        _check_local_models(params, str(path))
+        rules.local_models(params, str(path))
     return params

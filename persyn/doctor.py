@@ -69,8 +69,6 @@ def _teacher_probe(params: Params, name: str) -> Callable[[], str]:
 def _student_probe(student: StudentConfig) -> Callable[[], str]:
 
     def probe() -> str:
-        if not engines.scores_loglikelihood(student.engine, student.engine_options):
-            raise ValueError(f"engine '{student.engine}' cannot score log-likelihoods (learnability needs them)")
         model = resolve(student.model, student.chat_template)
         with closing(engines.load(student.engine, model, student.device, 1, student.max_length,
                                   student.engine_options)) as engine:

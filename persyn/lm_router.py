@@ -96,9 +96,6 @@ def build(model: ResolvedModel, teachers: list[str], max_length: int, batch_size
     """The backbone (its pretrained weights, or only its shape when saved weights follow) and a fresh head."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    if model.spec.startswith("api:"):
-        raise PersynError(f"router.backbone: {model.spec} is behind an endpoint and cannot be fine-tuned; "
-                          "name a packaged:, hf: or local: model")
     tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
     config = AutoConfig.from_pretrained(model.path, revision=model.revision)
     causal = any(a.endswith("ForCausalLM") for a in config.architectures or [])

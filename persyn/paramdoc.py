@@ -17,8 +17,10 @@ INTRO = f"""# Parameters (`params.toml`)
 
 Every stage validates the whole file against `schemas/params.schema.json` before any work: an
 unknown key, a wrong type or a value out of range stops it with one line naming the key, such as
-`persyn: error: params.toml: router.alpha: 1.5 is greater than the maximum of 1`. `persyn check`
-runs the same check by hand. Every table below must be present, and a key that `dvc.yaml` declares
+`persyn: error: params.toml: router.alpha: 1.5 is greater than the maximum of 1`. The rules
+between keys come next, in one place (`persyn/rules.py`: e.g. `route.fallback` needs a verifiable
+`quality.kind`, a student's engine must score log-likelihoods). `persyn check` runs the same checks
+by hand. Every table below must be present, and a key that `dvc.yaml` declares
 as a stage's param must stay in the file even at its default: DVC refuses a stage whose declared
 param is absent.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from contextlib import closing
 from typing import Any, Sequence
 
-from persyn import engines
 from persyn.answers import verified
 from persyn.cache import RequestCache
 from persyn.config import Params, QualityConfig, StudentConfig
@@ -46,12 +45,8 @@ def reward_model_quality(
 def learnability(
     student: StudentConfig, pairs: Sequence[tuple[list[dict[str, str]], str]], cache: RequestCache
 ) -> Answers:
-    """The student's mean per-token log-likelihood of each (prompt messages, response)."""
-    if not engines.scores_loglikelihood(student.engine, student.engine_options):
-        raise PersynError(
-            f"params.toml: students.{student.name}.engine = '{student.engine}' cannot score log-likelihoods of a given response, "
-            "which learnability needs; run the student on transformers, vllm or ray"
-        )
+    """The student's mean per-token log-likelihood of each (prompt messages, response); an engine that
+    cannot score one was refused with the params (rules.students_score_loglikelihoods)."""
     model = resolve(student.model, student.chat_template)
     common = {"kind": "loglikelihood", "model": model.identity, **engine_identity(student.engine, student.engine_options),
               "device": student.device, "max_length": student.max_length}

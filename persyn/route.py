@@ -161,8 +161,7 @@ def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Rout
     scores = [r for t in trained.teachers
               for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]
     samples = {t: io.read_parquet(root / f"data/sample/{t}.parquet", "generation") for t in trained.teachers}
-    if params.route.budget is not None and params.route.budget.unit == "seconds":
-        budget.require_timed(params)
+    if params.route.budget is not None and params.route.budget.unit == "seconds":  # rules.seconds_budget_is_timed
         with RequestCache() as cache:
             samples = {t: budget.measured_seconds(s, cache, f"data/sample/{t}.parquet") for t, s in samples.items()}
     return route(params.route, prompts, trained, inputs, scores, limits(params, prompts, samples, trained.teachers))

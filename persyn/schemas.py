@@ -48,8 +48,6 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
     if error.validator == "minProperties":  # the message would print the whole table
         given = ", ".join(error.instance)
         return path, f"at least {error.validator_value} needed, {len(error.instance)} given{f' ({given})' if given else ''}"
-    if error.validator == "not" and "x-error" in error.validator_value:
-        return path, error.validator_value["x-error"]
     if error.validator == "pattern" and "x-expected" in error.schema:
         return path, f"{error.instance!r}: expected {error.schema['x-expected']}"
     return path or "(top level)", error.message

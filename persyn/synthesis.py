@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from dataclasses import asdict, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 from persyn.cache import RequestCache, derived_seed
 from persyn.config import SamplingConfig, TeacherConfig
-from persyn.engines import Completion, GenerationRequest, Sampling
+from persyn.engines import Completion, GenerationRequest, Sampling, StreamingEngine, backend
 from persyn.models import ResolvedModel, resolve
 from persyn.runner import Answers, CacheStats, EngineSpec, engine_identity, lazy_engine, run_cached
 
@@ -43,11 +43,12 @@ def generate_cached(cache: RequestCache, model: ResolvedModel, spec: EngineSpec,
     sample does not depend on its batch); the engine loads only if some answer is missing, and
     streams answers to the cache as they complete where it can."""
     requests = [GenerationRequest(messages=p.get("messages"), text=p.get("text"), seed=derived_seed(p)) for p in payloads]
+    streams = backend(spec.name).STREAMS  # concurrent requests to a server: no engine time of its own to measure
 
     def stream(batch: list[GenerationRequest]) -> Iterator[list[tuple[int, Completion]]]:
         engine = lazy.engine
-        if hasattr(engine, "stream"):  # concurrent requests to a server: no engine time of its own to measure
-            yield from ([item] for item in engine.stream(batch, decoding))
+        if streams:
+            yield from ([item] for item in cast(StreamingEngine, engine).stream(batch, decoding))
         else:
             started = time.perf_counter()
             completions = engine.generate(batch, decoding)

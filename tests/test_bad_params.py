@@ -66,6 +66,7 @@ path = "data/source/p.jsonl"
 fields = { prompt = "question", reference = "answer" }
 count = 0
 seed = 0"""
+ENDPOINT = 'engine = "openai"\nengine_options = { base_url = "http://127.0.0.1:9/v1" }'
 
 
 def rows(count: int = 20, **changed: dict) -> list[dict]:
@@ -118,6 +119,30 @@ CASES = {
                     "teachers: at least 2 needed, 1 given (qwen)"),
     "count below the splits": (jsonl("count = 0", "count = 10"), rows(100),
                                "prompts.count (10) must exceed prompts.router_size + prompts.eval_size (12)"),
+    # issue 29: found mid-build before, refused with the params now (persyn/rules.py)
+    "seconds budget on an endpoint teacher": (edit('[teachers.gemma]\nmodel = "packaged:gemma-3-270m"',
+                                                   f'[teachers.gemma]\nmodel = "api:gemma"\n{ENDPOINT}',
+                                                   'strategy = "persyn"',
+                                                   'strategy = "persyn"\nbudget = { amount = 5, unit = "seconds" }'),
+                                              None, "teacher gemma's engine (openai) is a server it cannot time"),
+    "student on an endpoint": (edit('model = "packaged:smollm2-135m-instruct"\nengine = "ctranslate2"',
+                                    f'model = "api:smol"\n{ENDPOINT}'),
+                               None, "students.smol.engine = 'openai' cannot score log-likelihoods"),
+    "reward model on an engine without one": (edit('kind = "math"', 'kind = "reward_model"\n'
+                                                   'reward_model = "packaged:smollm2-135m-instruct"\nengine = "ctranslate2"'),
+                                              None, "quality.engine = 'ctranslate2' cannot run a reward model"),
+    "api model on a local engine": (edit('[teachers.qwen]\nmodel = "packaged:qwen2.5-coder-0.5b-instruct"',
+                                         '[teachers.qwen]\nmodel = "api:qwen"\nengine = "transformers"'),
+                                    None, "teachers.qwen: api:qwen: an api: model is served by an endpoint"),
+    "vllm on the cpu": (edit('engine = "ctranslate2"\n\n[quality]', 'engine = "vllm"\n\n[quality]'),
+                        None, "students.smol: packaged:smollm2-135m-instruct: engine 'vllm' runs on GPUs"),
+    "shares that leave prompts without a teacher": (edit('model = "packaged:gemma-3-270m"',
+                                                         'model = "packaged:gemma-3-270m"\nmax_share = 0.3',
+                                                         '"packaged:qwen2.5-coder-0.5b-instruct"',
+                                                         '"packaged:qwen2.5-coder-0.5b-instruct"\nmax_share = 0.4'),
+                                                    None, "teachers' max_share values sum to 0.7, under 1"),
+    "lm router on an endpoint backbone": (edit("alpha = 0.4", 'alpha = 0.4\nhead = "lm"\nbackbone = "api:big"'), None,
+                                          "router.backbone: api:big is behind an endpoint and cannot be fine-tuned"),
     # refused before issue 31, kept refused
     "unknown key": (edit("alpha = 0.4", "alpha = 0.4\nalpah = 0.3"), None, "router.alpah: unknown key"),
     "unknown strategy": (edit('strategy = "persyn"', 'strategy = "best"'), None, "route.strategy: 'best': expected"),

@@ -96,8 +96,11 @@ def test_bad_combinations_stop_at_the_params() -> None:
         params(route={"budget": {"amount": 5, "unit": "minutes"}})
     api = {"model": "api:big", "engine": "openai", "engine_options": {"base_url": "http://127.0.0.1:9/v1"}}
     with pytest.raises(PersynError, match="teacher a's engine \\(openai\\) is a server it cannot time"):
-        budget.require_timed(params(teachers__a=api, route={"budget": {"amount": 5, "unit": "seconds"}}))
-    budget.require_timed(params(route={"budget": {"amount": 5, "unit": "seconds"}}))  # local engines are timed
+        params(teachers__a=api, route={"budget": {"amount": 5, "unit": "seconds"}})
+    params(route={"budget": {"amount": 5, "unit": "seconds"}})  # local engines are timed
+    with pytest.raises(PersynError, match="teachers' max_share values sum to 0.8, under 1"):
+        params(teachers__a={"max_share": 0.5}, teachers__base={"max_share": 0.3})
+    params(teachers__a={"max_share": 0.5}, teachers__base={"max_share": 0.5})
 
 
 def test_cost_model_charges_prices_and_mean_tokens_on_the_subset() -> None:

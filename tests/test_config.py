@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import inspect
 from pathlib import Path
 
 import jsonschema
@@ -179,7 +180,7 @@ def test_every_table_reaches_params() -> None:
 def test_every_teacher_key_is_used(raw: dict) -> None:
     table = {"model": "local:/m", "prompt_template": "Q: {prompt}", "max_share": 0.5, "max_prompts": 9,
              "engine": "openai", "device": "cuda", "temperature": 0.7, "top_p": 0.9, "max_tokens": 7,
-             "stop": ["\n"], "batch_size": 3, "seed": 5, "engine_options": {"base_url": "http://x"},
+             "stop": ["\n"], "batch_size": 3, "seed": 5, "engine_options": {"base_url": "http://x", "served_model": "m"},
              "self_distillation": True}
     assert set(table) | {"system_prompt"} == set(config.schema_node("teachers", "*")["properties"])
     assert config.parse(raw).teacher("qwen_steps").system_prompt == raw["teachers"]["qwen_steps"]["system_prompt"]
@@ -187,7 +188,8 @@ def test_every_teacher_key_is_used(raw: dict) -> None:
     teacher = config.parse(raw).teacher("qwen")
     assert (teacher.model, teacher.prompt_template, teacher.max_share, teacher.max_prompts) == ("local:/m", "Q: {prompt}", 0.5, 9)
     assert teacher.self_distillation
-    assert teacher.sampling == config.SamplingConfig("openai", "cuda", 0.7, 0.9, 7, ("\n",), 3, 5, {"base_url": "http://x"})
+    assert teacher.sampling == config.SamplingConfig("openai", "cuda", 0.7, 0.9, 7, ("\n",), 3, 5,
+                                                 {"base_url": "http://x", "served_model": "m"})
 
 
 def test_engine_options_are_inherited_only_on_the_same_engine(raw: dict) -> None:
@@ -217,3 +219,15 @@ def test_a_table_class_that_drifts_from_the_schema_fails_at_import(body: dict, e
     with pytest.raises(TypeError) as caught:
         config.table("router")(type("Drifted", (), {"__annotations__": body, "__module__": config.__name__}))
     assert expected in str(caught.value)
+
+
+def test_every_rule_between_keys_runs_at_parse_and_says_why() -> None:
+    """persyn/rules.py is the one place for them: each public rule over the params is in rules.RULES,
+    which config.parse runs, and its docstring says why the rule exists."""
+    from persyn import rules
+
+    defined = {function for name, function in vars(rules).items()
+               if inspect.isfunction(function) and function.__module__ == rules.__name__ and not name.startswith("_")
+               and list(inspect.signature(function).parameters) == ["params"] and function is not rules.check}
+    assert defined == set(rules.RULES) and len(rules.RULES) == len(set(rules.RULES))
+    assert all(rule.__doc__ and len(rule.__doc__) > 30 for rule in rules.RULES)

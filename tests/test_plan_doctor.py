@@ -8,6 +8,7 @@ import pytest
 from test_pipeline import params_toml
 
 from persyn import cli, config, doctor, plan
+from persyn.errors import PersynError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,7 +91,7 @@ def test_plan_command_writes_json(tiny_models: dict[str, Path], tmp_path: Path, 
     assert json.loads((tmp_path / "plan.json").read_text())["generations"]["planned"] == 34
 
 
-def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[str, Path]) -> None:
+def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     scored = {"kind": "reward_model", "reward_model": f"local:{tiny_models['reward']}"}
     healthy = doctor.run(params(tiny_models, quality=scored))
     assert [(f.role, f.ok) for f in healthy] == [("teacher a", True), ("teacher base", True), ("student student", True),
@@ -98,13 +99,16 @@ def test_doctor_probes_every_engine_and_reports_each_failure(tiny_models: dict[s
     assert "log-likelihood" in healthy[2].detail and healthy[3].detail.startswith("reward ")
     dead_endpoint = {"model": "api:gone", "engine": "openai",
                      "engine_options": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "connect_timeout_s": 2}}
-    broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, students__student={"engine": "openai",
-                                                                             "engine_options": dead_endpoint["engine_options"]}))
+    (tmp_path / "empty").mkdir()  # a directory, but no model in it
+    no_model = {"model": f"local:{tmp_path / 'empty'}"}
+    broken = doctor.run(params(tiny_models, teachers__a=dead_endpoint, students__student=no_model))
     by_role = {f.role: f for f in broken}
     assert not by_role["teacher a"].ok and "127.0.0.1:9" in by_role["teacher a"].detail
-    assert not by_role["student student"].ok and "cannot score" in by_role["student student"].detail
+    assert not by_role["student student"].ok
     assert by_role["teacher base"].ok and by_role["embed"].ok
     assert "FAILED" in doctor.render(broken)
+    with pytest.raises(PersynError, match="students.student.engine = 'openai' cannot score log-likelihoods"):
+        params(tiny_models, students__student={"engine": "openai", "engine_options": dead_endpoint["engine_options"]})
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parents[1] / "examples").iterdir()

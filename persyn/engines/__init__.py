@@ -1,14 +1,21 @@
 """One protocol for every inference engine: generate, and score the log-likelihood of a response.
 
-An engine named `x` lives in persyn/engines/x.py and exposes
-  Options                 a frozen dataclass of its own settings (params.toml `engine_options`)
-                          with `answers_depend_on()`: the settings that change answers (cache key),
-                          and, for an engine that wraps another, `answered_by()`: (inner, options),
-  SCORES_LOGLIKELIHOOD    whether it can score a given response (learnability needs it),
-  load(model, device, batch_size, max_length, options) -> Engine,
-  load_reward(model, device, max_length, options) -> RewardScorer   (only engines that run reward models),
-  prepare(model, device, options, uses) -> list[Path]   (only engines that build something once per
-                          model, e.g. a converted copy; `persyn models` calls it ahead of a build).
+An engine named `x` lives in persyn/engines/x.py and ends with `BACKEND = <a Backend subclass>()`:
+  Options                 a frozen dataclass of its own settings (params.toml `engine_options`),
+                          an EngineOptions: `answers_depend_on()` (the settings that change answers:
+                          the cache key) and, where they apply, `answered_by()` (an engine that wraps
+                          another) and `prices()` (an API's USD per million tokens),
+  load(...) -> Engine     the one other thing every engine defines;
+and, where the Backend defaults (no capability, nothing to check or build) do not fit:
+  SCORES_LOGLIKELIHOOD    it can score a given response (learnability needs it),
+  STREAMS                 a server answers its requests one by one (its engine is a StreamingEngine);
+                          no engine time of persyn's own is measured,
+  RUNS_REWARD_MODELS      with load_reward(...) -> RewardScorer,
+  check_model(spec, device, options)   refuse a model spec or device it cannot run (from the params
+                          alone: config.parse calls it through persyn/rules.py, and load before loading;
+                          by default an api: model, which has no weights to load),
+  prepare(model, device, options, uses) -> list[Path]   build once per model what it needs (e.g. a
+                          converted copy; `persyn models` calls it ahead of a build).
 Adding an engine means adding that one file. Engine modules import their heavy dependencies
 inside `load`, so options can be checked on a machine that cannot run the engine.
 """
@@ -18,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Protocol, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
@@ -120,9 +127,7 @@ class Engine(Protocol):
     batch_size: int
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
-        """One completion per request, in request order. An engine may also offer
-        `stream(requests, sampling) -> Iterator[tuple[int, Completion]]`, yielding each answer (with
-        its position in `requests`) as it completes, so that the cache commits it at once."""
+        """One completion per request, in request order."""
 
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         """Mean per-token log-probability of each response's tokens under the chat template."""
@@ -131,12 +136,72 @@ class Engine(Protocol):
         """Release the model (GPU memory, worker processes)."""
 
 
+class StreamingEngine(Engine, Protocol):
+    """The engine of a Backend that STREAMS: persyn calls `stream` instead of `generate`."""
+
+    def stream(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> Iterator[tuple[int, Completion]]:
+        """Each answer, with its position in `requests`, as it completes, so that the cache commits it at once."""
+
+
 class RewardScorer(Protocol):
     def score(self, pairs: Sequence[tuple[Messages, str]]) -> list[float]:
         """One scalar per (prompt messages, response); higher is better."""
 
     def close(self) -> None:
         """Release the model."""
+
+
+class EngineOptions:
+    """The base of every engine's Options (a frozen dataclass of its params.toml `engine_options`);
+    the optional parts have their defaults here."""
+
+    def answers_depend_on(self) -> dict[str, Any]:
+        """The settings that change answers, as the request-cache key holds them (every engine says)."""
+        raise NotImplementedError(f"{type(self).__module__}.Options.answers_depend_on")
+
+    def answered_by(self) -> tuple[str, dict[str, Any]] | None:
+        """For an engine that wraps another (ray): the engine that computes the answers and its options,
+        so cache keys and capabilities follow it. None: this engine answers itself."""
+        return None
+
+    def prices(self) -> tuple[float, float]:
+        """USD per million prompt and completion tokens (a priced API's; a local engine costs nothing in USD)."""
+        return 0.0, 0.0
+
+
+class Backend:
+    """An engine as persyn drives it: persyn/engines/<name>.py sets Options and defines load in a
+    subclass, and overrides the rest only where these defaults (no capability, nothing to refuse,
+    nothing to build) do not fit it."""
+
+    Options: ClassVar[type[EngineOptions]]
+    SCORES_LOGLIKELIHOOD: ClassVar[bool] = False
+    STREAMS: ClassVar[bool] = False
+    RUNS_REWARD_MODELS: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        """The engine's name in params.toml: its module's (persyn/engines/<name>.py)."""
+        return type(self).__module__.rsplit(".", 1)[-1]
+
+    def check_model(self, spec: str, device: str, options: Any) -> None:
+        """Refuse, with one PersynError naming the spec, a model or device this engine cannot run;
+        decided from the params alone (nothing loads), so config.parse refuses it before any stage.
+        By default: an engine runs weights here, and an api: model has none."""
+        if spec.startswith("api:"):
+            raise PersynError(f"{spec}: an api: model is served by an endpoint; use engine = 'openai'")
+
+    def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Any) -> Engine:
+        """The loaded model; heavy imports happen here, not at module import."""
+        raise NotImplementedError(f"engine '{self.name}' defines no load")
+
+    def load_reward(self, model: ResolvedModel, device: str, max_length: int, options: Any) -> RewardScorer:
+        """A reward model (a sequence classifier), on an engine that RUNS_REWARD_MODELS."""
+        raise PersynError(f"params.toml: quality.engine = '{self.name}' cannot run a reward model; use transformers or vllm")
+
+    def prepare(self, model: ResolvedModel, device: str, options: Any, uses: Sequence[str]) -> list[Path]:
+        """Build once what the engine needs for these uses ("generate", "score"); most need nothing."""
+        return []
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -155,10 +220,10 @@ def token_completion(text: str, new_tokens: Sequence[int], stop_ids: Sequence[in
     return Completion(cut, finish, prompt_tokens, len(new_tokens))
 
 
-def module(engine: str) -> ModuleType:
-    """The module implementing an engine, or one error saying what is missing."""
+def backend(engine: str) -> Backend:
+    """The Backend of persyn/engines/<engine>.py, or one error saying what is missing."""
     try:
-        return importlib.import_module(f"persyn.engines.{engine}")
+        return importlib.import_module(f"persyn.engines.{engine}").BACKEND
     except ModuleNotFoundError as error:
         if error.name == f"persyn.engines.{engine}":
             raise PersynError(f"unknown engine '{engine}'") from None
@@ -167,7 +232,7 @@ def module(engine: str) -> ModuleType:
 
 def parse_options(engine: str, options: dict[str, Any]) -> Any:
     """The engine's Options dataclass built from params.toml; an unknown key is one error."""
-    cls = module(engine).Options
+    cls = backend(engine).Options
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -182,44 +247,45 @@ def parse_options(engine: str, options: dict[str, Any]) -> Any:
 def answering_engine(engine: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The engine that computes the answers, and its options: a wrapper (ray) names its inner
     engine, so cache keys and capabilities follow the engine that really answers."""
-    parsed = parse_options(engine, options)
-    return parsed.answered_by() if hasattr(parsed, "answered_by") else (engine, options)
+    return parse_options(engine, options).answered_by() or (engine, options)
 
 
 def scores_loglikelihood(engine: str, options: dict[str, Any] | None = None) -> bool:
     """Whether the engine can score a given response (an HTTP chat endpoint generally cannot)."""
-    return bool(module(answering_engine(engine, options or {})[0]).SCORES_LOGLIKELIHOOD)
+    return backend(answering_engine(engine, options or {})[0]).SCORES_LOGLIKELIHOOD
 
 
 def times_answers(engine: str, options: dict[str, Any] | None = None) -> bool:
     """Whether persyn measures the engine time of each answer (a batch engine; not a server it
     streams requests to), which a budget in seconds charges."""
-    return not getattr(module(answering_engine(engine, options or {})[0]), "STREAMS", False)
+    return not backend(answering_engine(engine, options or {})[0]).STREAMS
+
+
+def check_model(engine: str, options: dict[str, Any], spec: str, device: str) -> None:
+    """What the engine refuses about this model spec and device, decided from the params alone."""
+    backend(engine).check_model(spec, device, parse_options(engine, options))
 
 
 def load(
     engine: str, model: ResolvedModel, device: str = "cpu", batch_size: int = 16, max_length: int = 2048,
     options: dict[str, Any] | None = None,
 ) -> Engine:
-    """Import persyn.engines.<engine> and load the model with it."""
-    parsed = parse_options(engine, options or {})
-    return module(engine).load(model, device=device, batch_size=batch_size, max_length=max_length, options=parsed)
+    """Load the model with persyn.engines.<engine>, once the engine has accepted model and device."""
+    parsed, implementation = parse_options(engine, options or {}), backend(engine)
+    implementation.check_model(model.spec, device, parsed)
+    return implementation.load(model, device, batch_size, max_length, parsed)
 
 
-def prepare(engine: str, model: ResolvedModel, device: str, options: dict[str, Any], uses: Sequence[str]) -> list[Any]:
+def prepare(engine: str, model: ResolvedModel, device: str, options: dict[str, Any], uses: Sequence[str]) -> list[Path]:
     """Build once what the answering engine needs for these uses ("generate", "score"); most need nothing."""
     name, inner = answering_engine(engine, options)
-    implementation = module(name)
-    if not hasattr(implementation, "prepare"):
-        return []
-    return implementation.prepare(model, device, parse_options(name, inner), uses)
+    return backend(name).prepare(model, device, parse_options(name, inner), uses)
 
 
 def load_reward(engine: str, model: ResolvedModel, device: str, max_length: int,
                 options: dict[str, Any] | None = None) -> RewardScorer:
     """Load a reward model (a sequence classifier) with an engine that can run one."""
-    parsed = parse_options(engine, options or {})
-    implementation = module(engine)
-    if not hasattr(implementation, "load_reward"):
-        raise PersynError(f"params.toml: quality.engine = '{engine}' cannot run a reward model; use transformers or vllm")
-    return implementation.load_reward(model, device=device, max_length=max_length, options=parsed)
+    parsed, implementation = parse_options(engine, options or {}), backend(engine)
+    if implementation.RUNS_REWARD_MODELS:
+        implementation.check_model(model.spec, device, parsed)
+    return implementation.load_reward(model, device, max_length, parsed)

@@ -24,13 +24,13 @@ from typing import Any, Sequence
 
 from persyn import claims, devices
 from persyn.chat import load_tokenizer, prompt_ids, response_tokens, stop_token_ids
-from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
+from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
+from persyn.engines import token_completion
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel, cache_root
 
 log = logging.getLogger("persyn.engines.ctranslate2")
 
-SCORES_LOGLIKELIHOOD = True
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 # Measured in bench/engine_bench.py: int8 keeps teachers' answers as good at 2.5-4x the speed, but
 # moves a small student's log-likelihoods enough to reorder them, and changes most answers of a
@@ -43,7 +43,7 @@ CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window la
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(EngineOptions):
     """compute_type is for generation, score_compute_type for log-likelihoods; "auto" is int8 /
     float32 on the CPU and int8_float16 / bfloat16 on CUDA. intra_threads 0 lets CTranslate2
     choose; max_batch_size 0 uses the stage's batch_size."""
@@ -89,15 +89,15 @@ def _device(device: str) -> str:
     return devices.choose(device, _import().get_cuda_device_count() > 0, "CTranslate2")
 
 
-def _check_local(model: ResolvedModel) -> None:
-    if model.spec.startswith(("hf:", "api:")):
-        raise PersynError(f"{model.spec}: engine 'ctranslate2' converts local weights; use packaged: or local: "
+def _check_local(spec: str) -> None:
+    if spec.startswith(("hf:", "api:")):
+        raise PersynError(f"{spec}: engine 'ctranslate2' converts local weights; use packaged: or local: "
                           "(download a hub model first and point local: at it)")
 
 
 def converted(model: ResolvedModel, compute_type: str) -> Path:
     """The model in CTranslate2's format for one compute type, converted on first use, atomically."""
-    _check_local(model)
+    _check_local(model.spec)
     destination = cache_root() / "models" / model.fingerprint / f"ct2-{compute_type}"
     if (destination / "model.bin").is_file():
         return destination
@@ -136,7 +136,7 @@ def parameters(model: ResolvedModel) -> int:
 
 class CTranslate2Engine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
-        _check_local(model)
+        _check_local(model.spec)
         self.model, self.batch_size, self.max_length, self.options = model, batch_size, max_length, options
         self.device = _device(device)
         self.tokenizer = load_tokenizer(model.path)  # tokenizers, not AutoTokenizer: no torch import
@@ -215,10 +215,20 @@ class CTranslate2Engine:
         self._generators = {}
 
 
-def prepare(model: ResolvedModel, device: str, options: Options, uses: Sequence[str]) -> list[Path]:
-    """Convert ahead of a build (`persyn models`), for each use ("generate", "score") the role has."""
-    return [converted(model, options.resolved(_device(device), use, parameters(model))) for use in uses]
+class CTranslate2Backend(Backend):
+    Options = Options
+    SCORES_LOGLIKELIHOOD = True
+
+    def check_model(self, spec: str, device: str, options: Options) -> None:
+        _check_local(spec)
+
+    def prepare(self, model: ResolvedModel, device: str, options: Options, uses: Sequence[str]) -> list[Path]:
+        """Convert ahead of a build (`persyn models`), for each use ("generate", "score") the role has."""
+        return [converted(model, options.resolved(_device(device), use, parameters(model))) for use in uses]
+
+    def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int,
+             options: Options) -> CTranslate2Engine:
+        return CTranslate2Engine(model, device, batch_size, max_length, options)
 
 
-def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> CTranslate2Engine:
-    return CTranslate2Engine(model, device, batch_size, max_length, options)
+BACKEND = CTranslate2Backend()

@@ -28,14 +28,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import httpx
 
-from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, truncate_at_stop
+from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
+from persyn.engines import truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.openai")
 
-SCORES_LOGLIKELIHOOD = False
-STREAMS = True  # answers arrive one by one from a server (stream): no engine time of ours to measure
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 RESERVED_BODY_KEYS = frozenset({"model", "messages", "prompt", "temperature", "top_p", "max_tokens", "stop", "seed",
                                 "stream", "n"})
@@ -50,7 +49,7 @@ def _check(name: str, value: Any, minimum: float, integer: bool = False, above: 
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(EngineOptions):
     """Where the endpoint is and how hard to push it; only extra_body can change answers."""
 
     base_url: str = ""
@@ -90,6 +89,9 @@ class Options:
 
     def answers_depend_on(self) -> dict[str, Any]:
         return {"extra_body": self.extra_body} if self.extra_body else {}
+
+    def prices(self) -> tuple[float, float]:
+        return self.cost_per_million_prompt_tokens, self.cost_per_million_completion_tokens
 
 
 class _Transient(Exception):
@@ -135,9 +137,6 @@ class RateLimiter:
 class OpenAIEngine:
     def __init__(self, model: ResolvedModel, batch_size: int, options: Options,
                  sleep: Callable[[float], Any] | None = None, rng: random.Random | None = None) -> None:
-        if model.spec.startswith(("packaged:", "local:")) and options.served_model is None:
-            raise PersynError(f"{model.spec}: the openai engine sends a model name to an endpoint; set "
-                              "engine_options.served_model to the name the server serves these weights under")
         self.model, self.batch_size, self.options = model, batch_size, options
         self.served_model = options.served_model or model.path
         self.base_url = options.base_url.rstrip("/")
@@ -302,6 +301,18 @@ class OpenAIEngine:
         return Completion(text, finish, prompt, completion, retries, cost, timeouts)
 
 
-def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> OpenAIEngine:
-    """device and max_length are the endpoint's business."""
-    return OpenAIEngine(model, batch_size, options)
+class OpenAIBackend(Backend):
+    Options = Options
+    STREAMS = True  # answers arrive one by one from a server (stream): no engine time of ours to measure
+
+    def check_model(self, spec: str, device: str, options: Options) -> None:
+        if spec.startswith(("packaged:", "local:")) and options.served_model is None:
+            raise PersynError(f"{spec}: the openai engine sends a model name to an endpoint; set "
+                              "engine_options.served_model to the name the server serves these weights under")
+
+    def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> OpenAIEngine:
+        """device and max_length are the endpoint's business."""
+        return OpenAIEngine(model, batch_size, options)
+
+
+BACKEND = OpenAIBackend()

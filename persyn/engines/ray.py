@@ -26,18 +26,17 @@ from types import ModuleType
 from typing import Any, Sequence
 
 from persyn import engines
-from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest
+from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.ray")
 
-SCORES_LOGLIKELIHOOD = True
 CLOSE_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(EngineOptions):
     """address None lets Ray find a cluster (RAY_ADDRESS, a `ray start` on this machine) or start
     one; "local" always starts one; "auto" or "ray://head:10001" connects to a running cluster."""
 
@@ -113,8 +112,6 @@ def import_ray() -> ModuleType:
 
 class RayEngine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
-        if device == "cuda" and options.gpus_per_worker == 0:
-            raise PersynError("device = 'cuda' on engine 'ray' needs engine_options.gpus_per_worker > 0")
         self.ray = import_ray()
         self.model, self.batch_size = model, batch_size
         self.inner = options.inner
@@ -188,5 +185,19 @@ class RayEngine:
             self.owns_ray = False
 
 
-def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> RayEngine:
-    return RayEngine(model, device, batch_size, max_length, options)
+class RayBackend(Backend):
+    """Capabilities are the inner engine's (engines.answering_engine follows answered_by), except that
+    the actors answer in batches: nothing streams from here."""
+
+    Options = Options
+
+    def check_model(self, spec: str, device: str, options: Options) -> None:
+        if device == "cuda" and options.gpus_per_worker == 0:
+            raise PersynError("device = 'cuda' on engine 'ray' needs engine_options.gpus_per_worker > 0")
+        engines.check_model(options.inner, options.inner_options, spec, device)
+
+    def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> RayEngine:
+        return RayEngine(model, device, batch_size, max_length, options)
+
+
+BACKEND = RayBackend()

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
 from persyn.devices import pick_device
-from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, token_completion
-from persyn.errors import PersynError
+from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
+from persyn.engines import token_completion
 from persyn.models import ResolvedModel
 
 if TYPE_CHECKING:
@@ -26,12 +26,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("persyn.engines.transformers")
 T = TypeVar("T")
 
-SCORES_LOGLIKELIHOOD = True
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(EngineOptions):
     """dtype "auto" is float32 on the CPU and bfloat16 on CUDA."""
 
     dtype: str = "auto"
@@ -105,8 +104,6 @@ class TransformersEngine:
     def __init__(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if model.spec.startswith("api:"):
-            raise PersynError(f"{model.spec}: an api: model is served by an endpoint; use engine = 'openai'")
         self.model = model
         self.batch_size = batch_size
         self.max_length = max_length
@@ -226,9 +223,17 @@ class TransformersRewardModel:
         release(self)
 
 
-def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> TransformersEngine:
-    return TransformersEngine(model, device, batch_size, max_length, options)
+class TransformersBackend(Backend):
+    Options = Options
+    SCORES_LOGLIKELIHOOD = True
+    RUNS_REWARD_MODELS = True
+
+    def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int,
+             options: Options) -> TransformersEngine:
+        return TransformersEngine(model, device, batch_size, max_length, options)
+
+    def load_reward(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> TransformersRewardModel:
+        return TransformersRewardModel(model, device, max_length, options)
 
 
-def load_reward(model: ResolvedModel, device: str, max_length: int, options: Options) -> TransformersRewardModel:
-    return TransformersRewardModel(model, device, max_length, options)
+BACKEND = TransformersBackend()

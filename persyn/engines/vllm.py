@@ -22,17 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
-from persyn.engines import Completion, GenerationRequest, Sampling, Score, ScoreRequest, truncate_at_stop
+from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
+from persyn.engines import truncate_at_stop
 from persyn.errors import PersynError
 from persyn.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.vllm")
 
-SCORES_LOGLIKELIHOOD = True
-
 
 @dataclass(frozen=True)
-class Options:
+class Options(EngineOptions):
     """Passed to vllm.LLM; see the vLLM engine-arguments documentation."""
 
     tensor_parallel_size: int = 1
@@ -91,10 +90,6 @@ def reward_value(output: Any, model: str) -> float:
 
 def _open(model: ResolvedModel, device: str, options: Options, **extra: Any) -> tuple[Any, Any]:
     """The vllm.LLM and the Hugging Face tokenizer whose chat template persyn renders with."""
-    if device == "cpu":
-        raise PersynError(f"{model.spec}: engine 'vllm' runs on GPUs; set device = 'cuda' (or use engine 'transformers')")
-    if model.spec.startswith("api:"):
-        raise PersynError(f"{model.spec}: an api: model is served by an endpoint; use engine = 'openai'")
     try:
         from vllm import LLM
     except ImportError:
@@ -197,9 +192,21 @@ class VllmRewardModel(_Loaded):
         return [reward_value(output, self.model.spec) for output in outputs]
 
 
-def load(model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> VllmEngine:
-    return VllmEngine(model, batch_size, max_length, *_open(model, device, options))
+class VllmBackend(Backend):
+    Options = Options
+    SCORES_LOGLIKELIHOOD = True
+    RUNS_REWARD_MODELS = True
+
+    def check_model(self, spec: str, device: str, options: Options) -> None:
+        if device == "cpu":
+            raise PersynError(f"{spec}: engine 'vllm' runs on GPUs; set device = 'cuda' (or use engine 'transformers')")
+        super().check_model(spec, device, options)
+
+    def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int, options: Options) -> VllmEngine:
+        return VllmEngine(model, batch_size, max_length, *_open(model, device, options))
+
+    def load_reward(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> VllmRewardModel:
+        return VllmRewardModel(model, max_length, *_open(model, device, options, runner="pooling"))
 
 
-def load_reward(model: ResolvedModel, device: str, max_length: int, options: Options) -> VllmRewardModel:
-    return VllmRewardModel(model, max_length, *_open(model, device, options, runner="pooling"))
+BACKEND = VllmBackend()
