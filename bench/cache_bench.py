@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from persyn import layout
 from scratch import scratch_project
 
 
@@ -30,13 +31,13 @@ def repro(project: Path, env: dict[str, str], target: str) -> float:
 def routed(project: Path) -> dict[str, set[str]]:
     """"<student>/<teacher>" → the prompt ids routed to that teacher for that student."""
     return {f"{path.parent.name}/{path.stem}": set(pl.read_parquet(path)["id"].to_list())
-            for path in (project / "data/routes").glob("*/*.parquet")}
+            for path in (project / layout.ROUTES).glob("*/*.parquet")}
 
 
 def generated(project: Path, since: float = 0.0) -> int:
-    """Teacher generations counted by the run logs (runs/<stage>.json) of the sample@ and generate@
+    """Teacher generations counted by the run logs (layout.run_log) of the sample@ and generate@
     stages that ran after `since`."""
-    return sum(json.loads(p.read_text())["generated"] for p in (project / "runs").glob("*.json")
+    return sum(json.loads(p.read_text())["generated"] for p in (project / layout.RUNS).glob("*.json")
                if p.name.startswith(("sample@", "generate@")) and p.stat().st_mtime > since)
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     started = time.time()
     warm = repro(project, env, args.target)
     after = routed(project)
-    pool = set(pl.read_parquet(project / "data/prompts.parquet").filter(pl.col("split") == "pool")["id"].to_list())
+    pool = set(pl.read_parquet(project / layout.PROMPTS).filter(pl.col("split") == "pool")["id"].to_list())
     moved = sum(len((after[t] - before.get(t, set())) & pool) for t in after)
     warm_generations = generated(project, started)
     print(f"embedded default, router.{old.split('#')[0].strip()} -> {args.alpha}; scratch {scratch}")

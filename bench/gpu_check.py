@@ -120,10 +120,12 @@ def answers_and_scores(project: Path) -> dict[tuple[str, str], tuple[str, float,
     """(teacher, prompt id) -> (router-subset answer, learnability, reward) from the sample and score stages."""
     import polars as pl
 
+    from persyn import layout
+
     rows = {}
-    for sample in sorted((project / "data/sample").glob("*.parquet")):
+    for sample in sorted((project / layout.SAMPLE).glob("*.parquet")):
         answers = {r["id"]: r["response"] for r in pl.read_parquet(sample).to_dicts()}
-        for score in pl.read_parquet(project / "data/scores/student" / sample.name).to_dicts():
+        for score in pl.read_parquet(project / layout.scores("student", sample.stem)).to_dicts():
             rows[(sample.stem, score["id"])] = (answers[score["id"]], score["learnability"], score["quality"])
     return rows
 

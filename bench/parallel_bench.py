@@ -25,6 +25,8 @@ import tiny  # noqa: E402
 from dvcproject import Project, make_project  # noqa: E402
 from test_pipeline import params_toml  # noqa: E402
 
+from persyn import layout  # noqa: E402
+
 CHANGES = (("router_size = 10", "router_size = 16"),
            ("[generation]\nmax_tokens = 8\nbatch_size = 4", "[generation]\nmax_tokens = 96\nbatch_size = 2"))
 
@@ -41,7 +43,8 @@ def start(project: Project) -> subprocess.Popen:
 
 
 def generated(projects: list[Project]) -> int:
-    return sum(json.loads(p.read_text())["generated"] for project in projects for p in (project.path / "runs").glob("*.json"))
+    return sum(json.loads(p.read_text())["generated"] for project in projects
+               for p in (project.path / layout.RUNS).glob("*.json"))
 
 
 def rows(cache: Path) -> int:

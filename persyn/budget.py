@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from persyn import engines
+from persyn import engines, layout
 from persyn.cache import CODECS, RequestCache
 from persyn.config import Params, TeacherConfig
 from persyn.errors import PersynError
@@ -80,7 +80,7 @@ def cost_model(params: Params, samples: dict[str, list[dict[str, Any]]]) -> dict
         teacher = params.teachers[name]
         answers = samples.get(name) or []
         if not answers:
-            raise PersynError(f"data/sample/{name}.parquet: no answers on the router subset to estimate {name}'s cost from")
+            raise PersynError(f"{layout.sample(name)}: no answers on the router subset to estimate {name}'s cost from")
         price_in, price_out = prices(teacher)
         model[name] = {"prompt_price": price_in, "completion_price": price_out,
                        "overhead_tokens": overhead_tokens(teacher),
@@ -163,7 +163,7 @@ def solve(value: np.ndarray, cost: np.ndarray, capacity: np.ndarray, amount: flo
 
 def report(value: np.ndarray, cost: np.ndarray, choice: np.ndarray, teachers: list[str], capacity: np.ndarray,
            amount: float | None, unit: str, model: dict[str, dict[str, float]], gap: float) -> dict[str, Any]:
-    """Predicted reward kept against the unconstrained route, planned spend, shares: for metrics/route.json."""
+    """Predicted reward kept against the unconstrained route, planned spend, shares: for the route metrics."""
     rows = np.arange(len(value))
     free = value.argmax(axis=1)
     best, worst, kept = value.max(axis=1).sum(), value.min(axis=1).sum(), value[rows, choice].sum()
@@ -194,12 +194,13 @@ def spend(unit: str, model: dict[str, dict[str, float]], answers: Sequence[dict[
 def outcome(planned: dict[str, Any], routed: Sequence[dict[str, Any]], extra: Sequence[dict[str, Any]],
             prompts: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]], cache: RequestCache) -> dict[str, Any]:
     """Planned against actual spend (the estimate's error), the predicted reward kept and the dataset's
-    teacher shares, for metrics/dataset.json; fallback answers are spent outside the budget."""
+    teacher shares, for the dataset metrics; fallback answers are spent outside the budget."""
     unit, model = planned["unit"], planned["teachers"]
     if unit == "seconds":
         pool = [a for a in routed if prompts[a["id"]]["split"] != "router"]
-        routed = measured_seconds(pool, cache, "data/generated/ (the routed pool answers)")
-        extra = measured_seconds([a for a in extra if not a["from_subset"]], cache, "data/fallback/ (the fallback's answers)")
+        routed = measured_seconds(pool, cache, f"{layout.GENERATED}/ (the routed pool answers)")
+        extra = measured_seconds([a for a in extra if not a["from_subset"]], cache,
+                                 f"{layout.FALLBACK}/ (the fallback's answers)")
     actual = spend(unit, model, routed, prompts)
     error = actual - planned["planned_spend"]
     return {

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from persyn import config, io, models
+from persyn import config, io, layout, models
 from persyn.cache import RequestCache, default_path, regular_file_on
 from persyn.errors import PersynError, guarded
 
@@ -49,9 +49,9 @@ def premise_command(args: argparse.Namespace) -> None:
     student = args.student or params.student.name
     params.for_student(student)
     teachers = sorted(params.teachers)
-    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
-    prompts = io.read_parquet("data/prompts.parquet", "prompt")
-    table = premise.premise(*premise.matrices(prompts, scores, teachers, f"data/scores/{student}")[1:], teachers)
+    scores = [r for t in teachers for r in io.read_parquet(layout.scores(student, t), "score")]
+    prompts = io.read_parquet(layout.PROMPTS, "prompt")
+    table = premise.premise(*premise.matrices(prompts, scores, teachers, layout.scores_dir(student))[1:], teachers)
     print(premise.markdown(table), end="")
     if args.json:
         io.write_json(args.json, table)

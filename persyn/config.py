@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from persyn import rules, tables
+from persyn import layout, rules, tables
 from persyn.errors import PersynError
 from persyn.rules import release_spelling as release_spelling  # re-exported: callers import it from here
 from persyn.schemas import check
@@ -248,7 +248,7 @@ def _student(name: str, mapping: dict[str, Any], train: dict[str, Any], evaluati
 
 
 MIGRATE_STUDENT = ("[student] is now [students.<name>] (one table per student; the name is used in stage names, "
-                   "data/*/<name>/ and metrics/<name>/): rename [student] to [students.student], or give the "
+                   f"{layout.DATA}/*/<name>/ and {layout.METRICS}/<name>/): rename [student] to [students.student], or give the "
                    "student a name of its own ([a-z0-9_-]+)")
 
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from persyn import layout
 from persyn.answers import verified
 from persyn.config import RouterConfig, release_spelling
 from persyn.errors import PersynError
@@ -24,6 +25,7 @@ def assemble(
     extra: Sequence[dict[str, Any]] = (),
     unverified: str = "keep",
     attempts: bool = False,
+    source: str = layout.generated("<student>", "{teacher}"),
 ) -> list[dict[str, Any]]:
     """One record per routed prompt. Where several teachers answered a prompt (the oracle strategy),
     the answer with the best combined reward r is kept; `scores` must then cover every answer.
@@ -31,7 +33,7 @@ def assemble(
     then has no record). `extra` holds the fallback's answers (attempt 1, 2, ...): the first verified
     attempt is kept; with none verified, the routed answer is kept, or, with unverified = "drop", no
     record is. `attempts` adds each record's attempt (left out at route.fallback = 0, so that such a
-    build keeps its bytes)."""
+    build keeps its bytes). `source` names a teacher's generated answers, {teacher} in it, in errors."""
     by_id = {p["id"]: p for p in prompts}
     known = {(s["id"], s["teacher"]): s for s in scores}
     routed = {(prompt_id, teacher) for teacher, ids in routes.items() for prompt_id in ids}
@@ -39,15 +41,15 @@ def assemble(
     for teacher, rows in sorted(generated.items()):
         for row in rows:
             if (row["id"], teacher) not in routed:
-                raise PersynError(f"data/generated/{teacher}.parquet: record {row['id']}: field 'id': "
+                raise PersynError(f"{source.format(teacher=teacher)}: record {row['id']}: field 'id': "
                                   f"not routed to {teacher} (stale file?)")
             candidates.setdefault(row["id"], []).append(row)
     missing = sorted(routed - {(row["id"], row["teacher"]) for rows in candidates.values() for row in rows})
     if missing:
         prompt_id, teacher = missing[0]
-        raise PersynError(f"data/generated/{teacher}.parquet: record {prompt_id}: routed but not generated")
+        raise PersynError(f"{source.format(teacher=teacher)}: record {prompt_id}: routed but not generated")
     if drop_truncated and candidates and all(a["finish_reason"] == "length" for rows in candidates.values() for a in rows):
-        raise PersynError("data/generated: every routed answer was cut at max_tokens (finish_reason 'length'), "
+        raise PersynError(f"{layout.GENERATED}: every routed answer was cut at max_tokens (finish_reason 'length'), "
                           "so no record is left; raise the teachers' max_tokens or set assemble.drop_truncated = false")
     later: dict[str, list[dict[str, Any]]] = {}
     for answer in extra:
@@ -89,7 +91,7 @@ def answer_quality(answer: dict[str, Any], prompt: dict[str, Any], scores: dict[
     """The scored quality of an answer on S, else its verified quality (None: nothing to check it against)."""
     quality = scores.get((answer["id"], answer["teacher"]), {}).get("quality")
     if quality is None and (prompt["reference"] is not None or prompt.get("verifier")):
-        quality = verified(answer["response"], prompt, "data/prompts.parquet")
+        quality = verified(answer["response"], prompt, layout.PROMPTS)
     return quality
 
 

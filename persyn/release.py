@@ -17,7 +17,7 @@ from typing import Any
 
 from persyn import card as card_module
 from persyn import config as config_module
-from persyn import dataset
+from persyn import dataset, layout
 from persyn.config import tomllib
 from persyn.errors import PersynError
 from persyn.io import atomic_directory, write_json
@@ -58,7 +58,7 @@ def card(name: str, version: str, params: config_module.Params, metrics: dict[st
         f"git commit `{provenance['git_commit']}`, dvc.lock sha256 `{provenance['dvc_lock_sha256']}`",
     ]
     return card_module.build(params, name, built, provenance["teachers"], title=f"{name} v{version}",
-                             data_files="data/train-*.parquet", facts=facts, extra={"persyn": summary},
+                             data_files=layout.RELEASE_SHARDS, facts=facts, extra={"persyn": summary},
                              footer="`provenance.json` beside this card has the full params, metrics and file checksums.")
 
 
@@ -101,11 +101,11 @@ def release(version: str, repo: Path = Path("."), students: list[str] | None = N
 
 def write_release(repo: Path, params: config_module.Params, student: str, name: str, version: str) -> Path:
     """releases/<name>/v<version>/: the student's shards, its card and provenance.json."""
-    records = dataset.read(repo / "data/dataset" / student)
-    metrics = {m: json.loads((repo / f"metrics/{student}/{m}.json").read_text())
-               for m in METRICS if (repo / f"metrics/{student}/{m}.json").is_file()}
-    if (repo / "metrics/sharing.json").is_file():
-        metrics["sharing"] = json.loads((repo / "metrics/sharing.json").read_text())
+    records = dataset.read(repo / layout.dataset(student))
+    metrics = {m: json.loads((repo / layout.metrics(student, m)).read_text())
+               for m in METRICS if (repo / layout.metrics(student, m)).is_file()}
+    if (repo / layout.SHARING_METRICS).is_file():
+        metrics["sharing"] = json.loads((repo / layout.SHARING_METRICS).read_text())
     provenance = {
         "name": name,
         "version": version,
@@ -118,12 +118,13 @@ def write_release(repo: Path, params: config_module.Params, student: str, name: 
         "params": tomllib.loads((repo / "params.toml").read_text()),
         "metrics": metrics,
     }
-    target = repo / "releases" / name / f"v{version}"
+    target = repo / layout.release(name, version)
     with atomic_directory(target) as out:
-        (out / "data").mkdir()
-        for shard in sorted((repo / "data/dataset" / student).glob("train-*.parquet")):
-            shutil.copy(shard, out / "data" / shard.name)
-        provenance["files"] = {f"data/{p.name}": sha256_bytes(p.read_bytes()) for p in sorted((out / "data").iterdir())}
+        (out / layout.RELEASE_DATA).mkdir()
+        for shard in sorted((repo / layout.dataset(student)).glob("train-*.parquet")):
+            shutil.copy(shard, out / layout.RELEASE_DATA / shard.name)
+        provenance["files"] = {p.relative_to(out).as_posix(): sha256_bytes(p.read_bytes())
+                               for p in sorted((out / layout.RELEASE_DATA).iterdir())}
         (out / "README.md").write_text(card(name, version, params, metrics, provenance))
         write_json(out / "provenance.json", provenance)
     return target

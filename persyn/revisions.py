@@ -20,10 +20,11 @@ from typing import Any, Iterable
 
 import polars as pl
 
+from persyn import layout
 from persyn.config import tomllib
 from persyn.errors import PersynError
 
-METRICS = ("router", "dataset", "train", "eval")
+METRICS: tuple[layout.Metric, ...] = ("router", "dataset", "train", "eval")  # what release and diff read
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -69,14 +70,14 @@ def read_revision(repo: Path, rev: str, student: str) -> dict[str, Any]:
 
     fs = DVCFileSystem(str(repo), rev=resolve_revision(repo, rev))
     params = tomllib.loads(fs.read_text("params.toml"))
-    metrics = {m: json.loads(fs.read_text(f"metrics/{student}/{m}.json"))
-               for m in METRICS if fs.exists(f"metrics/{student}/{m}.json")}
+    metrics = {m: json.loads(fs.read_text(layout.metrics(student, m)))
+               for m in METRICS if fs.exists(layout.metrics(student, m))}
     try:
-        shards = sorted(p for p in fs.ls(f"data/dataset/{student}", detail=False)
+        shards = sorted(p for p in fs.ls(layout.dataset(student), detail=False)
                         if p.rsplit("/", 1)[-1].startswith("train-"))
         records = [r for shard in shards for r in pl.read_parquet(bytes_io.BytesIO(fs.read_bytes(shard))).to_dicts()]
     except (FileNotFoundError, DataIndexError):
-        raise not_cached(rev, f"data/dataset/{student}") from None
+        raise not_cached(rev, layout.dataset(student)) from None
     return {"params": params, "metrics": metrics, "records": records}
 
 
@@ -113,7 +114,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def shown_values(entry: dict[str, Any]) -> dict[str, Any]:
     """One `dvc exp show --json` revision's params and metrics, flattened to
-    "params.toml.router.alpha" / "metrics/<student>/eval.json.trained.accuracy" keys."""
+    keys: "params.toml.router.alpha", or a metrics file's path, a dot and the key inside it."""
     data = entry.get("data") or {}
     return flatten({path: value.get("data", {}) for group in ("params", "metrics")
                     for path, value in (data.get(group) or {}).items()})
@@ -133,7 +134,7 @@ def experiments(repo: Path, student: str) -> list[dict[str, Any]]:
             got = shown_values(entry)
             rows.append({"name": name, "alpha": got.get("params.toml.router.alpha"),
                          "strategy": got.get("params.toml.route.strategy", "persyn"),
-                         "accuracy": got.get(f"metrics/{student}/eval.json.trained.accuracy"),
-                         "regret": got.get(f"metrics/{student}/router.json.router.regret"),
-                         "used": got.get(f"metrics/{student}/dataset.json.generations.used")})
+                         "accuracy": got.get(f"{layout.metrics(student, 'eval')}.trained.accuracy"),
+                         "regret": got.get(f"{layout.metrics(student, 'router')}.router.regret"),
+                         "used": got.get(f"{layout.metrics(student, 'dataset')}.generations.used")})
     return rows

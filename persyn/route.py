@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn import budget, io
+from persyn import budget, io, layout
 from persyn.cache import RequestCache
 from persyn.config import Params, RouteConfig
 from persyn.errors import PersynError
@@ -84,7 +84,7 @@ class Limits:
 class Routing:
     assignment: dict[str, list[str]]  # teacher → sorted prompt ids
     order: dict[str, list[str]]  # prompt id → teachers to ask, the routed one first
-    report: dict[str, Any]  # metrics/route.json
+    report: dict[str, Any]  # what the route stage writes to layout.metrics(S, "route")
 
 
 def routed_prompts(prompts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,7 +117,7 @@ def route(config: RouteConfig, prompts: list[dict[str, Any]], trained: Trained,
     routed = [p["id"] for p in routed_prompts(prompts)]
     missing = [i for i in routed if i not in inputs]
     if missing:
-        raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]} (re-run embed)")
+        raise PersynError(f"{layout.EMBEDDINGS}: no embedding for prompt {missing[0]} (re-run embed)")
     vectors = np.asarray([inputs[i] for i in routed])
     teachers = trained.teachers
     chosen = choose(config, routed, trained, vectors, scores)
@@ -154,14 +154,14 @@ def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Rout
     reads the prompt texts, on router.device. torch loads here, with the router, not at import."""
     from persyn import lm_router
 
-    trained, meta = lm_router.load(root / "data/router" / student, device=params.router.device)
-    prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
+    trained, meta = lm_router.load(root / layout.router(student), device=params.router.device)
+    prompts = io.read_parquet(root / layout.PROMPTS, "prompt")
     inputs = ({p["id"]: lm_router.prompt_text(p) for p in prompts} if meta["head"] == "lm"
-              else io.read_embeddings(root / "data/embeddings.parquet"))
+              else io.read_embeddings(root / layout.EMBEDDINGS))
     scores = [r for t in trained.teachers
-              for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]
-    samples = {t: io.read_parquet(root / f"data/sample/{t}.parquet", "generation") for t in trained.teachers}
+              for r in io.read_parquet(root / layout.scores(student, t), "score")]
+    samples = {t: io.read_parquet(root / layout.sample(t), "generation") for t in trained.teachers}
     if params.route.budget is not None and params.route.budget.unit == "seconds":  # rules.seconds_budget_is_timed
         with RequestCache() as cache:
-            samples = {t: budget.measured_seconds(s, cache, f"data/sample/{t}.parquet") for t, s in samples.items()}
+            samples = {t: budget.measured_seconds(s, cache, layout.sample(t)) for t, s in samples.items()}
     return route(params.route, prompts, trained, inputs, scores, limits(params, prompts, samples, trained.teachers))

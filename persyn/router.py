@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
+from persyn import layout
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
 from persyn.io import read_json, write_json
@@ -223,13 +224,13 @@ def stacked(inputs: dict[str, np.ndarray] | dict[str, str], ids: list[str], conf
     """The router's inputs for `ids` as rows: embeddings as a matrix, or (head lm) prompt texts."""
     missing = [i for i in ids if i not in inputs]
     if missing:
-        where = "data/prompts.parquet: no prompt" if config.head == "lm" else "data/embeddings.parquet: no embedding for prompt"
+        where = f"{layout.PROMPTS}: no prompt" if config.head == "lm" else f"{layout.EMBEDDINGS}: no embedding for prompt"
         raise PersynError(f"{where} {missing[0]}")
     return np.array([inputs[i] for i in ids], dtype=object) if config.head == "lm" else np.stack([inputs[i] for i in ids])
 
 
 def fit(scores: list[dict], inputs: dict[str, np.ndarray] | dict[str, str], teachers: list[str], config: RouterConfig,
-        source: str = "data/scores", trainer: Callable[..., Trained] = train) -> Fit:
+        source: str = layout.SCORES, trainer: Callable[..., Trained] = train) -> Fit:
     """Split S into train/validation (seeded), train on one, report metrics on the other; then, with
     router.refit_on_all, fit the routing router again on all of S: the held-out measurement is of
     the recipe, and routing gets every labelled prompt. `inputs` maps prompt ids to embeddings, or
@@ -286,8 +287,8 @@ def save(fitted: Fit, directory: Path, config: RouterConfig, dimension: int) -> 
 
 
 def load(directory: Path, which: str = "routing") -> tuple[Router, dict]:
-    """The routing router (fit on all of S under router.refit_on_all), or with which="held_out" the
-    one metrics/router.json measured on meta["held_out_ids"]; lm_router.load loads every head."""
+    """The routing router (fit on all of S under router.refit_on_all), or with which="held_out" the fit
+    whose measurement on meta["held_out_ids"] is the router metrics; lm_router.load loads every head."""
     from safetensors.torch import load_file
 
     meta = read_json(directory / "router.json", "router_model")

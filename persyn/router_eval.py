@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn import io, lm_router, premise, router, stats
+from persyn import io, layout, lm_router, premise, router, stats
 from persyn.config import RouterConfig
 from persyn.errors import PersynError
 
@@ -42,13 +42,13 @@ class S:
 
 def from_build(root: Path, student: str, teachers: list[str]) -> S:
     """S as a build left it: data/prompts.parquet (texts, families), data/scores/<student>/, data/embeddings.parquet."""
-    prompts = io.read_parquet(root / "data/prompts.parquet", "prompt")
-    scores = [r for t in teachers for r in io.read_parquet(root / f"data/scores/{student}/{t}.parquet", "score")]
-    ids, families, quality, learn = premise.matrices(prompts, scores, teachers, f"data/scores/{student}")
-    embeddings = io.read_embeddings(root / "data/embeddings.parquet")
+    prompts = io.read_parquet(root / layout.PROMPTS, "prompt")
+    scores = [r for t in teachers for r in io.read_parquet(root / layout.scores(student, t), "score")]
+    ids, families, quality, learn = premise.matrices(prompts, scores, teachers, layout.scores_dir(student))
+    embeddings = io.read_embeddings(root / layout.EMBEDDINGS)
     missing = [i for i in ids if i not in embeddings]
     if missing:
-        raise PersynError(f"data/embeddings.parquet: no embedding for prompt {missing[0]} (re-run embed)")
+        raise PersynError(f"{layout.EMBEDDINGS}: no embedding for prompt {missing[0]} (re-run embed)")
     text = {p["id"]: lm_router.prompt_text(p) for p in prompts}
     return S(ids, families, np.array([text[i] for i in ids], dtype=object), np.stack([embeddings[i] for i in ids]),
              quality, learn)

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def summary(routes: dict[str, dict[str, set[str]]], splits: dict[str, str], teachers: list[str]) -> dict[str, Any]:
-    """metrics/sharing.json from every student's routes (student → teacher → prompt ids) and each
+    """The sharing metrics from every student's routes (student → teacher → prompt ids) and each
     prompt's split; the router subset S is answered once by every teacher in either accounting."""
     students = sorted(routes)
     subset = sum(split == "router" for split in splits.values())

@@ -106,9 +106,3 @@ def generate(
         for p, completion, key in zip(prompts, answers.values, answers.keys)
     ]
     return records, answers.stats
-
-
-def stats_record(teacher: str, written: int, carried: int) -> dict[str, Any]:
-    """What a generation stage wrote, for its T.stats.json: facts about the data only, so the file
-    (a build output) has the same bytes whatever the request cache held."""
-    return {"teacher": teacher, "prompts": written, "from_subset": carried}

@@ -1,16 +1,14 @@
-"""Stage assemble@S: student S's routed answers (and the fallback's) → data/dataset/S/ (HF-loadable parquet
-+ card), metrics/S/dataset.json. Under route.strategy = "oracle" every answer is scored here, the best by r
-is kept, and the scores go to data/oracle/S/T.parquet (empty under other strategies), which names their
-request-cache keys."""
+"""Stage assemble@S: student S's routed answers (and the fallback's) → layout.dataset(S) (HF-loadable parquet
++ card), layout.metrics(S, "dataset"). Under route.strategy = "oracle" every answer is scored here, the best
+by r is kept, and the scores go to layout.oracle_scores(S, T) (empty under other strategies), which names
+their request-cache keys."""
 
 import argparse
 from pathlib import Path
 
-from persyn import budget, card, config, dataset, fallback, io, rewards
+from persyn import budget, card, config, dataset, fallback, io, layout, rewards
 from persyn.cache import RequestCache
 from persyn.errors import guarded
-
-PROMPTS = "data/prompts.parquet"
 
 
 @guarded
@@ -19,42 +17,43 @@ def main() -> None:
     parser.add_argument("student")
     student = parser.parse_args().student
     params = config.load().for_student(student)
-    generated_file = f"data/generated/{student}/{{teacher}}.parquet"
-    teachers = sorted(p.stem for p in Path(f"data/routes/{student}").glob("*.parquet"))
-    routes = {t: [r["id"] for r in io.read_parquet(f"data/routes/{student}/{t}.parquet", "route")] for t in teachers}
+    generated_file = layout.generated(student, "{teacher}")
+    teachers = sorted(p.stem for p in Path(layout.routes_dir(student)).glob("*.parquet"))
+    routes = {t: [r["id"] for r in io.read_parquet(layout.routes(student, t), "route")] for t in teachers}
     generated = {t: io.read_parquet(generated_file.format(teacher=t), "generation") for t in teachers}
-    prompts = io.read_parquet(PROMPTS, "prompt")
+    prompts = io.read_parquet(layout.PROMPTS, "prompt")
     by_id = {p["id"]: p for p in prompts}
-    extra = io.read_parquet(f"data/fallback/{student}.parquet", "fallback_answer")
+    extra = io.read_parquet(layout.fallback(student), "fallback_answer")
     oracle = params.route.strategy == "oracle"
     scored: dict[str, list[dict]] = {t: [] for t in teachers}  # the oracle's scores of every answer
     if oracle:
         with RequestCache() as cache:
             scored = {t: rewards.score_answers(params, t, generated[t], by_id, cache, generated_file.format(teacher=t),
-                                               PROMPTS) for t in teachers}
-    with io.atomic_directory(f"data/oracle/{student}") as out:
+                                               layout.PROMPTS) for t in teachers}
+    with io.atomic_directory(layout.oracle(student)) as out:
         for teacher, rows in scored.items():
-            io.write_parquet(out / f"{teacher}.parquet", rows, "score")
+            io.write_parquet(out / Path(layout.oracle_scores(student, teacher)).name, rows, "score")
     scores = [r for t in teachers
-              for r in (scored[t] if oracle else io.read_parquet(f"data/scores/{student}/{t}.parquet", "score"))]
+              for r in (scored[t] if oracle else io.read_parquet(layout.scores(student, t), "score"))]
     records = dataset.assemble(prompts, routes, generated, scores, params.router, params.assemble.drop_truncated,
-                               extra, params.assemble.unverified, attempts=params.route.fallback > 0)
+                               extra, params.assemble.unverified, attempts=params.route.fallback > 0,
+                               source=generated_file)
     summary = dataset.metrics(records, routes, prompts, generated)
     if params.route.fallback:
-        order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
+        order = {r["id"]: r["teachers"] for r in io.read_parquet(layout.route_order(student), "route_order")}
         primary = {} if oracle else fallback.primary_answers(order, generated, generated_file)
         summary["fallback"] = fallback.metrics(primary, extra, by_id, records,
                                                params.route.fallback, not oracle, teachers)
-    planned = io.read_json(f"metrics/{student}/route.json", "route_metrics")["budget"]
+    planned = io.read_json(layout.metrics(student, "route"), "route_metrics")["budget"]
     if planned:  # before anything is written: a budget in seconds reads the answers' times from the cache
         with RequestCache() as cache:
             summary["budget"] = budget.outcome(planned, [a for t in teachers for a in generated[t]], extra, by_id,
                                                records, cache)
     text = card.build(params, dataset.release_name(params.assemble.name, student), summary, card.teacher_models(records))
-    with io.atomic_directory(f"data/dataset/{student}") as out:
+    with io.atomic_directory(layout.dataset(student)) as out:
         dataset.write(records, out, text, params.assemble.shard_size)
-    io.write_json(f"metrics/{student}/dataset.json", summary, "dataset_metrics")
-    io.write_csv(f"plots/{student}/teacher_shares.csv",
+    io.write_json(layout.metrics(student, "dataset"), summary, "dataset_metrics")
+    io.write_csv(layout.plot(student, "teacher_shares"),
                  [{"teacher": t, "share": v["share"]} for t, v in summary["teachers"].items()])
 
 

@@ -1,17 +1,17 @@
-"""Stage embed: one frozen-encoder vector per prompt → data/embeddings.parquet."""
+"""Stage embed: one frozen-encoder vector per prompt → layout.EMBEDDINGS."""
 
-from persyn import config, embed, io
+from persyn import config, embed, io, layout
 from persyn.errors import guarded
 
 
 @guarded
 def main() -> None:
     params = config.load()
-    prompts = io.read_parquet("data/prompts.parquet", "prompt")
+    prompts = io.read_parquet(layout.PROMPTS, "prompt")
     texts = ["\n".join(m["content"] for m in p["messages"]) for p in prompts]
     vectors, _ = embed.encode(texts, params.embed)
     records = [{"id": p["id"], "embedding": vector.tolist()} for p, vector in zip(prompts, vectors)]
-    io.write_parquet("data/embeddings.parquet", records, "embedding")
+    io.write_parquet(layout.EMBEDDINGS, records, "embedding")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Stage fallback@S: student S's routed answers that fail verification are re-asked of the next teachers
-in data/route_order/S.parquet, up to route.fallback more, through the request cache → data/fallback/S.parquet
+in layout.route_order(S), up to route.fallback more, through the request cache → layout.fallback(S)
 (empty at route.fallback = 0 and under the oracle, whose every teacher answered already)."""
 
 import argparse
 import logging
 
-from persyn import config, fallback, io, synthesis
+from persyn import config, fallback, io, layout, synthesis
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
@@ -24,11 +24,11 @@ def main() -> None:
                  "nothing to re-ask", params.route.fallback)
     elif params.route.fallback:
         teachers = sorted(params.teachers)
-        generated_file = f"data/generated/{student}/{{teacher}}.parquet"
-        order = {r["id"]: r["teachers"] for r in io.read_parquet(f"data/route_order/{student}.parquet", "route_order")}
+        generated_file = layout.generated(student, "{teacher}")
+        order = {r["id"]: r["teachers"] for r in io.read_parquet(layout.route_order(student), "route_order")}
         generated = {t: io.read_parquet(generated_file.format(teacher=t), "generation") for t in teachers}
-        subset = {t: {a["id"]: a for a in io.read_parquet(f"data/sample/{t}.parquet", "generation")} for t in teachers}
-        prompts = {p["id"]: p for p in io.read_parquet("data/prompts.parquet", "prompt")}
+        subset = {t: {a["id"]: a for a in io.read_parquet(layout.sample(t), "generation")} for t in teachers}
+        prompts = {p["id"]: p for p in io.read_parquet(layout.PROMPTS, "prompt")}
         with RequestCache() as cache:
             def ask(teacher: str, ids: list[str]) -> list[dict]:
                 return synthesis.generate(params.teacher(teacher), [prompts[i] for i in ids], cache)[0]
@@ -36,7 +36,7 @@ def main() -> None:
             primary = fallback.primary_answers(order, generated, generated_file)
             answers = fallback.ask_in_order(params.route.fallback, order, primary,
                                             prompts, subset, ask)
-    io.write_parquet(f"data/fallback/{student}.parquet", answers, "fallback_answer")
+    io.write_parquet(layout.fallback(student), answers, "fallback_answer")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Stage fit_router@S: student S's rewards → preference pairs → Bradley–Terry router measured on held-out S,
-refitted on all of S (router.refit_on_all) → data/router/S/, metrics/S/router.json. A linear or mlp head
+refitted on all of S (router.refit_on_all) → layout.router(S), layout.metrics(S, "router"). A linear or mlp head
 reads the prompt embeddings; router.head = "lm" fine-tunes router.backbone on the prompt texts."""
 
 import argparse
 
-from persyn import config, io, router
+from persyn import config, io, layout, router
 from persyn.errors import guarded
 
 
@@ -15,17 +15,17 @@ def main() -> None:
     student = parser.parse_args().student
     params = config.load().for_student(student)
     teachers = sorted(params.teachers)
-    scores = [r for t in teachers for r in io.read_parquet(f"data/scores/{student}/{t}.parquet", "score")]
+    scores = [r for t in teachers for r in io.read_parquet(layout.scores(student, t), "score")]
     if params.router.head == "lm":
         from persyn import lm_router  # torch and the backbone's code load only for this head
 
-        texts = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet("data/prompts.parquet", "prompt")}
+        texts = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet(layout.PROMPTS, "prompt")}
         fitted = lm_router.fit(scores, texts, teachers, params.router)
     else:
-        fitted = router.fit(scores, io.read_embeddings("data/embeddings.parquet"), teachers, params.router)
-    with io.atomic_directory(f"data/router/{student}") as out:
+        fitted = router.fit(scores, io.read_embeddings(layout.EMBEDDINGS), teachers, params.router)
+    with io.atomic_directory(layout.router(student)) as out:
         router.save(fitted, out, params.router, fitted.routing.dimension)
-    io.write_json(f"metrics/{student}/router.json", fitted.metrics, "router_metrics")
+    io.write_json(layout.metrics(student, "router"), fitted.metrics, "router_metrics")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
-"""Stage models: every configured model's identity → data/models/. The files keep their bytes while no
+"""Stage models: every configured model's identity → layout.MODELS. The files keep their bytes while no
 weights change, so DVC re-runs exactly the stages whose model changed. DVC runs this stage when a spec
 changes (params), a packaged pin changes, or weights under models/ change (dvc.yaml hashes that folder)."""
 
 import logging
 from pathlib import Path
 
-from persyn import config, io, models
+from persyn import config, io, layout, models
 from persyn.errors import guarded
 
 log = logging.getLogger("persyn.models")
-WATCHED = Path("models")  # the folder dvc.yaml lists as a dep of this stage
+WATCHED = Path(layout.LOCAL_MODELS)  # the folder dvc.yaml lists as a dep of this stage
 
 
 def unwatched(spec: str) -> bool:
@@ -23,21 +23,21 @@ def unwatched(spec: str) -> bool:
 @guarded
 def main() -> None:
     params = config.load()
-    roles = {"embed": ("embed", params.embed.model),
-             "quality": ("quality", params.quality.reward_model if params.quality.kind == "reward_model" else None),
-             "router": ("router backbone", params.router.backbone if params.router.head == "lm" else None)}
-    roles.update({f"teachers/{name}": (f"teacher {name}", t.model) for name, t in params.teachers.items()})
-    templates = {f"students/{name}": s.chat_template for name, s in params.students.items()}
-    roles.update({f"students/{name}": (f"student {name}", s.model) for name, s in params.students.items()})
+    roles = {layout.EMBED_MODEL: ("embed", params.embed.model),
+             layout.QUALITY_MODEL: ("quality", params.quality.reward_model if params.quality.kind == "reward_model" else None),
+             layout.ROUTER_MODEL: ("router backbone", params.router.backbone if params.router.head == "lm" else None)}
+    roles.update({layout.teacher_model(name): (f"teacher {name}", t.model) for name, t in params.teachers.items()})
+    templates = {layout.student_model(name): s.chat_template for name, s in params.students.items()}
+    roles.update({layout.student_model(name): (f"student {name}", s.model) for name, s in params.students.items()})
     for role, spec in roles.values():
         if spec and unwatched(spec):
             log.warning("%s: %s is outside models/, so DVC does not see new weights there; after replacing "
                         "them run `dvc repro --force models`", role, spec)
-    with io.atomic_directory("data/models") as out:
+    with io.atomic_directory(layout.MODELS) as out:
         for file, (role, spec) in roles.items():
             record = {"role": role, "spec": spec,
                       "identity": models.identity(spec, templates.get(file)) if spec else None}
-            io.write_json(out / f"{file}.json", record, "model_identity")
+            io.write_json(out / Path(file).relative_to(layout.MODELS), record, "model_identity")
 
 
 if __name__ == "__main__":

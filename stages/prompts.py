@@ -1,6 +1,6 @@
-"""Stage prompts: read the prompt source, dedupe, id and split it → data/prompts.parquet."""
+"""Stage prompts: read the prompt source, dedupe, id and split it → layout.PROMPTS."""
 
-from persyn import config, io, prompts
+from persyn import config, io, layout, prompts
 from persyn.errors import guarded
 
 
@@ -8,7 +8,7 @@ from persyn.errors import guarded
 def main() -> None:
     params = config.load()
     records = prompts.build(params.prompts, require_reference=params.quality.kind == "math")
-    io.write_parquet("data/prompts.parquet", records, "prompt")
+    io.write_parquet(layout.PROMPTS, records, "prompt")
 
 
 if __name__ == "__main__":

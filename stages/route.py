@@ -1,10 +1,11 @@
 """Stage route@S: every router/pool prompt to its teacher(s) for student S by route.strategy (within
-route.budget and the teachers' caps) → data/routes/S/T.parquet (ids only), data/route_order/S.parquet
-(whom the fallback asks next), metrics/S/route.json (shares; the budget's plan)."""
+route.budget and the teachers' caps) → layout.routes(S, T) (ids only), layout.route_order(S) (whom the
+fallback asks next), layout.metrics(S, "route") (shares; the budget's plan)."""
 
 import argparse
+from pathlib import Path
 
-from persyn import config, io, route
+from persyn import config, io, layout, route
 from persyn.errors import guarded
 
 
@@ -15,12 +16,12 @@ def main() -> None:
     student = parser.parse_args().student
     params = config.load().for_student(student)
     routing = route.from_artifacts(params, student)
-    with io.atomic_directory(f"data/routes/{student}") as out:
+    with io.atomic_directory(layout.routes_dir(student)) as out:
         for teacher, ids in routing.assignment.items():
-            io.write_parquet(out / f"{teacher}.parquet", [{"id": i} for i in ids], "route")
-    io.write_parquet(f"data/route_order/{student}.parquet", [{"id": i, "teachers": t} for i, t in sorted(routing.order.items())],
+            io.write_parquet(out / Path(layout.routes(student, teacher)).name, [{"id": i} for i in ids], "route")
+    io.write_parquet(layout.route_order(student), [{"id": i, "teachers": t} for i, t in sorted(routing.order.items())],
                      "route_order")
-    io.write_json(f"metrics/{student}/route.json", routing.report, "route_metrics")
+    io.write_json(layout.metrics(student, "route"), routing.report, "route_metrics")
 
 
 if __name__ == "__main__":

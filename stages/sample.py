@@ -1,10 +1,10 @@
-"""Stage sample@T: teacher T answers every router-subset prompt → data/sample/T.parquet (+ T.stats.json);
-this run's counters (generated now, reused, cost) → runs/sample@T.json."""
+"""Stage sample@T: teacher T answers every router-subset prompt → layout.sample(T); this run's counters
+(generated now, reused, cost) → layout.run_log("sample@T"), not versioned."""
 
 import argparse
 from pathlib import Path
 
-from persyn import config, io, runner, synthesis
+from persyn import config, io, layout, runner, synthesis
 from persyn.cache import RequestCache
 from persyn.errors import guarded
 
@@ -14,13 +14,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("teacher")
     teacher = config.load().teacher(parser.parse_args().teacher)
-    subset = [p for p in io.read_parquet("data/prompts.parquet", "prompt") if p["split"] == "router"]
+    subset = [p for p in io.read_parquet(layout.PROMPTS, "prompt") if p["split"] == "router"]
     with RequestCache() as cache:
         records, stats = synthesis.generate(teacher, subset, cache)
-    io.write_parquet(f"data/sample/{teacher.name}.parquet", records, "generation")
-    io.write_json(f"data/sample/{teacher.name}.stats.json",
-                  synthesis.stats_record(teacher.name, len(records), 0), "generation_stats")
-    runner.write_run_log(Path(f"runs/sample@{teacher.name}.json"), f"sample@{teacher.name}", stats)
+    io.write_parquet(layout.sample(teacher.name), records, "generation")
+    stage = f"sample@{teacher.name}"
+    runner.write_run_log(Path(layout.run_log(stage)), stage, stats)
 
 
 if __name__ == "__main__":

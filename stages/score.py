@@ -1,13 +1,11 @@
 """Stage score@S-T: raw quality and student S's learnability of teacher T's router-subset answers
-→ data/scores/S/T.parquet."""
+→ layout.scores(S, T)."""
 
 import argparse
 
-from persyn import config, io, rewards
+from persyn import config, io, layout, rewards
 from persyn.cache import RequestCache
 from persyn.errors import guarded
-
-PROMPTS = "data/prompts.parquet"
 
 
 @guarded
@@ -19,12 +17,12 @@ def main() -> None:
     name = args.teacher
     params = config.load().for_student(args.student)
     params.teacher(name)
-    source = f"data/sample/{name}.parquet"
+    source = layout.sample(name)
     answers = io.read_parquet(source, "generation")
-    prompts = {p["id"]: p for p in io.read_parquet(PROMPTS, "prompt")}
+    prompts = {p["id"]: p for p in io.read_parquet(layout.PROMPTS, "prompt")}
     with RequestCache() as cache:
-        records = rewards.score_answers(params, name, answers, prompts, cache, source, PROMPTS)
-    io.write_parquet(f"data/scores/{args.student}/{name}.parquet", records, "score")
+        records = rewards.score_answers(params, name, answers, prompts, cache, source, layout.PROMPTS)
+    io.write_parquet(layout.scores(args.student, name), records, "score")
 
 
 if __name__ == "__main__":

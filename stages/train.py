@@ -1,10 +1,10 @@
-"""Stage train@S: fine-tune student S on data/dataset/S → data/student/S/, metrics/S/train.json,
-plots/S/train_loss.csv."""
+"""Stage train@S: fine-tune student S on layout.dataset(S) → layout.trained(S), layout.metrics(S, "train"),
+layout.plot(S, "train_loss")."""
 
 import argparse
 from pathlib import Path
 
-from persyn import config, dataset, io
+from persyn import config, dataset, io, layout
 from persyn.errors import guarded
 
 
@@ -14,13 +14,13 @@ def main() -> None:
     parser.add_argument("student")
     name = parser.parse_args().student
     student = config.load().for_student(name).student
-    records = dataset.read(Path(f"data/dataset/{name}"))
+    records = dataset.read(Path(layout.dataset(name)))
     from persyn import train  # torch and transformers load here, after the params and the dataset are checked
 
-    with io.atomic_directory(f"data/student/{name}") as out:
-        summary, curve = train.train(records, student, student.train, out, f"data/dataset/{name}")
-    io.write_json(f"metrics/{name}/train.json", summary, "train_metrics")
-    io.write_csv(f"plots/{name}/train_loss.csv", curve)
+    with io.atomic_directory(layout.trained(name)) as out:
+        summary, curve = train.train(records, student, student.train, out, layout.dataset(name))
+    io.write_json(layout.metrics(name, "train"), summary, "train_metrics")
+    io.write_csv(layout.plot(name, "train_loss"), curve)
 
 
 if __name__ == "__main__":

@@ -47,10 +47,10 @@ def test_oracle_keeps_the_best_answer_by_combined_reward() -> None:
 
 
 def test_stale_and_missing_answers_are_named() -> None:
-    with pytest.raises(PersynError, match=f"data/generated/a.parquet: record {ID[1]}: field 'id': not routed to a"):
+    with pytest.raises(PersynError, match=f"data/generated/<student>/a.parquet: record {ID[1]}: field 'id': not routed to a"):
         dataset.assemble(PROMPTS, {"a": [ID[0]]}, {"a": [answer(0, "a", "1"), answer(1, "a", "1")]}, [],
                          RouterConfig(alpha=0.4))
-    with pytest.raises(PersynError, match=f"data/generated/a.parquet: record {ID[2]}: routed but not generated"):
+    with pytest.raises(PersynError, match=f"data/generated/<student>/a.parquet: record {ID[2]}: routed but not generated"):
         dataset.assemble(PROMPTS, {"a": [ID[0], ID[2]]}, {"a": [answer(0, "a", "1")]}, [], RouterConfig(alpha=0.4))
 
 

@@ -247,7 +247,9 @@ def test_dvc_experiment_changes_alpha_and_strategy(project: Project) -> None:
     metrics = json.loads(project.file_bytes("metrics/student/dataset.json"))
     assert metrics["generations"]["used"] == metrics["generations"]["generate_then_select"] == 2 * 24
     for teacher in ("a", "base"):  # every router-subset answer is reused, none generated again
-        assert json.loads(project.file_bytes(f"data/generated/student/{teacher}.stats.json"))["from_subset"] == 10
+        generated = set(pl.read_parquet(project.path / f"data/generated/student/{teacher}.parquet")["request"].to_list())
+        sampled = set(pl.read_parquet(project.path / f"data/sample/{teacher}.parquet")["request"].to_list())
+        assert len(generated & sampled) == len(sampled) == 10
     shown = json.dumps(json.loads(project.run("dvc", "exp", "show", "--json").stdout))
     assert all(name in shown for name in ("alpha-half", "strong", "oracle"))
     diff = project.run("dvc", "metrics", "diff", "--json").stdout

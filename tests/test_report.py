@@ -255,7 +255,7 @@ def test_calibration_reads_the_held_out_ids_saved_with_the_router(tmp_path: Path
     meta["held_out_ids"] = [f"{i + 1:016x}" for i in range(24) if f"{i + 1:016x}" not in held][:len(held)]
     write_json(tmp_path / "ws/data/router/smol/router.json", meta, "router_model")
     routed = section(render(tmp_path / "ws", tmp_path / "again")[1], "4. Router: regret and calibration")
-    assert "do not reproduce metrics/router.json" in routed and "| validation (n=" not in routed
+    assert "do not reproduce metrics/smol/router.json" in routed and "| validation (n=" not in routed
 
 
 def test_the_router_view_reads_an_lm_router(tmp_path: Path, tiny_models: dict[str, Path]) -> None:

@@ -1,17 +1,27 @@
 """dvc.yaml's code and schema deps are exactly what each stage runs and reads, computed here from the
 source, so they cannot drift: the stage script, its import closure inside persyn/ (persyn/engines
 as one directory dep, since engines are imported by name at run time), and every schema the
-closure names in a read/write/check call. Every artifact path a stage script names is one of its
-declared deps or outputs."""
+closure names in a read/write/check call.
+
+Artifact paths are named once, in persyn/layout.py: every data dep and output dvc.yaml declares is
+a path layout names and every path layout names is in dvc.yaml (run logs and releases aside), every
+path a stage script takes from layout is one of its declared deps or outputs, and no other file of
+persyn/, stages/ or bench/ spells one out. Planted drifts show that each check fails."""
 
 from __future__ import annotations
 
 import ast
+import inspect
+import itertools
 import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from persyn import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = "persyn/engines"
@@ -20,6 +30,12 @@ SCHEMA_ARGUMENT = {"read_parquet": 1, "write_parquet": 2, "read_json": 1, "write
                    "check_records": 1, "validator": 0}
 ARTIFACT = re.compile(r"(data|metrics|plots)/[\w.${}/-]+")
 FIELD = re.compile(r"\$\{(key|item\.\w+)\}")  # foreach's ${key}, matrix's ${item.<axis>}: a stage script's f-string field
+KEY = "${key}"  # what every field becomes, in dvc.yaml's paths and as the name passed to a layout function
+CODE = ("stages/", "persyn/", "schemas/", "requirements-models.txt")  # deps that are code, not artifacts
+# layout names that are no DVC dep or output: the run logs (git-ignored) and what `persyn release` writes
+NOT_IN_DVC = {"RUNS", "run_log", "RELEASES", "RELEASE_DATA", "RELEASE_SHARDS", "release"}
+# the grep of issue 29: a path spelt out ("data/… or metrics/…) anywhere but in persyn/layout.py
+SPELT_OUT = re.compile(r'"data/|metrics/')
 
 
 def stages() -> dict[str, dict]:
@@ -149,18 +165,89 @@ def test_code_and_schema_deps_are_the_import_closure(name: str) -> None:
     assert not listed - needed, f"dvc.yaml stage {name} lists deps it does not use: {sorted(listed - needed)}"
 
 
-def artifact_paths(script: str) -> set[str]:
-    """Every whole string (or f-string, its fields as ${key}) in a stage script that is an artifact path."""
+def layout_paths() -> dict[str, str]:
+    """Every path persyn/layout.py names → the name it goes by: each path constant, and each function
+    called with KEY for a student or teacher and with every value of a Literal (metrics' and plots' names)."""
+    named = {value: name for name, value in vars(layout).items() if name.isupper() and isinstance(value, str)}
+    for name, function in vars(layout).items():
+        if name.startswith("_") or not inspect.isfunction(function):
+            continue
+        hints = typing.get_type_hints(function)
+        choices = [typing.get_args(hints[p]) if typing.get_origin(hints.get(p)) is typing.Literal else (KEY,)
+                   for p in inspect.signature(function).parameters]
+        named.update({function(*arguments): name for arguments in itertools.product(*choices)})
+    return named
+
+
+def dvc_paths(parsed: dict[str, dict]) -> dict[str, list[str]]:
+    """Every artifact path dvc.yaml declares (deps that are not code, outs, metrics, plots), its fields as
+    KEY → the stages declaring it."""
+    found: dict[str, list[str]] = {}
+    for name, stage in sorted(parsed.items()):
+        for path in declared(stage, "deps", "outs", "metrics", "plots"):
+            if not path.startswith(CODE):
+                found.setdefault(FIELD.sub(KEY, path), []).append(name)
+    return found
+
+
+def drift(parsed: dict[str, dict], named: dict[str, str]) -> list[str]:
+    """Where dvc.yaml and persyn/layout.py disagree: a declared path layout does not name, or a layout
+    path that is neither declared nor inside (or above) a declared one."""
+    declared_paths = dvc_paths(parsed)
+    found = [f"dvc.yaml ({', '.join(stages)}): {path} is not a path persyn/layout.py names"
+             for path, stages in declared_paths.items() if path not in named]
+    for path, name in sorted(named.items()):
+        if name not in NOT_IN_DVC and not any(path == d or path.startswith(d + "/") or d.startswith(path + "/")
+                                              for d in declared_paths):
+            found.append(f"persyn/layout.py {name}: {path} is no dep or output of any stage in dvc.yaml")
+    return found
+
+
+def test_dvc_yaml_declares_the_paths_layout_names() -> None:
+    problems = drift(stages(), layout_paths())
+    assert not problems, "\n".join(problems)
+
+
+def test_a_path_changed_in_dvc_yaml_alone_fails() -> None:
+    planted = stages()
+    deps = planted["embed"]["deps"]
+    deps[deps.index("data/prompts.parquet")] = "data/prompt.parquet"
+    assert drift(planted, layout_paths()) == [
+        "dvc.yaml (embed): data/prompt.parquet is not a path persyn/layout.py names"]
+    del planted["evaluate"]["do"]["plots"]
+    assert "persyn/layout.py plot: plots/${key}/accuracy.csv is no dep or output of any stage in dvc.yaml" \
+        in drift(planted, layout_paths())
+
+
+def test_a_path_changed_in_layout_alone_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layout, "EMBEDDINGS", "data/vectors.parquet")
+    monkeypatch.setattr(layout, "route_order", lambda student: f"data/order/{student}.parquet")
+    problems = drift(stages(), layout_paths())
+    assert "dvc.yaml (embed, fit_router, route): data/embeddings.parquet is not a path persyn/layout.py names" in problems
+    assert "persyn/layout.py EMBEDDINGS: data/vectors.parquet is no dep or output of any stage in dvc.yaml" in problems
+    assert "persyn/layout.py route_order: data/order/${key}.parquet is no dep or output of any stage in dvc.yaml" in problems
+
+
+def artifact_paths(script: str, source: str | None = None) -> set[str]:
+    """Every artifact path a stage script names: each path persyn.layout gives it (layout.NAME, and
+    layout.f(...) with every argument that is not a string literal as KEY), and each whole string
+    (or f-string, its fields as KEY) that is one, which no script should hold (test_no_path_outside_layout)."""
     paths = set()
-    tree = ast.parse((ROOT / script).read_text())
+    tree = ast.parse(source if source is not None else (ROOT / script).read_text())
     parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call) and from_layout(node.func)}
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and from_layout(node.func) and node.func.attr not in NOT_IN_DVC:
+            arguments: list[Any] = [a.value if isinstance(a, ast.Constant) else KEY for a in node.args]
+            paths.add(getattr(layout, node.func.attr)(*arguments))
+        elif from_layout(node) and id(node) not in called and node.attr not in NOT_IN_DVC:
+            paths.add(getattr(layout, node.attr))
         if id(node) in parts:
             continue
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             text = node.value
         elif isinstance(node, ast.JoinedStr):
-            text = "".join(v.value if isinstance(v, ast.Constant) else "${key}" for v in node.values)
+            text = "".join(v.value if isinstance(v, ast.Constant) else KEY for v in node.values)
         else:
             continue
         if ARTIFACT.fullmatch(text):
@@ -168,13 +255,33 @@ def artifact_paths(script: str) -> set[str]:
     return paths
 
 
+def from_layout(node: ast.AST) -> typing.TypeGuard[ast.Attribute]:
+    return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "layout"
+
+
+def undeclared(name: str, paths: set[str]) -> list[str]:
+    """The paths stage `name`'s script names that are neither its deps nor its outputs in dvc.yaml."""
+    declared_paths = [FIELD.sub(KEY, d) for d in declared(stages()[name], "deps", "outs", "metrics", "plots")]
+    return sorted(p for p in paths if not any(p == d or p.startswith(d.rstrip("/") + "/") for d in declared_paths))
+
+
 @pytest.mark.parametrize("name", sorted(stages()))
 def test_every_path_a_stage_names_is_declared(name: str) -> None:
-    stage = stages()[name]
-    declared_paths = [FIELD.sub("${key}", d) for d in declared(stage, "deps", "outs", "metrics", "plots")]
-    for path in artifact_paths(script_of(stage)):
-        assert any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared_paths), \
-            f"stages/{name}: {path} is neither a dep nor an output of stage {name} in dvc.yaml"
+    missing = undeclared(name, artifact_paths(script_of(stages()[name])))
+    assert not missing, f"stages/{name}.py names {missing}, neither a dep nor an output of stage {name} in dvc.yaml"
+
+
+def test_a_path_a_stage_does_not_declare_fails() -> None:
+    planted = (ROOT / "stages/fit_router.py").read_text() + '\nio.write_json(layout.metrics(student, "route"), {})\n'
+    assert undeclared("fit_router", artifact_paths("stages/fit_router.py", planted)) == ["metrics/${key}/route.json"]
+
+
+def test_no_path_outside_layout() -> None:
+    """Issue 29's grep: `grep -rn '"data/\\|metrics/' persyn/ stages/ bench/` finds paths only in persyn/layout.py."""
+    files = sorted(p for folder in ("persyn", "stages", "bench") for p in (ROOT / folder).rglob("*.py"))
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in files if path != ROOT / "persyn/layout.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1) if SPELT_OUT.search(line)]
+    assert not found, "name these paths in persyn/layout.py and use them from there:\n" + "\n".join(found)
 
 
 def test_the_closure_finds_what_is_imported() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from persyn import lm_router, router, stats
+from persyn import layout, lm_router, router, stats
 from persyn.report.gather import Build
 
 CALIBRATION_BINS = 5
@@ -42,7 +42,7 @@ class Routing:
     chosen: np.ndarray  # the routing router's choices (refitted on all of S under router.refit_on_all)
     confidence: np.ndarray
     fit_on: str  # what the routing router was fit on: "all" of S or its "training" part
-    held_out: Choices  # the fit that metrics/router.json measured, on every prompt of S
+    held_out: Choices  # the fit the router metrics measured, on every prompt of S
     validation: list[int] | None  # rows of the held-out ids saved with the router; None if they disagree with it
 
     def best(self, chosen: np.ndarray) -> np.ndarray:
@@ -52,9 +52,9 @@ class Routing:
 
 def routing(build: Build) -> Routing:
     trained = build.router
-    held, meta = lm_router.load(build.path(f"data/router/{build.student}", "fit_router"), "held_out")
+    held, meta = lm_router.load(build.path(layout.router(build.student), "fit_router"), "held_out")
     scores = [r for t in trained.teachers for r in build.scores[t]]
-    ids, quality, learn = router.reward_matrices(scores, trained.teachers, f"data/scores/{build.student}")
+    ids, quality, learn = router.reward_matrices(scores, trained.teachers, layout.scores_dir(build.student))
     # the α the router was fitted with (saved beside it), not whatever params.toml says now
     reward = router.combined_reward(quality, learn, meta["alpha"], build.params.router.normalisation)
     x = ([lm_router.prompt_text(build.prompts[i]) for i in ids] if meta["head"] == "lm"
@@ -66,7 +66,7 @@ def routing(build: Build) -> Routing:
 
 def held_out(build: Build, ids: list[str], reward: np.ndarray, measured: Choices, saved: list[str]) -> list[int] | None:
     """Rows of the held-out ids saved with the router; kept only if the held-out fit's regret on them
-    equals the one in metrics/router.json, so the label never claims what it is not."""
+    equals the one in the router metrics, so the label never claims what it is not."""
     metrics = build.metrics("router", "fit_router")
     row = {prompt: i for i, prompt in enumerate(ids)}
     validation = sorted(row[i] for i in saved if i in row)
@@ -93,7 +93,7 @@ def calibration(routed: Routing) -> list[Bin]:
     """Confidence of the router's choice against how often it was the best teacher by r, in equal-width
     bins from 1/N to 1: the held-out fit on the held-out prompts (out of sample), and apart the routing
     router on what it was fit on (all of S, or the training prompts); all of S as one group by the
-    routing router when the saved held-out ids do not reproduce metrics/router.json."""
+    routing router when the saved held-out ids do not reproduce the router metrics."""
     held, everything = routed.validation, list(range(len(routed.ids)))
     by_router = (routed.chosen, routed.confidence)
     if held is None:
@@ -131,7 +131,7 @@ class Answers:
 
     sampled: dict[str, Any]  # sample@T's run log
     routed: dict[str, Any]  # generate@T's run log
-    from_subset: int  # routed prompts whose answer was S's
+    from_subset: int  # routed prompts whose answer was S's (generate@T read it from sample@T's answers)
 
     @property
     def generated(self) -> int:
@@ -149,7 +149,7 @@ class Answers:
 
 def answers(build: Build) -> dict[str, Answers]:
     return {t: Answers(build.run_log("sample", t), build.run_log("generate", t),
-                       build.json(f"data/generated/{build.student}/{t}.stats.json", "generate")["from_subset"])
+                       sum(a["id"] in build.samples[t] for a in build.generated[t]))
             for t in build.teachers}
 
 

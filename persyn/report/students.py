@@ -1,6 +1,6 @@
 """Several students of one build side by side: each one's teacher shares, router regret and eval
 accuracy trained against untrained (95% bootstrap intervals over the eval prompts), what the students
-shared of the teachers' generations (metrics/sharing.json), and each student's own sections under
+shared of the teachers' generations (the sharing stage's metrics), and each student's own sections under
 anchors and chart ids prefixed with its name.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from persyn import layout
 from persyn.io import read_json
 from persyn.report import analysis, charts
 from persyn.report.charts import Chart
@@ -43,9 +44,9 @@ def row(build: Build, teachers: list[str]) -> list[str]:
 
 
 def sharing(root: Path) -> list[Block]:
-    path = root / "metrics/sharing.json"
+    path = root / layout.SHARING_METRICS
     if not path.is_file():
-        return [NotBuilt("sharing", "metrics/sharing.json").line()]
+        return [NotBuilt("sharing", layout.SHARING_METRICS).line()]
     shared = read_json(path, "sharing_metrics")
     g = shared["generations"]
     return [f"The teachers answered the router subset S ({shared['router_subset']} prompts) once for all "
@@ -72,9 +73,9 @@ def comparison(root: Path, builds: list[Build]) -> list[Block]:
     chart = [charts.intervals("students-eval", "Eval score per student, trained vs untrained (95% intervals)",
                               [(label, i.estimate, i.low, i.high) for label, i in evaluated], "eval score", (0, 1))
              ] if evaluated else []
-    return ["Each student's own routed dataset (data/dataset/<student>), router (metrics/<student>/router.json: "
-            "regret on its held-out part of S) and evaluation on the same eval prompts "
-            "(data/eval/<student>/predictions.parquet: mean score, 95% bootstrap interval over prompts; "
+    return [f"Each student's own routed dataset ({layout.dataset('<student>')}), router "
+            f"({layout.metrics('<student>', 'router')}: regret on its held-out part of S) and evaluation on the same "
+            f"eval prompts ({layout.predictions('<student>')}: mean score, 95% bootstrap interval over prompts; "
             "trained − untrained with its sign-flip p-value).",
             Table(["student", "model", *[f"share {t}" for t in teachers], "router regret", "eval trained",
                    "eval untrained", "trained − untrained"], rows),
