@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from persyn import layout
+from persyn.core import layout
 from scratch import scratch_project
 
 

@@ -19,7 +19,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from persyn import engines, models
+from persyn import engines
+from persyn.core import models
 from persyn.engines import GenerationRequest, Sampling, Usage
 
 

@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from persyn import config, engines, prompts, rewards
+from persyn import engines
+from persyn.params import config
+from persyn.pipeline import prompts, rewards
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.engines.ctranslate2 import converted
-from persyn.models import resolve
-from persyn.synthesis import teacher_payloads
+from persyn.core.models import resolve
+from persyn.pipeline.synthesis import teacher_payloads
 
 GENERATION = [("transformers", {}), ("ctranslate2", {"compute_type": "int8"}),
               ("ctranslate2", {"compute_type": "float32"})]

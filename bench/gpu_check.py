@@ -120,7 +120,7 @@ def answers_and_scores(project: Path) -> dict[tuple[str, str], tuple[str, float,
     """(teacher, prompt id) -> (router-subset answer, learnability, reward) from the sample and score stages."""
     import polars as pl
 
-    from persyn import layout
+    from persyn.core import layout
 
     rows = {}
     for sample in sorted((project / layout.SAMPLE).glob("*.parquet")):
@@ -155,7 +155,7 @@ def engine_checks(models: dict[str, Path], device: str) -> list[tuple[str, bool,
     """The transformers engine on `device` against itself on the CPU; training; CTranslate2 if importable."""
     from persyn import engines
     from persyn.engines import GenerationRequest, Sampling, ScoreRequest
-    from persyn.models import resolve
+    from persyn.core.models import resolve
 
     student, reward = resolve(f"local:{models['student']}"), resolve(f"local:{models['reward']}")
     requests = [GenerationRequest(messages=m) for m in PROMPTS]
@@ -198,8 +198,8 @@ def engine_checks(models: dict[str, Path], device: str) -> list[tuple[str, bool,
         return gap <= TOLERANCE, f"raw score float32 {device} vs cpu: max |diff| {gap:.2e}"
 
     def training() -> tuple[bool, str]:
-        from persyn import train
-        from persyn.config import StudentConfig, TrainConfig
+        from persyn.pipeline import train
+        from persyn.params.config import StudentConfig, TrainConfig
 
         records = [{"messages": m + [{"role": "assistant", "content": a}]} for m, a in zip(PROMPTS, ANSWERS)] * 2
         with tempfile.TemporaryDirectory(prefix="persyn-gpu-check-") as out:
@@ -227,9 +227,9 @@ def ctranslate2_check(model: Path, device: str) -> tuple[bool, str]:
     from transformers import AutoTokenizer
 
     from persyn import engines
-    from persyn.chat import chat_ids
+    from persyn.core.chat import chat_ids
     from persyn.engines import GenerationRequest, Sampling
-    from persyn.models import resolve
+    from persyn.core.models import resolve
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     reference = engines.load("transformers", resolve(f"local:{model}"), "cpu", batch_size=8)

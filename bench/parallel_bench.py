@@ -25,7 +25,7 @@ import tiny  # noqa: E402
 from dvcproject import Project, make_project  # noqa: E402
 from test_pipeline import params_toml  # noqa: E402
 
-from persyn import layout  # noqa: E402
+from persyn.core import layout  # noqa: E402
 
 CHANGES = (("router_size = 10", "router_size = 16"),
            ("[generation]\nmax_tokens = 8\nbatch_size = 4", "[generation]\nmax_tokens = 96\nbatch_size = 2"))

@@ -6,7 +6,7 @@ every held-out prompt compares the LM router (router.head = "lm", router.backbon
 the linear head, the best single teacher and the family oracle, each router under the pair rules
 given (--pairs; default both where quality is verifiable): accuracy, regret and top-1 on verified
 correctness, regret and top-1 on the proxy r, and the accuracy difference from the best single
-teacher, with 95% intervals (persyn/router_eval.py). Prints a markdown table, the LM router's time,
+teacher, with 95% intervals (persyn/science/router_eval.py). Prints a markdown table, the LM router's time,
 and writes the JSON.
 
     python bench/router_bench.py --params params.toml --student smol --folds 4 --repeats 1
@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout
 
-from persyn import config, router_eval  # noqa: E402
-from persyn.errors import guarded  # noqa: E402
+from persyn.params import config  # noqa: E402
+from persyn.science import router_eval  # noqa: E402
+from persyn.core.errors import guarded  # noqa: E402
 
 
 @guarded

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from persyn.models import cache_root
+from persyn.core.models import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -59,7 +59,8 @@ def child(stage: str, params_file: str) -> None:
     """The fixed cost itself: the stage script's imports, the params check, the models' identities."""
     import runpy
 
-    from persyn import config, models
+    from persyn.core import models
+    from persyn.params import config
 
     argv, _ = stages(config.load(params_file))[stage]
     sys.argv = argv
@@ -101,7 +102,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.params)
         return
-    from persyn import config
+    from persyn.params import config
 
     print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     print("\n| stage | fixed cost (s) | largest imports (cumulative s) |\n|---|---|---|")

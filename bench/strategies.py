@@ -3,9 +3,9 @@
 Answers the profile's prompts outside its eval split (U) once with every teacher and scores them
 once (request cache), then for each draw d (its own S_d and P_d out of U, router.seed = train.seed =
 d) builds every arm's dataset with the product's routing and assembly code, trains the student and
-answers the fixed eval set and the transfer set (persyn/compare.py). Writes OUT/results.json
+answers the fixed eval set and the transfer set (persyn/science/compare.py). Writes OUT/results.json
 (schemas/strategy_results.schema.json, checked before it is written; `persyn report --strategies`
-draws it) and prints the table (persyn/comparison.py).
+draws it) and prints the table (persyn/science/comparison.py).
 
     python bench/strategies.py --params examples/reasoning-gym/params.toml --out runs/comparison
     python bench/strategies.py ... --arms persyn strongest gold --draws 2      # a quick look
@@ -29,9 +29,11 @@ import time
 import tomllib
 from pathlib import Path
 
-from persyn import compare, comparison, config, io
-from persyn.cache import RequestCache
-from persyn.errors import guarded
+from persyn.core import io
+from persyn.params import config
+from persyn.science import compare, comparison
+from persyn.pipeline.cache import RequestCache
+from persyn.core.errors import guarded
 
 log = logging.getLogger("persyn.bench.strategies")
 TRANSFER = Path("examples/reasoning-gym/transfer.toml")
@@ -65,9 +67,9 @@ def fingerprint(args: argparse.Namespace, arm: str, draw: int) -> str:
 def router_inputs(params: config.Params, prompts: list[dict]) -> dict:
     """What the router reads per prompt id: the text under head lm, else the embedding."""
     if params.router.head == "lm":
-        from persyn import lm_router
+        from persyn.pipeline import lm_router
         return {p["id"]: lm_router.prompt_text(p) for p in prompts}
-    from persyn import embed
+    from persyn.pipeline import embed
     vectors, _ = embed.encode([p["messages"][0]["content"] for p in prompts], params.embed)
     return dict(zip([p["id"] for p in prompts], vectors))
 

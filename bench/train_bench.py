@@ -1,6 +1,6 @@
 """Benchmark: one SFT epoch of the student under the training recipes a CPU can choose, side by side.
 
-Trains SmolLM2-135M-Instruct (the embedded student) on the same records with persyn.train.train:
+Trains SmolLM2-135M-Instruct (the embedded student) on the same records with persyn.pipeline.train.train:
 float32 with every block trained (the embedded default) and with the lowest blocks frozen, then the
 same two in bfloat16 autocast (the science profile's choice where the CPU has native bfloat16), and
 prints seconds, tokens per second, the ratio to the first row and the final loss. bfloat16 is fast
@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout
 
-from persyn import train  # noqa: E402
-from persyn.arithmetic import generate  # noqa: E402
-from persyn.config import StudentConfig, TrainConfig  # noqa: E402
+from persyn.pipeline import train  # noqa: E402
+from persyn.sources.arithmetic import generate  # noqa: E402
+from persyn.params.config import StudentConfig, TrainConfig  # noqa: E402
 
 STUDENT = "packaged:smollm2-135m-instruct"
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from persyn import config, io, layout, models
-from persyn.cache import RequestCache, default_path, regular_file_on
-from persyn.errors import PersynError, guarded
+from persyn.core import io, layout, models
+from persyn.params import config
+from persyn.pipeline.cache import RequestCache, default_path, regular_file_on
+from persyn.core.errors import PersynError, guarded
 
 
 def configured_specs(params: config.Params) -> dict[str, str]:
@@ -29,7 +30,7 @@ def check(args: argparse.Namespace) -> None:
     """The params check every stage runs (config.load: the schema, every engine's options checked
     without loading, local model directories), and the prompt source as the prompts stage reads it
     (a hub dataset is left to that stage)."""
-    from persyn import prompts
+    from persyn.pipeline import prompts
 
     params = config.load(args.params)
     source = "hf source: read by the prompts stage"
@@ -42,8 +43,8 @@ def check(args: argparse.Namespace) -> None:
 
 
 def premise_command(args: argparse.Namespace) -> None:
-    """The premise table of one student's scored router subset S (persyn/premise.py)."""
-    from persyn import premise
+    """The premise table of one student's scored router subset S (persyn/science/premise.py)."""
+    from persyn.science import premise
 
     params = config.load(args.params)
     student = args.student or params.student.name
@@ -60,7 +61,7 @@ def premise_command(args: argparse.Namespace) -> None:
 def params_command(args: argparse.Namespace) -> None:
     """The parameter reference (docs/params.md): every key's type, default, range and description from
     the schema, beside what the params file sets (the file must be valid)."""
-    from persyn import paramdoc
+    from persyn.params import paramdoc
 
     raw = config.read(args.params)
     config.parse(raw, args.params)
@@ -137,7 +138,7 @@ def cache_command(args: argparse.Namespace) -> None:
 
 
 def plan_command(args: argparse.Namespace) -> None:
-    from persyn import plan
+    from persyn.project import plan
 
     result = plan.plan(config.load(args.params))
     print(plan.render(result))
@@ -146,7 +147,7 @@ def plan_command(args: argparse.Namespace) -> None:
 
 
 def doctor_command(args: argparse.Namespace) -> None:
-    from persyn import doctor
+    from persyn.project import doctor
 
     params = config.load(args.params)
     print("\n".join(doctor.environment()))
@@ -157,7 +158,7 @@ def doctor_command(args: argparse.Namespace) -> None:
 
 
 def release_command(args: argparse.Namespace) -> None:
-    from persyn import release
+    from persyn.project import release
 
     for target in release.release(args.version, students=args.student):
         print(f"released {target} (tag {target.parent.name}@{target.name})")
@@ -172,7 +173,7 @@ def only_student(params: config.Params, command: str) -> str:
 
 
 def diff_command(args: argparse.Namespace) -> None:
-    from persyn import release
+    from persyn.project import release
 
     student = args.student or only_student(config.load(args.params), "diff")
     text = release.markdown(release.diff(Path("."), args.rev_a, args.rev_b, student))

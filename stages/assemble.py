@@ -6,9 +6,11 @@ their request-cache keys."""
 import argparse
 from pathlib import Path
 
-from persyn import budget, card, config, dataset, fallback, io, layout, rewards
-from persyn.cache import RequestCache
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import budget, card, dataset, fallback, rewards
+from persyn.pipeline.cache import RequestCache
+from persyn.core.errors import guarded
 
 
 @guarded

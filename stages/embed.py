@@ -1,7 +1,9 @@
 """Stage embed: one frozen-encoder vector per prompt → layout.EMBEDDINGS."""
 
-from persyn import config, embed, io, layout
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import embed
+from persyn.core.errors import guarded
 
 
 @guarded

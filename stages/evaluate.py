@@ -4,9 +4,11 @@ layout.metrics(S, "eval"), layout.predictions(S), layout.plot(S, "accuracy")."""
 import argparse
 from pathlib import Path
 
-from persyn import config, evaluate, io, layout
-from persyn.cache import RequestCache
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import evaluate
+from persyn.pipeline.cache import RequestCache
+from persyn.core.errors import guarded
 
 
 @guarded

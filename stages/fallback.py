@@ -5,9 +5,11 @@ in layout.route_order(S), up to route.fallback more, through the request cache â
 import argparse
 import logging
 
-from persyn import config, fallback, io, layout, synthesis
-from persyn.cache import RequestCache
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import fallback, synthesis
+from persyn.pipeline.cache import RequestCache
+from persyn.core.errors import guarded
 
 log = logging.getLogger("persyn.fallback")
 

@@ -4,8 +4,10 @@ reads the prompt embeddings; router.head = "lm" fine-tunes router.backbone on th
 
 import argparse
 
-from persyn import config, io, layout, router
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import router
+from persyn.core.errors import guarded
 
 
 @guarded
@@ -17,7 +19,7 @@ def main() -> None:
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(layout.scores(student, t), "score")]
     if params.router.head == "lm":
-        from persyn import lm_router  # torch and the backbone's code load only for this head
+        from persyn.pipeline import lm_router  # torch and the backbone's code load only for this head
 
         texts = {p["id"]: lm_router.prompt_text(p) for p in io.read_parquet(layout.PROMPTS, "prompt")}
         fitted = lm_router.fit(scores, texts, teachers, params.router)

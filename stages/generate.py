@@ -6,9 +6,11 @@ generated once for both."""
 import argparse
 from pathlib import Path
 
-from persyn import config, io, layout, runner, synthesis
-from persyn.cache import RequestCache
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import runner, synthesis
+from persyn.pipeline.cache import RequestCache
+from persyn.core.errors import guarded
 
 
 @guarded

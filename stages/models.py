@@ -5,8 +5,9 @@ changes (params), a packaged pin changes, or weights under models/ change (dvc.y
 import logging
 from pathlib import Path
 
-from persyn import config, io, layout, models
-from persyn.errors import guarded
+from persyn.core import io, layout, models
+from persyn.params import config
+from persyn.core.errors import guarded
 
 log = logging.getLogger("persyn.models")
 WATCHED = Path(layout.LOCAL_MODELS)  # the folder dvc.yaml lists as a dep of this stage

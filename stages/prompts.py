@@ -1,7 +1,9 @@
 """Stage prompts: read the prompt source, dedupe, id and split it → layout.PROMPTS."""
 
-from persyn import config, io, layout, prompts
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import prompts
+from persyn.core.errors import guarded
 
 
 @guarded

@@ -5,8 +5,10 @@ fallback asks next), layout.metrics(S, "route") (shares; the budget's plan)."""
 import argparse
 from pathlib import Path
 
-from persyn import config, io, layout, route
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import route
+from persyn.core.errors import guarded
 
 
 @guarded

@@ -3,9 +3,11 @@
 
 import argparse
 
-from persyn import config, io, layout, rewards
-from persyn.cache import RequestCache
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import rewards
+from persyn.pipeline.cache import RequestCache
+from persyn.core.errors import guarded
 
 
 @guarded

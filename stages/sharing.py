@@ -3,8 +3,10 @@ generations against one build per student)."""
 
 from pathlib import Path
 
-from persyn import config, io, layout, sharing
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import sharing
+from persyn.core.errors import guarded
 
 
 @guarded

@@ -4,8 +4,10 @@ layout.plot(S, "train_loss")."""
 import argparse
 from pathlib import Path
 
-from persyn import config, dataset, io, layout
-from persyn.errors import guarded
+from persyn.core import io, layout
+from persyn.params import config
+from persyn.pipeline import dataset
+from persyn.core.errors import guarded
 
 
 @guarded
@@ -15,7 +17,7 @@ def main() -> None:
     name = parser.parse_args().student
     student = config.load().for_student(name).student
     records = dataset.read(Path(layout.dataset(name)))
-    from persyn import train  # torch and transformers load here, after the params and the dataset are checked
+    from persyn.pipeline import train  # torch and transformers load here, after the params and the dataset are checked
 
     with io.atomic_directory(layout.trained(name)) as out:
         summary, curve = train.train(records, student, student.train, out, layout.dataset(name))

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from persyn import arithmetic, arithmetic_shifted, prompts
-from persyn.config import PromptsConfig
-from persyn.errors import PersynError
-from persyn.io import write_parquet
-from persyn.prompts import prompt_id
+from persyn.pipeline import prompts
+from persyn.sources import arithmetic, arithmetic_shifted
+from persyn.params.config import PromptsConfig
+from persyn.core.errors import PersynError
+from persyn.core.io import write_parquet
+from persyn.pipeline.prompts import prompt_id
 
 # one hand-picked draw per template and its hand-computed answer
 HAND = {

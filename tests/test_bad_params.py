@@ -119,7 +119,7 @@ CASES = {
                     "teachers: at least 2 needed, 1 given (qwen)"),
     "count below the splits": (jsonl("count = 0", "count = 10"), rows(100),
                                "prompts.count (10) must exceed prompts.router_size + prompts.eval_size (12)"),
-    # issue 29: found mid-build before, refused with the params now (persyn/rules.py)
+    # issue 29: found mid-build before, refused with the params now (persyn/params/rules.py)
     "seconds budget on an endpoint teacher": (edit('[teachers.gemma]\nmodel = "packaged:gemma-3-270m"',
                                                    f'[teachers.gemma]\nmodel = "api:gemma"\n{ENDPOINT}',
                                                    'strategy = "persyn"',
@@ -189,7 +189,7 @@ def test_the_good_base_passes_and_its_check_loads_no_model_library(tmp_path: Pat
     """The cases above differ from a valid project only by their mistake; checking the engines' options
     imports none of torch, transformers or CTranslate2 (every stage pays for what its check imports)."""
     root = project(tmp_path, BASE, None)
-    probe = ("import sys; from persyn import config; config.load(); "
+    probe = ("import sys; from persyn.params import config; config.load(); "
              "print(sorted({'torch', 'transformers', 'ctranslate2'} & set(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"

@@ -10,9 +10,10 @@ import pytest
 from test_pipeline import params_toml
 from test_strategies import IDS, SCORES, TEACHERS, X, router_preferring
 
-from persyn import budget, config, route
-from persyn.config import RouteConfig
-from persyn.errors import PersynError
+from persyn.params import config
+from persyn.pipeline import budget, route
+from persyn.params.config import RouteConfig
+from persyn.core.errors import PersynError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -161,7 +162,7 @@ def test_budget_and_caps_are_respected_and_reported() -> None:
 
 
 def test_plan_says_what_the_budgeted_plan_waits_for(tmp_path: Path) -> None:
-    from persyn import plan
+    from persyn.project import plan
 
     budgeted = params(route={"budget": {"amount": 100, "unit": "tokens"}})
     result = plan.plan(budgeted, tmp_path / "absent.parquet", root=tmp_path)

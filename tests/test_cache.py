@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from persyn import rewards, runner, synthesis
-from persyn.cache import RequestCache, derived_seed, request_key
-from persyn.config import SamplingConfig, StudentConfig, TeacherConfig
-from persyn.models import resolve
+from persyn.pipeline import rewards, runner, synthesis
+from persyn.pipeline.cache import RequestCache, derived_seed, request_key
+from persyn.params.config import SamplingConfig, StudentConfig, TeacherConfig
+from persyn.core.models import resolve
 
 
 def test_cache_roundtrip_and_persistence(tmp_path: Path) -> None:
@@ -63,8 +63,8 @@ def test_learnability_is_cached(tiny_models: dict[str, Path], tmp_path: Path) ->
 
 
 def test_reward_model_scores_through_the_cache(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    from persyn.config import QualityConfig
-    from persyn.rewards import reward_model_quality
+    from persyn.params.config import QualityConfig
+    from persyn.pipeline.rewards import reward_model_quality
 
     config = QualityConfig(kind="reward_model", reward_model=f"local:{tiny_models['reward']}", batch_size=2)
     pairs = [([{"role": "user", "content": "q"}], "a fine answer"), ([{"role": "user", "content": "q"}], "bad")]
@@ -159,7 +159,7 @@ def test_an_unreadable_cache_file_is_one_clear_error(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from persyn.errors import PersynError
+    from persyn.core.errors import PersynError
 
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not a database at all, " * 200)
@@ -174,7 +174,8 @@ def test_an_unreadable_cache_file_is_one_clear_error(tmp_path: Path) -> None:
         with RequestCache(truncated) as cache:
             cache.get_many([f"{i:064x}" for i in range(3000)])
     # a stage meets it as one line, never a traceback
-    stage = subprocess.run([sys.executable, "-c", "from persyn.errors import guarded\nfrom persyn.cache import RequestCache\n"
+    stage = subprocess.run([sys.executable, "-c", "from persyn.core.errors import guarded\n"
+                            "from persyn.pipeline.cache import RequestCache\n"
                             f"guarded(lambda: RequestCache({str(garbage)!r}))()"], capture_output=True, text=True)
     assert stage.returncode == 2 and "Traceback" not in stage.stderr
     assert stage.stderr.startswith(f"persyn: error: request cache {garbage}: file is not a database")
@@ -184,7 +185,7 @@ def test_a_read_only_cache_folder_is_one_clear_error(tmp_path: Path) -> None:
     import subprocess
 
     from persyn.engines import Score
-    from persyn.errors import PersynError
+    from persyn.core.errors import PersynError
 
     mount = tmp_path / "ro"
     mount.mkdir()
@@ -206,7 +207,7 @@ def test_a_read_only_cache_folder_is_one_clear_error(tmp_path: Path) -> None:
 def test_every_generated_answer_keeps_its_engine_time(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """A budget in seconds charges what each answer took: the batch's time shared by completion tokens,
     kept with the answer in the cache (a reused answer keeps the time it took when it was computed)."""
-    from persyn import budget
+    from persyn.pipeline import budget
 
     with RequestCache(tmp_path / "c.sqlite") as cache:
         first, _ = synthesis.generate(teacher(tiny_models["teacher_a"]), [prompt(i) for i in range(4)], cache)
@@ -225,9 +226,9 @@ def test_a_batch_time_is_shared_by_completion_tokens() -> None:
 
 
 def test_an_answer_without_a_time_stops_a_seconds_budget(tmp_path: Path) -> None:
-    from persyn import budget
+    from persyn.pipeline import budget
     from persyn.engines import Completion
-    from persyn.errors import PersynError
+    from persyn.core.errors import PersynError
 
     answer = {"id": "0" * 16, "teacher": "a", "request": "f" * 64}
     with RequestCache(tmp_path / "c.sqlite") as cache:

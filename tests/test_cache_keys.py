@@ -11,9 +11,11 @@ from typing import Any, Callable
 
 import pytest
 
-from persyn import config, engines, evaluate, rewards, synthesis
-from persyn.cache import RequestCache
-from persyn.config import QualityConfig, SamplingConfig, StudentConfig, TeacherConfig, tomllib
+from persyn import engines
+from persyn.params import config
+from persyn.pipeline import evaluate, rewards, synthesis
+from persyn.pipeline.cache import RequestCache
+from persyn.params.config import QualityConfig, SamplingConfig, StudentConfig, TeacherConfig, tomllib
 from persyn.engines import Completion
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,10 +10,12 @@ from types import SimpleNamespace
 import pytest
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from persyn import card, config, dataset, release
-from persyn.config import tomllib
-from persyn.errors import PersynError
-from persyn.models import PACKAGED
+from persyn.params import config
+from persyn.pipeline import card, dataset
+from persyn.project import release
+from persyn.params.config import tomllib
+from persyn.core.errors import PersynError
+from persyn.core.models import PACKAGED
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"gemma": "packaged:gemma-3-270m@sha256:" + "a" * 64, "qwen": "hf:Qwen/Qwen2.5-0.5B-Instruct@abc123"}

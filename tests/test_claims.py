@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from persyn import claims, runner
-from persyn.cache import RequestCache, request_key
+from persyn.core import claims
+from persyn.pipeline import runner
+from persyn.pipeline.cache import RequestCache, request_key
 from persyn.engines import Score
-from persyn.errors import PersynError
+from persyn.core.errors import PersynError
 
 WORKER = """
 import json, sys, time
-from persyn import runner
-from persyn.cache import RequestCache
+from persyn.pipeline import runner
+from persyn.pipeline.cache import RequestCache
 from persyn.engines import Score
 
 def call(batch):
@@ -60,7 +61,7 @@ def test_a_killed_owner_blocks_nobody_beyond_its_lease(tmp_path: Path, monkeypat
     RequestCache(database).close()
     payloads = [{"kind": "loglikelihood", "n": n} for n in range(6)]
     keys = json.dumps([request_key(p) for p in payloads])
-    owner = spawn(f"from persyn.claims import Worker; import time, json; w = Worker({str(database)!r});"
+    owner = spawn(f"from persyn.core.claims import Worker; import time, json; w = Worker({str(database)!r});"
                   f"print(len(w.claim(json.loads({keys!r}))), flush=True); time.sleep(600)")
     assert owner.stdout.readline().strip() == "6"  # it holds every request, then dies without releasing
     os.kill(owner.pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""The comparison over draws (persyn/compare.py, persyn/comparison.py): the draws really differ (S, pool,
+"""The comparison over draws (persyn/science/compare.py, persyn/science/comparison.py): the draws really differ (S, pool,
 router seed) while the eval set stays the same; every arm's dataset is what its rule says, on planted
 answers whose correctness the test knows; the results document is checked before it is written and is
 what `persyn report --strategies` reads."""
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from test_tasks import gym_raw
 
-from persyn import compare, comparison, config
-from persyn.errors import PersynError
+from persyn.params import config
+from persyn.science import compare, comparison
+from persyn.core.errors import PersynError
 from persyn.report.gather import read_strategies
 
 TEACHERS = ("gemma", "qwen", "qwen_steps")  # the default params' teachers

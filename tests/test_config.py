@@ -6,10 +6,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from persyn import config
-from persyn.config import tomllib
-from persyn.errors import PersynError
-from persyn.schemas import resolved
+from persyn.params import config
+from persyn.params.config import tomllib
+from persyn.core.errors import PersynError
+from persyn.core.schemas import resolved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -222,9 +222,9 @@ def test_a_table_class_that_drifts_from_the_schema_fails_at_import(body: dict, e
 
 
 def test_every_rule_between_keys_runs_at_parse_and_says_why() -> None:
-    """persyn/rules.py is the one place for them: each public rule over the params is in rules.RULES,
+    """persyn/params/rules.py is the one place for them: each public rule over the params is in rules.RULES,
     which config.parse runs, and its docstring says why the rule exists."""
-    from persyn import rules
+    from persyn.params import rules
 
     defined = {function for name, function in vars(rules).items()
                if inspect.isfunction(function) and function.__module__ == rules.__name__ and not name.startswith("_")

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import tiny
 
-from persyn import engines, models
+from persyn import engines
+from persyn.core import models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
-from persyn.errors import PersynError
-from persyn.models import cache_root
-from persyn.runner import engine_identity
+from persyn.core.errors import PersynError
+from persyn.core.models import cache_root
+from persyn.pipeline.runner import engine_identity
 
 pytest.importorskip("ctranslate2")
 

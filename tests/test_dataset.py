@@ -1,9 +1,9 @@
 import pytest
 
-from persyn import dataset
-from persyn.config import RouterConfig
-from persyn.errors import PersynError
-from persyn.schemas import check
+from persyn.pipeline import dataset
+from persyn.params.config import RouterConfig
+from persyn.core.errors import PersynError
+from persyn.core.schemas import check
 
 PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"q{i}"}], "reference": str(i),
             "split": "router" if i < 2 else "pool"} for i in range(4)]

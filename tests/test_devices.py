@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from persyn.devices import choose, cpu_bfloat16_units, trains_in_bfloat16
-from persyn.errors import PersynError
+from persyn.core.devices import choose, cpu_bfloat16_units, trains_in_bfloat16
+from persyn.core.errors import PersynError
 
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
 AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from persyn import embed
-from persyn.config import EmbedConfig
+from persyn.pipeline import embed
+from persyn.params.config import EmbedConfig
 
 TEXTS = ["Ava has 3 coins.", "A much longer prompt about Ben, who buys 12 packs of cards with 4 cards in each.", "x"]
 

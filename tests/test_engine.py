@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from persyn import engines, models
+from persyn import engines
+from persyn.core import models
 from persyn.engines import Completion, GenerationRequest, Sampling, ScoreRequest, Usage
 from persyn.engines import token_completion, truncate_at_stop
-from persyn.errors import PersynError
-from persyn.runner import engine_identity
+from persyn.core.errors import PersynError
+from persyn.pipeline.runner import engine_identity
 
 USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]
 
@@ -141,7 +142,7 @@ def test_reward_model_reads_the_template_ids_with_one_bos(tmp_path: Path) -> Non
     """A Llama-3-style tokenizer (the template writes BOS, plain tokenising adds one): the reward
     model scores chat.reward_ids, the rendering the vLLM engine scores too, with a single BOS."""
     import tiny
-    from persyn.chat import reward_ids
+    from persyn.core.chat import reward_ids
 
     scorer = engines.load_reward("transformers", models.resolve(f"local:{tiny.reward_model(tmp_path / 'rm', bos=True)}"),
                                  "cpu", 512)

@@ -3,10 +3,11 @@ from pathlib import Path
 import pytest
 from dataclasses import asdict
 
-from persyn import config, evaluate, runner
-from persyn.cache import RequestCache
+from persyn.params import config
+from persyn.pipeline import evaluate, runner
+from persyn.pipeline.cache import RequestCache
 from persyn.engines import Completion
-from persyn.config import tomllib
+from persyn.params.config import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [{"id": f"{i:016x}", "messages": [{"role": "user", "content": f"What is {i} + 1?"}],
@@ -40,7 +41,7 @@ def test_reward_model_evaluation(tiny_models: dict[str, Path], tmp_path: Path) -
     answers = [{"response": f"answer {i}"} for i in range(4)]
     with RequestCache(tmp_path / "c.sqlite") as cache:
         per_prompt, keys = evaluate.score(params, PROMPTS, answers, cache, "prompts")
-        from persyn.rewards import reward_model_quality
+        from persyn.pipeline.rewards import reward_model_quality
 
         values = reward_model_quality(params.quality, [(p["messages"], a["response"]) for p, a in zip(PROMPTS, answers)],
                                       cache).values

@@ -1,7 +1,7 @@
 """Verified routing on planted answers: exactly which prompts are re-asked of whom, which records are kept."""
 
-from persyn import dataset, fallback
-from persyn.config import RouterConfig
+from persyn.pipeline import dataset, fallback
+from persyn.params.config import RouterConfig
 
 REFERENCES = {f"{i:016x}": str(i) for i in range(6)}
 PROMPTS = {i: {"id": i, "reference": r} for i, r in REFERENCES.items()}
@@ -100,8 +100,8 @@ def test_metrics_count_before_after_recovered_and_extra_generations() -> None:
 def test_fallback_answers_are_keyed_by_prompt_and_attempt() -> None:
     import pytest
 
-    from persyn.errors import PersynError
-    from persyn.schemas import check_records
+    from persyn.core.errors import PersynError
+    from persyn.core.schemas import check_records
 
     answers, _ = run(2)
     check_records(answers, "fallback_answer", "data/fallback.parquet")  # two attempts of one prompt are two records

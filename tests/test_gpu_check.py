@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import gpu_check  # noqa: E402
 
-from persyn import config  # noqa: E402
+from persyn.params import config  # noqa: E402
 
 
 @pytest.mark.parametrize("engine", ["vllm", "transformers"])

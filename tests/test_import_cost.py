@@ -11,8 +11,9 @@ import pytest
 import tiny
 from transformers import AutoTokenizer
 
-from persyn import arithmetic, chat
-from persyn.errors import PersynError
+from persyn.core import chat
+from persyn.sources import arithmetic
+from persyn.core.errors import PersynError
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "transformers", "ray", "ctranslate2", "datasets", "reasoning_gym"}
@@ -21,7 +22,7 @@ HEAVY = {"torch", "transformers", "ray", "ctranslate2", "datasets", "reasoning_g
 LIGHT = ("prompts", "models", "embed", "sample", "score", "fit_router", "route", "generate", "fallback", "sharing",
          "assemble", "train", "evaluate")
 PROBE = """import runpy, sys
-from persyn import config
+from persyn.params import config
 for stage in sys.argv[2:]:
     runpy.run_path(f"stages/{{stage}}.py", run_name="stage")
 config.load(sys.argv[1])
@@ -41,7 +42,7 @@ def test_light_stages_import_no_model_library_before_a_model_loads(engine: str, 
 
 
 def test_embed_and_engines_import_no_model_library() -> None:
-    probe = (f"import sys; import persyn.embed, persyn.engines.transformers, persyn.engines.ctranslate2; "
+    probe = (f"import sys; import persyn.pipeline.embed, persyn.engines.transformers, persyn.engines.ctranslate2; "
              f"print(sorted(set({sorted(HEAVY)}) & set(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"

@@ -4,8 +4,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from persyn import io
-from persyn.errors import PersynError
+from persyn.core import io
+from persyn.core.errors import PersynError
 
 GOOD = {"id": "0123456789abcdef", "teacher": "qwen", "model": "local:x@sha256:00", "response": "7", "finish_reason": "stop",
         "completion_tokens": 4, "request": "a" * 64}

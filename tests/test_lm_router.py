@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persyn import lm_router, route, router
-from persyn.config import RouteConfig, RouterConfig
-from persyn.errors import PersynError
+from persyn.pipeline import lm_router, route, router
+from persyn.params.config import RouteConfig, RouterConfig
+from persyn.core.errors import PersynError
 
 TEACHERS = ["a", "b"]
 
@@ -42,7 +42,7 @@ def lm_config(backbone: Path) -> RouterConfig:
 
 
 def test_batches_cover_every_prompt_once_and_pad_little() -> None:
-    from persyn.lm_router import batches
+    from persyn.pipeline.lm_router import batches
 
     prompts, lengths = np.arange(3, 103), np.random.default_rng(0).integers(5, 500, 110)
     found = batches(prompts, lengths, 8, np.random.default_rng(1))
@@ -86,7 +86,8 @@ def test_fit_save_load_route_round_trip(tiny_models: dict[str, Path], tmp_path: 
     assert routed == {t: sorted(p["id"] for p, k in zip(prompts, expected) if k == i) for i, t in enumerate(TEACHERS)}
     with pytest.raises(PersynError, match="reads prompt texts, not embeddings"):
         loaded.coefficients(np.zeros((2, 32), dtype=np.float32))
-    with pytest.raises(PersynError, match="router.head = 'lm' is no head over embeddings: fit and load it with persyn.lm_router"):
+    with pytest.raises(PersynError, match="router.head = 'lm' is no head over embeddings: fit and load it with "
+                                          "persyn.pipeline.lm_router"):
         router.load(tmp_path / "one")
 
 
@@ -108,7 +109,8 @@ def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path
     """From a build's files: the family oracle and both routers get every held-out prompt right, the best
     single teacher at most half of them (the family its training folds hold more of, held out less);
     the verified rule changes nothing here (no prompt is all wrong)."""
-    from persyn import io, router_eval
+    from persyn.core import io
+    from persyn.science import router_eval
 
     ids, texts, scores, family = planted(40)
     prompts = [{"id": i, "messages": [{"role": "user", "content": texts[i]}], "reference": None, "split": "router",
@@ -137,7 +139,8 @@ def test_held_out_comparison_on_verified_correctness(tiny_models: dict[str, Path
 
 def test_route_stage_reads_prompt_texts_for_an_lm_router(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     """route.from_artifacts (the route stage) on a saved lm router: the pool goes where the fitted router sends it."""
-    from persyn import config, io
+    from persyn.core import io
+    from persyn.params import config
 
     raw = config.read(Path(__file__).resolve().parents[1] / "params.toml")
     raw["teachers"] = {t: {"model": f"local:{tiny_models['teacher_a']}"} for t in TEACHERS}

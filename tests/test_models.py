@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from persyn import models
-from persyn.errors import PersynError
+from persyn.core import models
+from persyn.core.errors import PersynError
 
 
 def test_local_spec_identity_follows_content(tiny_models: dict[str, Path], tmp_path: Path) -> None:

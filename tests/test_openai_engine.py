@@ -16,13 +16,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from persyn import engines, rewards, synthesis
-from persyn.cache import RequestCache
-from persyn.config import SamplingConfig, StudentConfig, TeacherConfig
+from persyn import engines
+from persyn.pipeline import rewards, synthesis
+from persyn.pipeline.cache import RequestCache
+from persyn.params.config import SamplingConfig, StudentConfig, TeacherConfig
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage
 from persyn.engines.openai import OpenAIEngine, Options, RateLimiter, _retry_after
-from persyn.errors import PersynError
-from persyn.models import resolve
+from persyn.core.errors import PersynError
+from persyn.core.models import resolve
 
 SECRET = "sk-test-DO-NOT-LEAK-7f3a9c"
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from persyn import cli, config, paramdoc
-from persyn.schemas import resolved
+from persyn import cli
+from persyn.params import config, paramdoc
+from persyn.core.schemas import resolved
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "params.md"

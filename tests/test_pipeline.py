@@ -315,7 +315,7 @@ def test_cache_gc_keeps_everything_a_rebuild_reads(project: Project) -> None:
     computes nothing: gc removed only what no current output references."""
     project.set_param('strategy = "persyn"', 'strategy = "oracle"')
     project.repro()
-    from persyn.cache import RequestCache
+    from persyn.pipeline.cache import RequestCache
 
     with RequestCache(project.cache / "requests" / "requests.sqlite") as cache:
         cache.put_many("generate", "gone@1", {"f" * 64: "an answer no output references"})

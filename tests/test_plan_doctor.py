@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from test_pipeline import params_toml
 
-from persyn import cli, config, doctor, plan
-from persyn.errors import PersynError
+from persyn import cli
+from persyn.params import config
+from persyn.project import doctor, plan
+from persyn.core.errors import PersynError
 
 if sys.version_info >= (3, 11):
     import tomllib

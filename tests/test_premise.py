@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from persyn import premise
-from persyn.errors import PersynError
+from persyn.science import premise
+from persyn.core.errors import PersynError
 
 TEACHERS = ["a", "b"]
 

@@ -5,9 +5,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from persyn import arithmetic, prompts
-from persyn.config import PromptsConfig
-from persyn.errors import PersynError
+from persyn.pipeline import prompts
+from persyn.sources import arithmetic
+from persyn.params.config import PromptsConfig
+from persyn.core.errors import PersynError
 
 
 def test_generator_is_seeded_varied_and_exact() -> None:

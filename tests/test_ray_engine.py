@@ -11,11 +11,13 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine tests need ray: pip install ray")
 
-from persyn import engines, models, runner, synthesis  # noqa: E402
-from persyn.cache import RequestCache  # noqa: E402
-from persyn.config import SamplingConfig, TeacherConfig  # noqa: E402
+from persyn import engines  # noqa: E402
+from persyn.core import models  # noqa: E402
+from persyn.pipeline import runner, synthesis  # noqa: E402
+from persyn.pipeline.cache import RequestCache  # noqa: E402
+from persyn.params.config import SamplingConfig, TeacherConfig  # noqa: E402
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest, Usage  # noqa: E402
-from persyn.errors import PersynError  # noqa: E402
+from persyn.core.errors import PersynError  # noqa: E402
 
 PROMPTS = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"What is {i} + {2 * i}?" + " Think." * (i % 3)}]}
            for i in range(8)]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from persyn import cli, config, engines
+from persyn import cli, engines
+from persyn.params import config
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from persyn import release, revisions
-from persyn.errors import PersynError
+from persyn.project import release, revisions
+from persyn.core.errors import PersynError
 
 
 def record(i: int, teacher: str, answer: str) -> dict:

@@ -17,9 +17,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from persyn import cli, config, dataset, report, router, sharing, stats
-from persyn.errors import PersynError
-from persyn.io import read_parquet, write_json, write_parquet
+from persyn import cli, report
+from persyn.core import stats
+from persyn.params import config
+from persyn.pipeline import dataset, router, sharing
+from persyn.core.errors import PersynError
+from persyn.core.io import read_parquet, write_json, write_parquet
 from persyn.report import sections
 
 TEACHERS = ["gemma", "qwen", "smol"]
@@ -262,7 +265,7 @@ def test_the_router_view_reads_an_lm_router(tmp_path: Path, tiny_models: dict[st
     """router.head = "lm": the report routes S's prompt texts through the fine-tuned router (no embeddings)."""
     from dataclasses import replace
 
-    from persyn import lm_router
+    from persyn.pipeline import lm_router
 
     plant(tmp_path / "ws")
     root = tmp_path / "ws"

@@ -15,8 +15,10 @@ import pytest
 from dvcproject import make_project
 from test_pipeline import params_toml
 
-from persyn import config, io, synthesis
-from persyn.cache import RequestCache
+from persyn.core import io
+from persyn.params import config
+from persyn.pipeline import synthesis
+from persyn.pipeline.cache import RequestCache
 
 pytestmark = pytest.mark.slow  # a real dvc repro
 

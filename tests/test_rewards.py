@@ -1,8 +1,8 @@
 import pytest
 
-from persyn.errors import PersynError
-from persyn.answers import extract_answer, is_correct, normalise_number
-from persyn.rewards import verified_quality
+from persyn.core.errors import PersynError
+from persyn.sources.answers import extract_answer, is_correct, normalise_number
+from persyn.pipeline.rewards import verified_quality
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persyn import router
-from persyn.config import RouterConfig
-from persyn.errors import PersynError
+from persyn.pipeline import router
+from persyn.params.config import RouterConfig
+from persyn.core.errors import PersynError
 
 
 def test_zscore_and_minmax_within_prompt() -> None:
@@ -206,7 +206,7 @@ def test_fit_records_what_verified_pairs_dropped() -> None:
 
 
 def test_verified_pairs_need_a_verifiable_quality() -> None:
-    from persyn import config
+    from persyn.params import config
 
     raw = config.read(Path(__file__).resolve().parents[1] / "params.toml")
     raw["router"]["pairs"] = "verified"

@@ -3,7 +3,7 @@ source, so they cannot drift: the stage script, its import closure inside persyn
 as one directory dep, since engines are imported by name at run time), and every schema the
 closure names in a read/write/check call.
 
-Artifact paths are named once, in persyn/layout.py: every data dep and output dvc.yaml declares is
+Artifact paths are named once, in persyn/core/layout.py: every data dep and output dvc.yaml declares is
 a path layout names and every path layout names is in dvc.yaml (run logs and releases aside), every
 path a stage script takes from layout is one of its declared deps or outputs, and no other file of
 persyn/, stages/ or bench/ spells one out. Planted drifts show that each check fails."""
@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from persyn import layout
+from persyn.core import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = "persyn/engines"
-# persyn.io / persyn.schemas calls whose string argument at this position names a schema
+# persyn.core.io / persyn.core.schemas calls whose string argument at this position names a schema
 SCHEMA_ARGUMENT = {"read_parquet": 1, "write_parquet": 2, "read_json": 1, "write_json": 2, "check": 1,
                    "check_records": 1, "validator": 0}
 ARTIFACT = re.compile(r"(data|metrics|plots)/[\w.${}/-]+")
@@ -34,7 +34,7 @@ KEY = "${key}"  # what every field becomes, in dvc.yaml's paths and as the name 
 CODE = ("stages/", "persyn/", "schemas/", "requirements-models.txt")  # deps that are code, not artifacts
 # layout names that are no DVC dep or output: the run logs (git-ignored) and what `persyn release` writes
 NOT_IN_DVC = {"RUNS", "run_log", "RELEASES", "RELEASE_DATA", "RELEASE_SHARDS", "release"}
-# the grep of issue 29: a path spelt out ("data/… or metrics/…) anywhere but in persyn/layout.py
+# the grep of issue 29: a path spelt out ("data/… or metrics/…) anywhere but in persyn/core/layout.py
 SPELT_OUT = re.compile(r'"data/|metrics/')
 
 
@@ -166,7 +166,7 @@ def test_code_and_schema_deps_are_the_import_closure(name: str) -> None:
 
 
 def layout_paths() -> dict[str, str]:
-    """Every path persyn/layout.py names → the name it goes by: each path constant, and each function
+    """Every path persyn/core/layout.py names → the name it goes by: each path constant, and each function
     called with KEY for a student or teacher and with every value of a Literal (metrics' and plots' names)."""
     named = {value: name for name, value in vars(layout).items() if name.isupper() and isinstance(value, str)}
     for name, function in vars(layout).items():
@@ -191,15 +191,15 @@ def dvc_paths(parsed: dict[str, dict]) -> dict[str, list[str]]:
 
 
 def drift(parsed: dict[str, dict], named: dict[str, str]) -> list[str]:
-    """Where dvc.yaml and persyn/layout.py disagree: a declared path layout does not name, or a layout
+    """Where dvc.yaml and persyn/core/layout.py disagree: a declared path layout does not name, or a layout
     path that is neither declared nor inside (or above) a declared one."""
     declared_paths = dvc_paths(parsed)
-    found = [f"dvc.yaml ({', '.join(stages)}): {path} is not a path persyn/layout.py names"
+    found = [f"dvc.yaml ({', '.join(stages)}): {path} is not a path persyn/core/layout.py names"
              for path, stages in declared_paths.items() if path not in named]
     for path, name in sorted(named.items()):
         if name not in NOT_IN_DVC and not any(path == d or path.startswith(d + "/") or d.startswith(path + "/")
                                               for d in declared_paths):
-            found.append(f"persyn/layout.py {name}: {path} is no dep or output of any stage in dvc.yaml")
+            found.append(f"persyn/core/layout.py {name}: {path} is no dep or output of any stage in dvc.yaml")
     return found
 
 
@@ -213,9 +213,9 @@ def test_a_path_changed_in_dvc_yaml_alone_fails() -> None:
     deps = planted["embed"]["deps"]
     deps[deps.index("data/prompts.parquet")] = "data/prompt.parquet"
     assert drift(planted, layout_paths()) == [
-        "dvc.yaml (embed): data/prompt.parquet is not a path persyn/layout.py names"]
+        "dvc.yaml (embed): data/prompt.parquet is not a path persyn/core/layout.py names"]
     del planted["evaluate"]["do"]["plots"]
-    assert "persyn/layout.py plot: plots/${key}/accuracy.csv is no dep or output of any stage in dvc.yaml" \
+    assert "persyn/core/layout.py plot: plots/${key}/accuracy.csv is no dep or output of any stage in dvc.yaml" \
         in drift(planted, layout_paths())
 
 
@@ -223,13 +223,13 @@ def test_a_path_changed_in_layout_alone_fails(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(layout, "EMBEDDINGS", "data/vectors.parquet")
     monkeypatch.setattr(layout, "route_order", lambda student: f"data/order/{student}.parquet")
     problems = drift(stages(), layout_paths())
-    assert "dvc.yaml (embed, fit_router, route): data/embeddings.parquet is not a path persyn/layout.py names" in problems
-    assert "persyn/layout.py EMBEDDINGS: data/vectors.parquet is no dep or output of any stage in dvc.yaml" in problems
-    assert "persyn/layout.py route_order: data/order/${key}.parquet is no dep or output of any stage in dvc.yaml" in problems
+    assert "dvc.yaml (embed, fit_router, route): data/embeddings.parquet is not a path persyn/core/layout.py names" in problems
+    assert "persyn/core/layout.py EMBEDDINGS: data/vectors.parquet is no dep or output of any stage in dvc.yaml" in problems
+    assert "persyn/core/layout.py route_order: data/order/${key}.parquet is no dep or output of any stage in dvc.yaml" in problems
 
 
 def artifact_paths(script: str, source: str | None = None) -> set[str]:
-    """Every artifact path a stage script names: each path persyn.layout gives it (layout.NAME, and
+    """Every artifact path a stage script names: each path persyn.core.layout gives it (layout.NAME, and
     layout.f(...) with every argument that is not a string literal as KEY), and each whole string
     (or f-string, its fields as KEY) that is one, which no script should hold (test_no_path_outside_layout)."""
     paths = set()
@@ -277,17 +277,17 @@ def test_a_path_a_stage_does_not_declare_fails() -> None:
 
 
 def test_no_path_outside_layout() -> None:
-    """Issue 29's grep: `grep -rn '"data/\\|metrics/' persyn/ stages/ bench/` finds paths only in persyn/layout.py."""
+    """Issue 29's grep: `grep -rn '"data/\\|metrics/' persyn/ stages/ bench/` finds paths only in persyn/core/layout.py."""
     files = sorted(p for folder in ("persyn", "stages", "bench") for p in (ROOT / folder).rglob("*.py"))
-    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in files if path != ROOT / "persyn/layout.py"
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in files if path != ROOT / "persyn/core/layout.py"
              for number, line in enumerate(path.read_text().splitlines(), 1) if SPELT_OUT.search(line)]
-    assert not found, "name these paths in persyn/layout.py and use them from there:\n" + "\n".join(found)
+    assert not found, "name these paths in persyn/core/layout.py and use them from there:\n" + "\n".join(found)
 
 
 def test_the_closure_finds_what_is_imported() -> None:
     """The check itself: assemble reaches the runner through rewards, prompts does not (every stage reaches
     the engines: config.load checks each engine's options)."""
-    assert {"persyn/runner.py", ENGINES, "persyn/chat.py", "persyn/models.py", "schemas/params.schema.json",
+    assert {"persyn/pipeline/runner.py", ENGINES, "persyn/core/chat.py", "persyn/core/models.py", "schemas/params.schema.json",
             "schemas/dataset_record.schema.json"} <= closure("stages/assemble.py")
-    assert "persyn/runner.py" not in closure("stages/prompts.py")
+    assert "persyn/pipeline/runner.py" not in closure("stages/prompts.py")
     assert "data/sample/${key}.parquet" in artifact_paths("stages/sample.py")

@@ -1,4 +1,4 @@
-"""persyn.stats on planted predictions whose intervals, p-values and power are known exactly."""
+"""persyn.core.stats on planted predictions whose intervals, p-values and power are known exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from persyn import stats
+from persyn.core import stats
 
 
 def test_constant_scores_give_a_zero_width_interval() -> None:

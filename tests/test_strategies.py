@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from persyn import route
-from persyn.config import RouteConfig
-from persyn.errors import PersynError
-from persyn.router import Router
+from persyn.pipeline import route
+from persyn.params.config import RouteConfig
+from persyn.core.errors import PersynError
+from persyn.pipeline.router import Router
 
 TEACHERS = ["big", "mid", "small"]
 IDS = [f"{i:016x}" for i in range(200)]

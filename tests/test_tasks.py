@@ -1,4 +1,4 @@
-"""reasoning-gym as a prompt source and verifier (persyn/tasks.py): byte-stable per seed, the family's
+"""reasoning-gym as a prompt source and verifier (persyn/sources/tasks.py): byte-stable per seed, the family's
 own score_answer on the extracted answer, one error for a bad family, and no teacher that is a student."""
 
 import json
@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 import reasoning_gym
 
-from persyn import config, io, prompts, tasks
-from persyn.answers import verified
-from persyn.config import tomllib
-from persyn.errors import PersynError
+from persyn.core import io
+from persyn.params import config
+from persyn.pipeline import prompts
+from persyn.sources import tasks
+from persyn.sources.answers import verified
+from persyn.params.config import tomllib
+from persyn.core.errors import PersynError
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = [{"family": "chain_sum", "config": {"min_terms": 2, "max_terms": 3, "max_digits": 2}},

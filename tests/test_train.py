@@ -3,9 +3,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from persyn import engines, models, train
-from persyn.chat import response_tokens
-from persyn.config import StudentConfig, TrainConfig
+from persyn import engines
+from persyn.core import models
+from persyn.pipeline import train
+from persyn.core.chat import response_tokens
+from persyn.params.config import StudentConfig, TrainConfig
 from persyn.engines import ScoreRequest
 
 
@@ -74,7 +76,7 @@ def test_frozen_layers_do_not_move_and_the_rest_trains(tiny_models: dict[str, Pa
 
 
 def test_freezing_every_block_is_refused(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    from persyn.errors import PersynError
+    from persyn.core.errors import PersynError
 
     config = TrainConfig(epochs=1, batch_size=4, max_length=128, freeze_layers=99)
     with pytest.raises(PersynError, match="freeze_layers = 99: .* at most"):

@@ -12,10 +12,11 @@ import pytest
 from dvcproject import Project, make_project
 from test_pipeline import ALL_STAGES, params_toml
 
-from persyn import config, prompts, synthesis
-from persyn.cache import RequestCache, request_key
+from persyn.params import config
+from persyn.pipeline import prompts, synthesis
+from persyn.pipeline.cache import RequestCache, request_key
 from persyn.engines import Completion
-from persyn.models import resolve
+from persyn.core.models import resolve
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ import pytest
 import torch.distributed
 from transformers import AutoTokenizer
 
-from persyn import models
-from persyn.chat import stop_token_ids
+from persyn.core import models
+from persyn.core.chat import stop_token_ids
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.engines.vllm import Options, VllmEngine, VllmRewardModel, check_lengths, reward_value
-from persyn.errors import PersynError
+from persyn.core.errors import PersynError
 
 USER = [{"role": "user", "content": "Ava has 3 coins and buys 4 more. How many coins does Ava have?"}]
 

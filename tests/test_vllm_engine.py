@@ -11,9 +11,10 @@ import pytest
 import torch
 import tiny
 
-from persyn import engines, models
+from persyn import engines
+from persyn.core import models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
-from persyn.errors import PersynError
+from persyn.core.errors import PersynError
 
 pytest.importorskip("vllm", reason="vLLM is not installed (GPU machines only: pip install 'persyn[gpu]')")
 if not torch.cuda.is_available():

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import (BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification,
                           PreTrainedTokenizerFast)
 
-from persyn import arithmetic
+from persyn.sources import arithmetic
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

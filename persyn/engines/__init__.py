@@ -12,7 +12,7 @@ and, where the Backend defaults (no capability, nothing to check or build) do no
                           no engine time of persyn's own is measured,
   RUNS_REWARD_MODELS      with load_reward(...) -> RewardScorer,
   check_model(spec, device, options)   refuse a model spec or device it cannot run (from the params
-                          alone: config.parse calls it through persyn/rules.py, and load before loading;
+                          alone: config.parse calls it through persyn/params/rules.py, and load before loading;
                           by default an api: model, which has no weights to load),
   prepare(model, device, options, uses) -> list[Path]   build once per model what it needs (e.g. a
                           converted copy; `persyn models` calls it ahead of a build).
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Protocol, Sequence
 
-from persyn.errors import PersynError
-from persyn.models import ResolvedModel
+from persyn.core.errors import PersynError
+from persyn.core.models import ResolvedModel
 
 Messages = list[dict[str, str]]
 
@@ -80,7 +80,7 @@ class Completion:
     retries: int = 0
     cost_usd: float = 0.0
     timeouts: int = 0  # of the retries, those after a timeout (a slow or overloaded server)
-    seconds: float | None = None  # engine time spent on it (persyn.synthesis times batches); None: not measured
+    seconds: float | None = None  # engine time spent on it (persyn.pipeline.synthesis times batches); None: not measured
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:

@@ -1,7 +1,7 @@
 """The CTranslate2 engine: a C++ runtime for transformer decoders, several times faster than
 float32 transformers on a CPU (int8), also on CUDA.
 
-Prompts are rendered to token ids by persyn/chat.py, exactly as the transformers engine does, and
+Prompts are rendered to token ids by persyn/core/chat.py, exactly as the transformers engine does, and
 learnability scores exactly the tokens chat.response_tokens marks as the response. A model is
 converted once per compute type, atomically, under $PERSYN_CACHE_DIR/models/<fingerprint>/ct2-<type>/
 (`persyn models` does it ahead of a build). CTranslate2 seeds each worker thread's random
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from persyn import claims, devices
-from persyn.chat import load_tokenizer, prompt_ids, response_tokens, stop_token_ids
+from persyn.core import claims, devices
+from persyn.core.chat import load_tokenizer, prompt_ids, response_tokens, stop_token_ids
 from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
 from persyn.engines import token_completion
-from persyn.errors import PersynError
-from persyn.models import ResolvedModel, cache_root
+from persyn.core.errors import PersynError
+from persyn.core.models import ResolvedModel, cache_root
 
 log = logging.getLogger("persyn.engines.ctranslate2")
 

@@ -30,8 +30,8 @@ import httpx
 
 from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
 from persyn.engines import truncate_at_stop
-from persyn.errors import PersynError
-from persyn.models import ResolvedModel
+from persyn.core.errors import PersynError
+from persyn.core.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.openai")
 

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 from persyn import engines
 from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
-from persyn.errors import PersynError
-from persyn.models import ResolvedModel
+from persyn.core.errors import PersynError
+from persyn.core.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.ray")
 

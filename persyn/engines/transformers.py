@@ -14,11 +14,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
-from persyn.devices import pick_device
+from persyn.core.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
+from persyn.core.devices import pick_device
 from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
 from persyn.engines import token_completion
-from persyn.models import ResolvedModel
+from persyn.core.models import ResolvedModel
 
 if TYPE_CHECKING:
     import torch

@@ -1,10 +1,10 @@
 """The vLLM offline engine (`vllm.LLM`, GPUs): the engine for real teachers of 7B and up.
 
-Prompts are rendered to token ids by the same code as the transformers engine (persyn/chat.py)
+Prompts are rendered to token ids by the same code as the transformers engine (persyn/core/chat.py)
 and handed to vLLM as token prompts, so both engines see identical inputs and the learnability
 mask is the same function. Learnability asks vLLM for the prompt log-probabilities of
 chat_template(prompt) + response and averages the response positions. Reward models run with
-runner="pooling" and `LLM.classify`, on the token ids persyn/chat.py renders for every engine,
+runner="pooling" and `LLM.classify`, on the token ids persyn/core/chat.py renders for every engine,
 and return the head's raw value (`use_activation=False`), equal to the transformers engine's.
 
 vLLM has no CPU wheel and pins its own CUDA torch, so it is the optional `gpu` extra; this module
@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from persyn.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
+from persyn.core.chat import prompt_ids, response_tokens, reward_ids, stop_token_ids
 from persyn.engines import Backend, Completion, EngineOptions, GenerationRequest, Sampling, Score, ScoreRequest
 from persyn.engines import truncate_at_stop
-from persyn.errors import PersynError
-from persyn.models import ResolvedModel
+from persyn.core.errors import PersynError
+from persyn.core.models import ResolvedModel
 
 log = logging.getLogger("persyn.engines.vllm")
 

@@ -3,7 +3,7 @@ a DVC experiment.
 
 gather reads a student's artifacts of a build, analysis computes from them, sections says what the
 page shows (students, for several students, side by side first), render and charts draw it; git and
-DVC are reached through persyn.revisions alone.
+DVC are reached through persyn.project.revisions alone.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from persyn import config, revisions
-from persyn.io import atomic_path
+from persyn.params import config
+from persyn.project import revisions
+from persyn.core.io import atomic_path
 from persyn.report import render, sections, students
 from persyn.report.gather import FETCHED, Build
 

@@ -1,5 +1,5 @@
 """What the report computes from a build's artifacts: the router's view of S, its calibration, the
-α sweep's means, answer counts, and eval accuracy with bootstrap intervals (persyn.stats).
+α sweep's means, answer counts, and eval accuracy with bootstrap intervals (persyn.core.stats).
 
 Numbers only: what they are called and how they are drawn is persyn.report.sections' business.
 """
@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from persyn import layout, lm_router, router, stats
+from persyn.core import layout, stats
+from persyn.pipeline import lm_router, router
 from persyn.report.gather import Build
 
 CALIBRATION_BINS = 5

@@ -1,7 +1,7 @@
 """What the report reads: one student's artifacts of a build under a folder, each read (and
 schema-checked) once.
 
-The folder is the workspace itself, or what persyn.revisions copied out of a git revision or DVC
+The folder is the workspace itself, or what persyn.project.revisions copied out of a git revision or DVC
 experiment (the files FETCHED names). A missing input raises NotBuilt with the stage that makes it,
 so that its section can say what to run instead of failing.
 """
@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from persyn import config, layout, lm_router, router
-from persyn.errors import PersynError, where
-from persyn.io import read_embeddings, read_json, read_parquet
+from persyn.core import layout
+from persyn.params import config
+from persyn.pipeline import lm_router, router
+from persyn.core.io import read_embeddings, read_json, read_parquet
 from persyn.report.render import MISSING
+from persyn.science.comparison import check_strategies
 
 FETCHED = ("params.toml", f"{layout.METRICS}/*.json", f"{layout.METRICS}/*/*.json", layout.PROMPTS, layout.EMBEDDINGS,
            layout.scores("*", "*"), layout.sample("*"), layout.generated("*", "*"), f"{layout.router('*')}/*",
@@ -35,7 +37,7 @@ class NotBuilt(Exception):
 
 
 class Build:
-    """One student's artifacts of the build under `root` (persyn/layout.py names them)."""
+    """One student's artifacts of the build under `root` (persyn/core/layout.py names them)."""
 
     def __init__(self, root: Path, student: str) -> None:
         self.root, self.student = root, student
@@ -80,7 +82,7 @@ class Build:
 
     @cached_property
     def router(self) -> router.Trained:
-        """The routing router, a head over embeddings or an lm router (persyn.lm_router.load reads both)."""
+        """The routing router, a head over embeddings or an lm router (persyn.pipeline.lm_router.load reads both)."""
         return lm_router.load(self.path(layout.router(self.student), "fit_router"))[0]
 
     @cached_property
@@ -108,18 +110,3 @@ def read_strategies(path: Path) -> dict[str, Any]:
     results = read_json(path, "strategy_results")
     check_strategies(results, path)
     return results
-
-
-def check_strategies(results: dict[str, Any], path: Path) -> None:
-    """What the schema cannot say of a strategy comparison: each strategy once, each interval holding its mean.
-    bench/strategies.py runs it before writing, `persyn report --strategies` after reading."""
-    for name, rows in (("", results["strategies"]), ("transfer ", results.get("transfer", {}).get("strategies", []))):
-        labels: set[str] = set()
-        for index, row in enumerate(rows):
-            if row["strategy"] in labels:
-                raise PersynError(f"{where(path, f'{name}{index}', 'strategy')}: '{row['strategy']}' appears twice")
-            labels.add(row["strategy"])
-            for key, value in (("", row), ("difference.", row.get("difference"))):
-                if value is not None and not value["low"] <= value["mean"] <= value["high"]:
-                    raise PersynError(f"{where(path, f'{name}{index}', key + 'mean')}: {value['mean']} is outside its "
-                                      f"interval [{value['low']}, {value['high']}]")

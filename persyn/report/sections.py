@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from persyn import layout
+from persyn.core import layout
 from persyn.report import analysis, charts
 from persyn.report.gather import Build, NotBuilt, read_strategies
 from persyn.report.render import Block, Part, Table

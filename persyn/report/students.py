@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from persyn import layout
-from persyn.io import read_json
+from persyn.core import layout
+from persyn.core.io import read_json
 from persyn.report import analysis, charts
 from persyn.report.charts import Chart
 from persyn.report.gather import Build, NotBuilt
 from persyn.report.render import Block, Part, Table
 from persyn.report.sections import attempt, f4, pct
-from persyn.stats import Interval
+from persyn.core.stats import Interval
 
 
 def interval(value: Interval) -> str:
