@@ -9,6 +9,8 @@ that did not change is never evaluated twice.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from persyn.core import stats
@@ -96,3 +98,35 @@ def lm_eval(checkpoint: str, tasks: tuple[str, ...], limit: int) -> dict[str, An
                                       limit=limit or None)
     return {task: {k: v for k, v in values.items() if isinstance(v, (int, float))}
             for task, values in results["results"].items()}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluate stage writes: the eval metrics, the per-prompt predictions, the accuracy plot."""
+
+    metrics: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    plot: list[dict[str, Any]]
+
+
+def run(params: Params, prompts: list[dict[str, Any]], checkpoint: Path, cache: RequestCache, source: str) -> Evaluation:
+    """The trained checkpoint and the untrained student answer the eval prompts (read from `source`);
+    both are scored alike, so the gain is paired prompt by prompt. The untrained student's answers come
+    from the request cache after the first build."""
+    trained = answers(f"local:{checkpoint}", params, prompts, cache)
+    untrained = answers(params.student.model, params, prompts, cache)
+    trained_scores, trained_keys = score(params, prompts, trained, cache, source)
+    untrained_scores, untrained_keys = score(params, prompts, untrained, cache, source)
+    found = metrics(params.quality.kind, [p["split"] for p in prompts], trained_scores, untrained_scores)
+    harness = lm_eval(str(checkpoint), params.eval.lm_eval_tasks, params.eval.lm_eval_limit)
+    if harness:
+        found["lm_eval"] = harness
+    predictions = [{"id": p["id"], "split": p["split"], "trained": t["response"], "untrained": u["response"],
+                    "trained_score": ts, "untrained_score": us, "requests": [t["request"], u["request"], *tk, *uk]}
+                   for p, t, u, ts, us, tk, uk in zip(prompts, trained, untrained, trained_scores, untrained_scores,
+                                                      trained_keys, untrained_keys)]
+    key = accuracy_key(params.quality.kind)
+    plot = [{"student": which, key: found[which][key]} for which in ("untrained", "trained")]
+    plot += [{"student": f"{which} (shifted)", key: found["eval_shifted"][which][key]}
+             for which in ("untrained", "trained") if "eval_shifted" in found]
+    return Evaluation(found, predictions, plot)
