@@ -3,7 +3,6 @@
 by r is kept, and the scores go to layout.oracle_scores(S, T) (empty under other strategies), which names
 their request-cache keys."""
 
-import argparse
 from pathlib import Path
 
 from persyn.core import io, layout
@@ -15,9 +14,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    student = parser.parse_args().student
+    student = config.stage_arguments(__doc__, "student").student
     params = config.load().for_student(student)
     generated_file = layout.generated(student, "{teacher}")
     teachers = sorted(p.stem for p in Path(layout.routes_dir(student)).glob("*.parquet"))

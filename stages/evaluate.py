@@ -1,7 +1,6 @@
 """Stage evaluate@S: student S trained and untrained on the eval split and the shifted eval set →
 layout.metrics(S, "eval"), layout.predictions(S), layout.plot(S, "accuracy")."""
 
-import argparse
 from pathlib import Path
 
 from persyn.core import io, layout
@@ -13,9 +12,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    name = parser.parse_args().student
+    name = config.stage_arguments(__doc__, "student").student
     params = config.load().for_student(name)
     prompts = [p for p in io.read_parquet(layout.PROMPTS, "prompt") if p["split"] in evaluate.SPLITS]
     with RequestCache() as cache:

@@ -2,7 +2,6 @@
 in layout.route_order(S), up to route.fallback more, through the request cache → layout.fallback(S)
 (empty at route.fallback = 0 and under the oracle, whose every teacher answered already)."""
 
-import argparse
 import logging
 
 from persyn.core import io, layout
@@ -16,9 +15,7 @@ log = logging.getLogger("persyn.fallback")
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    student = parser.parse_args().student
+    student = config.stage_arguments(__doc__, "student").student
     params = config.load().for_student(student)
     answers: list[dict] = []
     if params.route.fallback and params.route.strategy == "oracle":

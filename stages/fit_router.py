@@ -2,7 +2,6 @@
 refitted on all of S (router.refit_on_all) → layout.router(S), layout.metrics(S, "router"). A linear or mlp head
 reads the prompt embeddings; router.head = "lm" fine-tunes router.backbone on the prompt texts."""
 
-import argparse
 
 from persyn.core import io, layout
 from persyn.params import config
@@ -12,9 +11,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    student = parser.parse_args().student
+    student = config.stage_arguments(__doc__, "student").student
     params = config.load().for_student(student)
     teachers = sorted(params.teachers)
     scores = [r for t in teachers for r in io.read_parquet(layout.scores(student, t), "score")]

@@ -3,7 +3,6 @@ answers are reused → layout.generated(S, T); this run's counters → layout.ru
 versioned. A prompt another student routed to T too is a request-cache hit:
 generated once for both."""
 
-import argparse
 from pathlib import Path
 
 from persyn.core import io, layout
@@ -15,10 +14,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    parser.add_argument("teacher")
-    args = parser.parse_args()
+    args = config.stage_arguments(__doc__, "student", "teacher")
     teacher = config.load().for_student(args.student).teacher(args.teacher)
     routed = {r["id"] for r in io.read_parquet(layout.routes(args.student, teacher.name), "route")}
     subset = {r["id"]: r for r in io.read_parquet(layout.sample(teacher.name), "generation")}

@@ -2,7 +2,6 @@
 route.budget and the teachers' caps) → layout.routes(S, T) (ids only), layout.route_order(S) (whom the
 fallback asks next), layout.metrics(S, "route") (shares; the budget's plan)."""
 
-import argparse
 from pathlib import Path
 
 from persyn.core import io, layout
@@ -13,9 +12,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    student = parser.parse_args().student
+    student = config.stage_arguments(__doc__, "student").student
     params = config.load().for_student(student)
     routing = route.from_artifacts(params, student)
     with io.atomic_directory(layout.routes_dir(student)) as out:

@@ -1,7 +1,6 @@
 """Stage sample@T: teacher T answers every router-subset prompt → layout.sample(T); this run's counters
 (generated now, reused, cost) → layout.run_log("sample@T"), not versioned."""
 
-import argparse
 from pathlib import Path
 
 from persyn.core import io, layout
@@ -13,9 +12,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("teacher")
-    teacher = config.load().teacher(parser.parse_args().teacher)
+    teacher = config.load().teacher(config.stage_arguments(__doc__, "teacher").teacher)
     subset = [p for p in io.read_parquet(layout.PROMPTS, "prompt") if p["split"] == "router"]
     with RequestCache() as cache:
         records, stats = synthesis.generate(teacher, subset, cache)

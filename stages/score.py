@@ -1,7 +1,6 @@
 """Stage score@S-T: raw quality and student S's learnability of teacher T's router-subset answers
 → layout.scores(S, T)."""
 
-import argparse
 
 from persyn.core import io, layout
 from persyn.params import config
@@ -12,10 +11,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    parser.add_argument("teacher")
-    args = parser.parse_args()
+    args = config.stage_arguments(__doc__, "student", "teacher")
     name = args.teacher
     params = config.load().for_student(args.student)
     params.teacher(name)

@@ -1,7 +1,6 @@
 """Stage train@S: fine-tune student S on layout.dataset(S) → layout.trained(S), layout.metrics(S, "train"),
 layout.plot(S, "train_loss")."""
 
-import argparse
 from pathlib import Path
 
 from persyn.core import io, layout
@@ -12,9 +11,7 @@ from persyn.core.errors import guarded
 
 @guarded
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("student")
-    name = parser.parse_args().student
+    name = config.stage_arguments(__doc__, "student").student
     student = config.load().for_student(name).student
     records = dataset.read(Path(layout.dataset(name)))
     from persyn.pipeline import train  # torch and transformers load here, after the params and the dataset are checked

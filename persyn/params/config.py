@@ -9,6 +9,8 @@ is one PersynError naming the key. docs/params.md is generated from the schema t
 
 from __future__ import annotations
 
+import argparse
+
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -292,6 +294,15 @@ def parse(raw: dict[str, Any], source: str = "params.toml") -> Params:
     )
     rules.check(params)
     return params
+
+
+def stage_arguments(description: str, *names: str) -> argparse.Namespace:
+    """The positional arguments of a foreach stage (student, teacher: dvc.yaml's ${key}s), with the
+    stage's docstring as its --help."""
+    parser = argparse.ArgumentParser(description=description)
+    for name in names:
+        parser.add_argument(name)
+    return parser.parse_args()
 
 
 def read(path: str | Path) -> dict[str, Any]:
