@@ -105,17 +105,19 @@ def check_strategies(results: dict[str, Any], path: Path) -> None:
 
 def markdown(results: dict[str, Any]) -> str:
     """The table for docs/results.md and the README: every arm with its CI, Δ vs persyn with CI, the
-    Holm-adjusted p, the TOST verdict, the dataset's facts and the transfer column."""
+    Holm-adjusted p, the TOST p, the difference detectable at 80% power, the verdict, the dataset's facts
+    and the transfer column."""
     transfer = {r["strategy"]: r for r in results["transfer"]["strategies"]}
-    lines = [f"| arm | eval accuracy [95% CI] | Δ vs {REFERENCE} [95% CI] | Holm p | TOST p | verdict | records "
+    lines = [f"| arm | eval accuracy [95% CI] | Δ vs {REFERENCE} [95% CI] | Holm p | TOST p | MDE | verdict | records "
              "(verified) | generations | transfer accuracy [95% CI] | transfer Δ [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in results["strategies"]:
         far = transfer[row["strategy"]]
         d, fd = row.get("difference"), far.get("difference")
         lines.append("| " + " | ".join([
             row["strategy"], interval(row), interval(d, signed=True) if d else "–",
-            f"{d['holm_p']:.2g}" if d else "–", f"{d['tost_p']:.2g}" if d else "–", d["verdict"] if d else "–",
+            f"{d['holm_p']:.2g}" if d else "–", f"{d['tost_p']:.2g}" if d else "–", f"{d['mde']:.3f}" if d else "–",
+            d["verdict"] if d else "–",
             f"{row['records']:.0f} ({row['verified_records']:.0f})" if "records" in row else "–",
             str(row["generations_used"]) if "generations_used" in row else "–",
             interval(far), interval(fd, signed=True) if fd else "–"]) + " |")
