@@ -21,16 +21,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # tiny.py (models built on the spot) and dvcproject.py (a DVC copy)
-
 TOLERANCE = 1e-3
 PROMPTS = [[{"role": "user", "content": f"Ava has {n} coins and buys {n + 4} more. How many coins?"}] for n in range(8)]
 ANSWERS = [f"{n} + {n + 4} = {2 * n + 4}. The answer is {2 * n + 4}." for n in range(8)]
 
 
 def build_models(directory: Path) -> dict[str, Path]:
-    import tiny
+    from persyn.testing import tiny  # models built on the spot
 
     return {"student": tiny.causal_lm(directory / "student", seed=0, vllm=True),
             "teacher_a": tiny.causal_lm(directory / "teacher_a", seed=1, vllm=True),
@@ -111,7 +108,7 @@ batch_size = 4
 
 
 def make_project(directory: Path, engine: str, models: Path, device: str) -> None:
-    from dvcproject import make_project as copy_pipeline
+    from persyn.testing.dvcproject import make_project as copy_pipeline  # a git + DVC copy of this pipeline
 
     copy_pipeline(directory, directory.parent / f"{directory.name}-cache", params_toml(models, engine, device))
 

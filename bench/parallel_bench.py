@@ -3,7 +3,7 @@
 What `dvc queue start -j 2`, or two clones sharing $PERSYN_CACHE_DIR, does: with claims, the second
 build takes the requests the first is not computing and waits for the rest instead of repeating
 them, and each process gets its share of the cores for torch. Uses the test suite's tiny random
-models (tests/tiny.py) with answers long enough for generation to matter (16 router prompts, up
+models (persyn/testing/tiny.py) with answers long enough for generation to matter (16 router prompts, up
 to 96 tokens each, batches of 2); `dvc repro assemble` in fresh clones.
 
     python bench/parallel_bench.py
@@ -14,18 +14,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import tiny  # noqa: E402
-from dvcproject import Project, make_project  # noqa: E402
-from test_pipeline import params_toml  # noqa: E402
-
-from persyn.core import layout  # noqa: E402
+from persyn.core import layout
+from persyn.testing import tiny
+from persyn.testing.dvcproject import Project, make_project, params_toml
 
 CHANGES = (("router_size = 10", "router_size = 16"),
            ("[generation]\nmax_tokens = 8\nbatch_size = 4", "[generation]\nmax_tokens = 96\nbatch_size = 2"))

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout
-
-from persyn.params import config  # noqa: E402
-from persyn.science import router_eval  # noqa: E402
-from persyn.core.errors import guarded  # noqa: E402
+from persyn.params import config
+from persyn.science import router_eval
+from persyn.core.errors import guarded
 
 
 @guarded

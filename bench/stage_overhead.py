@@ -98,7 +98,6 @@ def main() -> None:
     parser.add_argument("--params", default="params.toml")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     if args.child:
         child(args.child, args.params)
         return

@@ -13,16 +13,13 @@ slower than float32 on a 2-core AVX2 EPYC.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # persyn from this checkout
-
-from persyn.pipeline import train  # noqa: E402
-from persyn.sources.arithmetic import generate  # noqa: E402
-from persyn.params.config import StudentConfig, TrainConfig  # noqa: E402
+from persyn.pipeline import train
+from persyn.sources.arithmetic import generate
+from persyn.params.config import StudentConfig, TrainConfig
 
 STUDENT = "packaged:smollm2-135m-instruct"
 

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import tiny  # noqa: E402
+from persyn.testing import tiny
 
 
 @pytest.fixture(autouse=True)

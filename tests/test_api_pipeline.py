@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from dvcproject import Project, make_project
 from test_openai_engine import SECRET, FakeServer, serving
-from test_pipeline import params_toml
+
+from persyn.testing.dvcproject import Project, make_project, params_toml
 
 pytestmark = pytest.mark.slow  # a real dvc repro
 

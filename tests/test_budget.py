@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pipeline import params_toml
 from test_strategies import IDS, SCORES, TEACHERS, X, router_preferring
 
 from persyn.params import config
 from persyn.pipeline import budget, route
 from persyn.params.config import RouteConfig
 from persyn.core.errors import PersynError
+from persyn.testing.dvcproject import params_toml
 
 if sys.version_info >= (3, 11):
     import tomllib

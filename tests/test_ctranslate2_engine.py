@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import tiny
 
 from persyn import engines
 from persyn.core import models
@@ -13,6 +12,7 @@ from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.core.errors import PersynError
 from persyn.core.models import cache_root
 from persyn.pipeline.runner import engine_identity
+from persyn.testing import tiny
 
 pytest.importorskip("ctranslate2")
 
@@ -112,9 +112,8 @@ def test_hub_models_are_refused_with_advice() -> None:
 
 def test_persyn_models_converts_what_each_role_needs(tiny_models: dict[str, Path], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
-    from test_pipeline import params_toml
-
     from persyn.cli import main
+    from persyn.testing.dvcproject import params_toml
 
     params = params_toml(tiny_models).replace("[generation]\n", "[generation]\nengine = \"ctranslate2\"\n").replace(
         "[students.student]\n", "[students.student]\nengine = \"ctranslate2\"\n")

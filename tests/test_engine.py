@@ -141,8 +141,8 @@ def test_finish_reason_from_tokens() -> None:
 def test_reward_model_reads_the_template_ids_with_one_bos(tmp_path: Path) -> None:
     """A Llama-3-style tokenizer (the template writes BOS, plain tokenising adds one): the reward
     model scores chat.reward_ids, the rendering the vLLM engine scores too, with a single BOS."""
-    import tiny
     from persyn.core.chat import reward_ids
+    from persyn.testing import tiny
 
     scorer = engines.load_reward("transformers", models.resolve(f"local:{tiny.reward_model(tmp_path / 'rm', bos=True)}"),
                                  "cpu", 512)

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from dvcproject import Project, make_project
-from test_pipeline import params_toml
+
+from persyn.testing.dvcproject import Project, make_project, params_toml
 
 pytestmark = pytest.mark.slow
 

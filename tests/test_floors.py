@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSYN = ROOT / "persyn"
-FLOORS = ["core", "engines", "sources", "params", "pipeline", "science", "project", "report", "cli"]  # bottom to top
+FLOORS = ["core", "engines", "sources", "params", "pipeline", "science", "project", "report", "cli", "testing"]  # bottom to top
 
 
 def floor_of(module: str) -> str | None:
@@ -36,7 +36,7 @@ def upward_imports(root: Path) -> list[str]:
 def test_the_top_level_shows_the_floors() -> None:
     entries = sorted(p.name for p in PERSYN.iterdir() if p.name != "__pycache__")
     assert entries == sorted(["__init__.py", "cli.py", *(f for f in FLOORS if f != "cli")])
-    for floor in FLOORS[:-1]:
+    for floor in (f for f in FLOORS if f != "cli"):
         assert ast.get_docstring(ast.parse((PERSYN / floor / "__init__.py").read_text())), f"{floor} says what it is"
 
 

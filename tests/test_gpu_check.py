@@ -3,16 +3,18 @@ its comparison fails on a different answer or a learnability gap above 1e-3."""
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import gpu_check  # noqa: E402
+from persyn.params import config
 
-from persyn.params import config  # noqa: E402
+# bench/ is no package: load the script from its file, as `python bench/gpu_check.py` runs it
+SPEC = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[1] / "bench/gpu_check.py")
+gpu_check = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(gpu_check)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "transformers"])

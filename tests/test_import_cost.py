@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import tiny
 from transformers import AutoTokenizer
 
 from persyn.core import chat
 from persyn.sources import arithmetic
 from persyn.core.errors import PersynError
+from persyn.testing import tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = {"torch", "transformers", "ray", "ctranslate2", "datasets", "reasoning_gym"}

@@ -92,7 +92,7 @@ def test_fit_save_load_route_round_trip(tiny_models: dict[str, Path], tmp_path: 
 
 
 def test_a_changed_backbone_is_refused_on_load(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    import tiny
+    from persyn.testing import tiny
 
     backbone = tiny.encoder(tmp_path / "encoder")
     config = replace(lm_config(backbone), refit_on_all=False, lm_epochs=1)

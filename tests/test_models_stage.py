@@ -7,8 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from dvcproject import Project, make_project
-from test_pipeline import INSIDE, params_toml
+from test_pipeline import INSIDE
+
+from persyn.testing.dvcproject import Project, make_project, params_toml
 
 
 def identities(project: Project) -> dict[str, bytes]:

@@ -16,7 +16,8 @@ import datasets
 import polars as pl
 import pytest
 import yaml
-from dvcproject import Project, make_project
+
+from persyn.testing.dvcproject import Project, make_project, params_toml
 
 pytestmark = pytest.mark.slow
 
@@ -26,68 +27,6 @@ ALL_STAGES = {"models", "prompts", "embed", "sample@a", "sample@base", "score@st
               "fallback@student", "assemble@student", "train@student", "evaluate@student"}
 INSIDE = {"encoder": Path("models/encoder"), "teacher_a": Path("models/teacher_a"), "base": Path("models/base"),
           "student": Path("models/student")}  # local:models/<name>: each copy of the project has its own weights
-
-
-def params_toml(models: dict[str, Path]) -> str:
-    return f"""
-[prompts]
-source = "builtin:arithmetic"
-count = 28
-seed = 0
-router_size = 10
-eval_size = 4
-shifted_eval_size = 3
-
-[embed]
-model = "local:{models['encoder']}"
-batch_size = 8
-
-[generation]
-max_tokens = 8
-batch_size = 4
-
-[teachers.a]
-model = "local:{models['teacher_a']}"
-system_prompt = "Answer briefly."
-
-[teachers.base]
-model = "local:{models['base']}"
-prompt_template = "Question: 2 + 2\\nAnswer: 4\\n\\nQuestion: {{prompt}}\\nAnswer:"
-stop = ["\\nQuestion:"]
-
-[students.student]
-model = "local:{models['student']}"
-batch_size = 4
-max_length = 256
-
-[quality]
-kind = "math"
-
-[router]
-alpha = 0.4
-normalisation = "zscore"
-tie_margin = 0.05
-epochs = 50
-validation_fraction = 0.3
-
-[route]
-strategy = "persyn"
-
-[assemble]
-name = "tiny"
-drop_truncated = false  # random tiny models rarely stop within max_tokens: keep their answers
-shard_size = 7
-
-[train]
-epochs = 1
-batch_size = 8
-max_length = 128
-lr = 0.001
-
-[eval]
-max_tokens = 8
-batch_size = 4
-"""
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline import params_toml
 
 from persyn import cli
 from persyn.params import config
 from persyn.project import doctor, plan
 from persyn.core.errors import PersynError
+from persyn.testing.dvcproject import params_toml
 
 if sys.version_info >= (3, 11):
     import tomllib

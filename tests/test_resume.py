@@ -12,13 +12,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from dvcproject import make_project
-from test_pipeline import params_toml
 
 from persyn.core import io
 from persyn.params import config
 from persyn.pipeline import synthesis
 from persyn.pipeline.cache import RequestCache
+from persyn.testing.dvcproject import make_project, params_toml
 
 pytestmark = pytest.mark.slow  # a real dvc repro
 

@@ -10,9 +10,9 @@ import datasets
 import polars as pl
 import pytest
 import yaml
-from dvcproject import Project, make_project
-from test_pipeline import params_toml
-from tiny import CHATML
+
+from persyn.testing.dvcproject import Project, make_project, params_toml
+from persyn.testing.tiny import CHATML
 
 pytestmark = pytest.mark.slow
 

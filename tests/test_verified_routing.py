@@ -9,14 +9,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from dvcproject import Project, make_project
-from test_pipeline import ALL_STAGES, params_toml
+from test_pipeline import ALL_STAGES
 
 from persyn.params import config
 from persyn.pipeline import prompts, synthesis
 from persyn.pipeline.cache import RequestCache, request_key
 from persyn.engines import Completion
 from persyn.core.models import resolve
+from persyn.testing.dvcproject import Project, make_project, params_toml
 
 pytestmark = pytest.mark.slow
 

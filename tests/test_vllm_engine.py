@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import tiny
 
 from persyn import engines
 from persyn.core import models
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.core.errors import PersynError
+from persyn.testing import tiny
 
 pytest.importorskip("vllm", reason="vLLM is not installed (GPU machines only: pip install 'persyn[gpu]')")
 if not torch.cuda.is_available():

@@ -1,4 +1,5 @@
-"""A temporary git + DVC project holding a copy of this pipeline, driven with real `dvc repro`."""
+"""A temporary git + DVC project holding a copy of this pipeline, driven with real `dvc repro`, and the
+tiny params it is built with (params_toml)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("dvc.yaml", "stages", "persyn", "schemas", "data/source", ".dvc/config", ".dvcignore", ".gitignore",
+from persyn.core import layout
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: persyn/testing/ is two down
+COPIED = ("dvc.yaml", "stages", "persyn", "schemas", layout.SOURCE, ".dvc/config", ".dvcignore", ".gitignore",
           "requirements-models.txt", "models/README.md")  # the last two: deps of the models stage
 
 
@@ -69,3 +72,66 @@ def make_project(path: Path, cache: Path, params: str, models: dict[str, Path] |
     project.run("git", "add", "-A")
     project.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     return project
+
+
+def params_toml(models: dict[str, Path]) -> str:
+    """The tiny pipeline's params: `models` maps encoder, teacher_a, base and student to model folders."""
+    return f"""
+[prompts]
+source = "builtin:arithmetic"
+count = 28
+seed = 0
+router_size = 10
+eval_size = 4
+shifted_eval_size = 3
+
+[embed]
+model = "local:{models['encoder']}"
+batch_size = 8
+
+[generation]
+max_tokens = 8
+batch_size = 4
+
+[teachers.a]
+model = "local:{models['teacher_a']}"
+system_prompt = "Answer briefly."
+
+[teachers.base]
+model = "local:{models['base']}"
+prompt_template = "Question: 2 + 2\\nAnswer: 4\\n\\nQuestion: {{prompt}}\\nAnswer:"
+stop = ["\\nQuestion:"]
+
+[students.student]
+model = "local:{models['student']}"
+batch_size = 4
+max_length = 256
+
+[quality]
+kind = "math"
+
+[router]
+alpha = 0.4
+normalisation = "zscore"
+tie_margin = 0.05
+epochs = 50
+validation_fraction = 0.3
+
+[route]
+strategy = "persyn"
+
+[assemble]
+name = "tiny"
+drop_truncated = false  # random tiny models rarely stop within max_tokens: keep their answers
+shard_size = 7
+
+[train]
+epochs = 1
+batch_size = 8
+max_length = 128
+lr = 0.001
+
+[eval]
+max_tokens = 8
+batch_size = 4
+"""
