@@ -137,12 +137,15 @@ def test_results_on_planted_draws(tmp_path: Path) -> None:
     assert read_strategies(path) == json.loads(path.read_text())
     table = comparison.markdown(results)
     assert "| gold | 1.000 [1.000, 1.000] | +0.500 [" in table and "| better |" in table
+    control = results["positive_control"]  # gold right everywhere, strongest on half: the control passes
+    assert control["passed"] and control["mean"] == 0.5 and "Positive control, gold − strongest" in table
 
 
 def test_a_document_that_breaks_its_contract_is_not_written(tmp_path: Path) -> None:
     half = [[1.0, 0.0] * 4 for _ in range(3)]
     results = comparison.document(runs({"persyn": half, "random": half}), ["persyn", "random"], [0, 1, 2],
                                   {"eval": [0.0] * 8, "transfer": [0.0] * 4}, {**DESIGN, "draws": 3}, "test")
+    assert "positive_control" not in results  # no gold arm, no control
     results["strategies"][0]["mean"] = 2.0  # outside its own interval
     path = tmp_path / "results.json"
     with pytest.raises(PersynError, match="outside its interval"):
@@ -150,3 +153,11 @@ def test_a_document_that_breaks_its_contract_is_not_written(tmp_path: Path) -> N
     assert not path.exists()
     with pytest.raises(PersynError, match="no result for draw 3"):
         comparison.document(runs({"persyn": half}), ["persyn"], [0, 1, 2, 3], {"eval": [], "transfer": []}, DESIGN, "t")
+
+
+def test_a_failed_positive_control_says_no_verdict() -> None:
+    half = [[1.0, 0.0] * 4 for _ in range(5)]
+    results = comparison.document(runs({"persyn": half, "strongest": half, "gold": half}), ["persyn", "strongest", "gold"],
+                                  list(range(5)), {"eval": [0.0] * 8, "transfer": [0.0] * 4}, DESIGN, "test")
+    assert results["positive_control"]["passed"] is False  # gold no better than strongest
+    assert "failed, so no arm's difference is a verdict on routing" in comparison.markdown(results)

@@ -21,6 +21,7 @@ from persyn.core.schemas import check
 SCHEMA = "strategy_results"
 REFERENCE = "persyn"
 UNTRAINED = "untrained student"
+CONTROL = ("gold", "strongest")  # the positive control: verified references must train a better student than the strongest teacher
 
 
 def matrix(runs: dict[tuple[str, int], dict[str, Any]], arm: str, split: str, draws: list[int]) -> np.ndarray:
@@ -72,7 +73,14 @@ def document(runs: dict[tuple[str, int], dict[str, Any]], arms: list[str], draws
     if missing:
         raise PersynError(f"comparison: arm {missing[0][0]} has no result for draw {missing[0][1]} (run it again to resume)")
     margin = design["margin"]
-    return {"metric": "accuracy", "prompts": len(untrained["eval"]), "reference": REFERENCE, "command": command,
+    control = {}
+    if all(arm in arms for arm in CONTROL):
+        found = stats.compare_draws(*(matrix(runs, arm, "eval", draws) for arm in CONTROL), margin)
+        control = {"positive_control": {
+            "arm": CONTROL[0], "against": CONTROL[1], "mean": found.difference.estimate, "low": found.difference.low,
+            "high": found.difference.high, "p_value": found.p_value,
+            "passed": found.difference.low > 0 and found.p_value < design["alpha"]}}
+    return {**control, "metric": "accuracy", "prompts": len(untrained["eval"]), "reference": REFERENCE, "command": command,
             "design": design,
             "strategies": rows(runs, arms, draws, "eval", untrained["eval"], margin, with_facts=True),
             "transfer": {"prompts": len(untrained["transfer"]), "families": design["transfer_families"],
@@ -121,6 +129,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['records']:.0f} ({row['verified_records']:.0f})" if "records" in row else "–",
             str(row["generations_used"]) if "generations_used" in row else "–",
             interval(far), interval(fd, signed=True) if fd else "–"]) + " |")
+    control = results.get("positive_control")
+    if control:
+        lines.append(f"\nPositive control, {control['arm']} − {control['against']} on eval: {interval(control, signed=True)}, "
+                     f"p = {control['p_value']:.2g} (draws as the unit): "
+                     + ("passed" if control["passed"] else "failed, so no arm's difference is a verdict on routing"))
     return "\n".join(lines)
 
 
