@@ -132,6 +132,7 @@ def main() -> None:
     design = {"draws": len(draws), "router_size": args.router_size, "pool_size": args.pool_size, "universe": len(universe),
               "margin": args.margin, "alpha": 0.05, "teachers": sorted(params.teachers),
               "transfer_families": sorted({p["family"] for p in far}),
+              "transfer_left_out": sorted({p["family"] for p in far} - {p["family"] for p in universe}),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "minutes": round((time.monotonic() - started) / 60, 1),
               "run_minutes": round(sum(r.get("seconds", 0.0) for r in runs.values()) / 60, 1)}  # over every resumption
     results = comparison.document(runs, args.arms, [d.index for d in draws],

@@ -118,7 +118,7 @@ def runs(arms: dict[str, list[list[float]]]) -> dict[tuple[str, int], dict]:
 
 
 DESIGN = {"draws": 5, "router_size": 10, "pool_size": 10, "universe": 40, "margin": 0.03, "alpha": 0.05,
-          "teachers": ["a"], "transfer_families": ["f"], "machine": "test", "minutes": 0.0}
+          "teachers": ["a"], "transfer_families": ["f"], "transfer_left_out": ["f"], "machine": "test", "minutes": 0.0}
 
 
 def test_results_on_planted_draws(tmp_path: Path) -> None:

@@ -362,6 +362,8 @@ def plant_strategies(path: Path) -> Path:
     write_json(path, {"metric": "accuracy", "prompts": 500, "reference": "persyn", "strategies": rows,
                       "command": "python bench/strategies.py --draws 5",
                       "design": {"draws": 5, "margin": 0.03, "alpha": 0.05},
+                      "positive_control": {"arm": "gold", "against": "strongest", "mean": 0.02, "low": -0.03,
+                                           "high": 0.07, "p_value": 0.42, "passed": False},
                       "transfer": {"prompts": 600, "families": ["lcm"], "strategies": shifted}})
     return path
 
@@ -382,9 +384,10 @@ def test_strategy_comparison_draws_the_planted_intervals(tmp_path: Path) -> None
     table = section(markdown, "6. Strategy comparison")
     assert "4 arms on the same 500 eval prompts, from strategies.json (python bench/strategies.py" in table
     assert "beyond ±0.03" in table
+    assert "Positive control, gold − strongest: +0.020 [-0.030, +0.070], p 0.42: failed" in table
     assert "| persyn | 5 | 0.420 [0.380, 0.460] | – | – | – | 240 (120) | 900 |" in table
     assert "| random | 5 | 0.350 [0.300, 0.400] | -0.070 [-0.110, -0.030] | 0.0036 | worse | – | – |" in table
-    assert "on the 600 transfer prompts no arm trains on" in table and "and lcm)" in table
+    assert "on the 600 transfer prompts no arm trains on" in table and "and lcm, left out of training)" in table
     assert "| random | 5 | 0.130 [0.100, 0.160] | +0.010 [-0.040, +0.060] | 0.71 | – | – | – |" in table
     shifted = drawn_at(figure(page, "strategies-transfer"), "point")
     assert list(shifted) == [name for name, *_ in PLANTED_SHIFTED]

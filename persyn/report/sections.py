@@ -172,9 +172,14 @@ def strategies(path: Path | None) -> list[Block]:
                        for r in rows])]
 
     far = results.get("transfer")
+    control = results.get("positive_control")
+    if control:
+        intro += (f" Positive control, {control['arm']} − {control['against']}: {control['mean']:+.3f} "
+                  f"[{control['low']:+.3f}, {control['high']:+.3f}], p {control['p_value']:.2g}: "
+                  + ("passed." if control["passed"] else "failed, so no difference here is a verdict on routing."))
     return [intro, *drawn("strategies", "eval", rows),
             *([f"The same students on the {far['prompts']} transfer prompts no arm trains on (harder settings of the "
-               f"trained families, and {', '.join(far.get('families', [])) or 'other families'}).",
+               f"trained families, and {', '.join(far.get('families', [])) or 'other families'}, left out of training).",
                *drawn("strategies-transfer", "transfer", far["strategies"])] if far else [])]
 
 

@@ -83,7 +83,7 @@ def document(runs: dict[tuple[str, int], dict[str, Any]], arms: list[str], draws
     return {**control, "metric": "accuracy", "prompts": len(untrained["eval"]), "reference": REFERENCE, "command": command,
             "design": design,
             "strategies": rows(runs, arms, draws, "eval", untrained["eval"], margin, with_facts=True),
-            "transfer": {"prompts": len(untrained["transfer"]), "families": design["transfer_families"],
+            "transfer": {"prompts": len(untrained["transfer"]), "families": design["transfer_left_out"],
                          "strategies": rows(runs, arms, draws, "transfer", untrained["transfer"], margin,
                                             with_facts=False)}}
 
