@@ -21,7 +21,7 @@ from persyn.core.schemas import check
 SCHEMA = "strategy_results"
 REFERENCE = "persyn"
 UNTRAINED = "untrained student"
-CONTROL = ("gold", "strongest")  # the positive control: verified references must train a better student than the strongest teacher
+CONTROL = ("gold", "strongest")  # the positive control: verified references must beat the strongest teacher
 
 
 def matrix(runs: dict[tuple[str, int], dict[str, Any]], arm: str, split: str, draws: list[int]) -> np.ndarray:
