@@ -26,14 +26,13 @@ import os
 import platform
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from persyn.core import io
 from persyn.params import config
 from persyn.science import compare, comparison
 from persyn.pipeline.cache import RequestCache
-from persyn.core.errors import guarded
+from persyn.core.errors import PersynError, guarded
 
 log = logging.getLogger("persyn.bench.strategies")
 TRANSFER = Path("examples/reasoning-gym/transfer.toml")
@@ -74,6 +73,15 @@ def router_inputs(params: config.Params, prompts: list[dict]) -> dict:
     return dict(zip([p["id"] for p in prompts], vectors))
 
 
+def transfer_spec(path: Path) -> dict:
+    """The transfer file, each key checked before any model loads: one error naming the file and the key."""
+    spec = config.read(path)  # a missing file or bad TOML is one PersynError naming it
+    for key, kind in (("count", int), ("seed", int), ("tasks", list)):
+        if not isinstance(spec.get(key), kind):
+            raise PersynError(f"{path}: field '{key}': expected {kind.__name__}, got {spec.get(key)!r:.40}")
+    return spec
+
+
 def saved(path: Path, key: str) -> dict | None:
     """A kept result, if it was computed from the same inputs."""
     if not path.exists():
@@ -92,7 +100,7 @@ def main() -> None:
     params = dataclasses.replace(params, prompts=dataclasses.replace(params.prompts, count=args.universe,
                                                                      eval_size=args.eval_size))
     universe, evals = compare.universe(params)
-    spec = tomllib.loads(args.transfer.read_text())
+    spec = transfer_spec(args.transfer)
     far = compare.transfer(spec["tasks"], spec["count"], spec["seed"], {p["id"] for p in universe + evals})
     draws = compare.make_draws(universe, args.draws, args.router_size, args.pool_size, args.seed)
     log.info("U %d prompts, eval %d, transfer %d; %d draws of |S| %d and |P| %d; arms %s", len(universe), len(evals),
