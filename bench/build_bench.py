@@ -1,6 +1,9 @@
 """Benchmark: where a cold build's time goes, stage by stage, on the embedded default with its
 engines as committed against every engine set back to transformers float32 (variant transformers), or
 against the earlier default whose third teacher was the student's own weights (variant smol-teacher).
+With --parallel: two cold builds one after the other, each on its own empty request cache, against two
+at the same time on one shared cache (what `dvc queue start -j 2` or two clones sharing
+$PERSYN_CACHE_DIR do), and whether the two shared builds' datasets are identical.
 
 Each variant is a scratch clone of HEAD with an empty request cache (converted models shared, so
 one-time conversions are not counted), built with one `dvc repro`; a stage's time runs from its
@@ -8,14 +11,17 @@ one-time conversions are not counted), built with one `dvc repro`; a stage's tim
 wall time.
 
     python bench/build_bench.py [--variants ctranslate2,transformers,smol-teacher] [--target evaluate]
+    python bench/build_bench.py --parallel [--target assemble]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from scratch import scratch_project
@@ -81,11 +87,45 @@ def through_assemble(stages: dict[str, float]) -> float:
     return sum(stages[n] for n in names[: last + 1])
 
 
+def dataset_hash(project: Path) -> str:
+    """The bytes of every dataset the build assembled."""
+    digest = hashlib.sha256()
+    for file in sorted((project / "data" / "dataset").rglob("*.parquet")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def parallel(target: str) -> None:
+    """Two cold builds one after the other (own caches) against two at once on one cache."""
+    serial = []
+    for index in range(2):
+        _, project, env = scratch_project(f"persyn-serial-{index}-")
+        serial.append(timed_repro(project, env, target)[1])
+        print(f"serial build {index + 1}: {serial[-1]:.0f} s (dataset {dataset_hash(project)})", flush=True)
+    clones = [scratch_project(f"persyn-parallel-{index}-") for index in range(2)]
+    shared = clones[0][2]["PERSYN_CACHE_DIR"]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        walls = list(pool.map(lambda clone: timed_repro(clone[1], {**clone[2], "PERSYN_CACHE_DIR": shared}, target)[1],
+                              clones))
+    both = time.perf_counter() - start
+    hashes = [dataset_hash(project) for _, project, _ in clones]
+    print(f"\n| two cold builds to `{target}` | wall (s) |\n|---|---|")
+    print(f"| one after the other, each on its own empty cache | {sum(serial):.0f} ({serial[0]:.0f} + {serial[1]:.0f}) |")
+    print(f"| at the same time on one cache | {both:.0f} (each {walls[0]:.0f}, {walls[1]:.0f}) |")
+    print(f"\nparallel / serial: {both / sum(serial):.2f}; the shared builds' datasets "
+          f"{'identical' if hashes[0] == hashes[1] else 'DIFFER'} ({hashes[0]}, {hashes[1]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="ctranslate2,transformers")
     parser.add_argument("--target", default="evaluate")
+    parser.add_argument("--parallel", action="store_true", help="two builds at once on one cache against two serial")
     args = parser.parse_args()
+    if args.parallel:
+        parallel(args.target)
+        return
     results: dict[str, tuple[dict[str, float], float]] = {}
     for variant in args.variants.split(","):
         if variant not in VARIANTS:

@@ -1,57 +1,146 @@
-"""Benchmark: one SFT epoch of the student under the training recipes a CPU can choose, side by side.
+"""Benchmark: the student's training recipes side by side on a build's own dataset, timed and evaluated.
 
-Trains SmolLM2-135M-Instruct (the embedded student) on the same records with persyn.pipeline.train.train:
-float32 with every block trained (the embedded default) and with the lowest blocks frozen, then the
-same two in bfloat16 autocast (the science profile's choice where the CPU has native bfloat16), and
-prints seconds, tokens per second, the ratio to the first row and the final loss. bfloat16 is fast
-only where the CPU has AMX or AVX512-BF16 (lscpu's flags); elsewhere torch emulates it, 15-21x
-slower than float32 on a 2-core AVX2 EPYC.
+Each recipe fine-tunes the student once on the same records (default: the embedded default's dataset,
+data/dataset/<student>, with the [train] settings of params.toml) and is then evaluated like the
+evaluate stage (greedy, eval.max_tokens, CTranslate2 float32) on the build's eval prompts plus
+`--extra-eval` built-in problems the build never saw, so the accuracy intervals are narrower than a
+build's own. Prints seconds, steps/s, final loss, accuracy with its Wilson 95% interval and the paired
+difference to the first recipe (bootstrap 95% interval, sign-flip p), then the recipe the default
+should take: the fastest whose accuracy is inside the best recipe's interval.
 
-    python bench/train_bench.py [--records 96] [--freeze 20]
+Recipes: persyn's loop (transformers Trainer, loss on response tokens, output layer only from the first
+response token) in float32 or bfloat16 autocast, with every block trained, the lowest blocks frozen, or
+LoRA; and TRL's SFTTrainer with its completion-only loss on the same records (`pip install -e '.[bench]'`; its
+assistant_only_loss refuses SmolLM2's chat template, which has no {% generation %} markers).
+
+    python bench/train_bench.py [--student smol] [--recipes f32,bf16,...] [--extra-eval 192]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from persyn.pipeline import train
-from persyn.sources.arithmetic import generate
-from persyn.params.config import StudentConfig, TrainConfig
+import numpy as np
 
-STUDENT = "packaged:smollm2-135m-instruct"
+from persyn import engines
+from persyn.core import io, layout, stats
+from persyn.core.models import resolve
+from persyn.engines import GenerationRequest, Sampling
+from persyn.engines.ctranslate2 import converted
+from persyn.params import config
+from persyn.pipeline import dataset, prompts, rewards, train
+
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "f32": ("float32, all blocks", {"precision": "float32"}),
+    "bf16": ("bfloat16, all blocks", {"precision": "bfloat16"}),
+    "f32-freeze10": ("float32, 10 lowest blocks frozen", {"precision": "float32", "freeze_layers": 10}),
+    "f32-freeze20": ("float32, 20 lowest blocks frozen", {"precision": "float32", "freeze_layers": 20}),
+    "bf16-freeze20": ("bfloat16, 20 lowest blocks frozen", {"precision": "bfloat16", "freeze_layers": 20}),
+    "lora16": ("float32, LoRA r=16 (merged)", {"precision": "float32", "lora_r": 16}),
+    "trl": ("TRL SFTTrainer, completion-only loss, float32, all blocks", {"precision": "float32"}),
+}
 
 
-def records(count: int) -> list[dict]:
-    """Built-in problems with a one-line worked answer, like a teacher's."""
-    return [{"messages": [{"role": "user", "content": p["prompt"]},
-                          {"role": "assistant", "content": f"The result is {p['reference']}. The answer is {p['reference']}."}]}
-            for p in generate(count, seed=0)]
+def trl_train(records: list[dict[str, Any]], student: Any, settings: Any, out: Path) -> dict[str, Any]:
+    """TRL's SFTTrainer on the same records, as prompt/completion conversations (its completion-only loss
+    is persyn's response-only loss), with the same optimiser settings; saves the model into `out`."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    model_ref = resolve(student.model, student.chat_template)
+    rows = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records])
+    with tempfile.TemporaryDirectory(prefix="persyn-trl-") as scratch:
+        arguments = SFTConfig(
+            output_dir=scratch, completion_only_loss=True, max_length=settings.max_length,
+            num_train_epochs=settings.epochs, learning_rate=settings.lr, per_device_train_batch_size=settings.batch_size,
+            gradient_accumulation_steps=settings.grad_accum, warmup_steps=train.warmup_steps(len(records), settings),
+            weight_decay=settings.weight_decay, lr_scheduler_type="linear", seed=settings.seed, logging_steps=1,
+            save_strategy="no", report_to=[], use_cpu=True)
+        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_ref.path), args=arguments,
+                             train_dataset=rows, processing_class=AutoTokenizer.from_pretrained(model_ref.path))
+        result = trainer.train()
+        trainer.save_model(str(out))
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"steps": int(result.global_step), "final_loss": float(losses[-1])}
+
+
+def accuracy(checkpoint: str, params: Any, asked: list[dict[str, Any]]) -> np.ndarray:
+    """Verified answers of a checkpoint (local: path, or the student's spec) as the evaluate stage gets them."""
+    model = resolve(checkpoint, params.student.chat_template)
+    engine = engines.load("ctranslate2", model, "cpu", params.eval.batch_size)
+    answers = engine.generate([GenerationRequest(messages=p["messages"]) for p in asked],
+                              Sampling(0.0, 1.0, params.eval.max_tokens, ()))
+    engine.close()
+    if checkpoint.startswith("local:"):  # a bench checkpoint's conversion is not worth keeping
+        shutil.rmtree(converted(model, "float32"))
+    return np.array(rewards.verified_quality([a.text for a in answers], asked, "bench"))
+
+
+def eval_prompts(params: Any, extra: int) -> list[dict[str, Any]]:
+    """The build's eval splits, then built-in problems from another seed that the build does not hold."""
+    built = io.read_parquet(layout.PROMPTS, "prompt")
+    known = {p["id"] for p in built}
+    held_out = [p for p in built if p["split"] in ("eval", "eval_shifted")]
+    other = dataclasses.replace(params.prompts, seed=params.prompts.seed + 1000, count=max(4 * extra, 200))
+    return held_out + [p for p in prompts.build(other, require_reference=True) if p["id"] not in known][:extra]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=96)
-    parser.add_argument("--freeze", type=int, default=20, help="blocks frozen in the last row")
+    parser.add_argument("--student", default="smol")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--extra-eval", type=int, default=192)
     args = parser.parse_args()
-    rows = records(args.records)
-    recipes = [(f"{precision}, {f'{frozen} lowest blocks frozen' if frozen else 'all blocks'}", frozen, precision)
-               for precision in ("float32", "bfloat16") for frozen in (0, args.freeze)]
-    print(f"{args.records} records, batch 16, one epoch, {STUDENT}\n")
-    print("| recipe | seconds | tokens/s | vs first | final loss |\n|---|---|---|---|---|")
-    first = None
-    for label, frozen, precision in recipes:
-        config = TrainConfig(batch_size=16, max_length=192, lr=1e-4, freeze_layers=frozen, precision=precision)
-        with tempfile.TemporaryDirectory() as out:
+    params = config.load().for_student(args.student)
+    student = params.student
+    records = dataset.read(Path(layout.dataset(args.student)))
+    asked = eval_prompts(params, args.extra_eval)
+    base = student.train
+    print(f"{len(records)} records ({layout.dataset(args.student)}), batch {base.batch_size}, {base.epochs} epoch(s), "
+          f"lr {base.lr}; evaluated on {len(asked)} prompts; {student.model}\n", flush=True)
+    rows: list[tuple[str, float, dict[str, Any], np.ndarray]] = []
+    untrained = accuracy(student.model, params, asked)
+    for key in args.recipes.split(","):
+        if key not in RECIPES:
+            raise SystemExit(f"unknown recipe '{key}' (known: {', '.join(RECIPES)})")
+        label, changes = RECIPES[key]
+        settings = dataclasses.replace(base, **changes)
+        with tempfile.TemporaryDirectory(prefix="persyn-train-bench-") as out:
             start = time.perf_counter()
-            summary, _ = train.train(rows, StudentConfig(model=STUDENT), config, Path(out), "bench records")
+            if key == "trl":
+                summary = trl_train(records, student, settings, Path(out))
+            else:
+                summary, _ = train.train(records, student, settings, Path(out), "bench records")
             seconds = time.perf_counter() - start
-        tokens = summary["response_tokens"]
-        first = first or seconds
-        print(f"| {label} | {seconds:.1f} | {tokens / seconds:.0f} (response) | {first / seconds:.2f}x | "
-              f"{summary['final_loss']:.3f} |", flush=True)
+            scores = accuracy(f"local:{Path(out).resolve()}", params, asked)
+        rows.append((label, seconds, summary, scores))
+        print(f"{label}: {seconds:.1f} s, accuracy {scores.mean():.3f}", flush=True)
+    report(rows, untrained)
+
+
+def report(rows: list[tuple[str, float, dict[str, Any], np.ndarray]], untrained: np.ndarray) -> None:
+    """The table, then the recipe the default should take."""
+    first = rows[0][3]
+    print("\n| recipe | seconds | steps/s | final loss | accuracy [95% CI] | Δ vs first [95% CI] | p |\n|---|---|---|---|---|---|---|")
+    wilson = stats.wilson(int(untrained.sum()), len(untrained))
+    print(f"| untrained student | – | – | – | {wilson.estimate:.3f} [{wilson.low:.3f}, {wilson.high:.3f}] | – | – |")
+    for label, seconds, summary, scores in rows:
+        found = stats.wilson(int(scores.sum()), len(scores))
+        diff = stats.paired(scores, first)
+        print(f"| {label} | {seconds:.1f} | {summary['steps'] / seconds:.3f} | {summary['final_loss']:.3f} | "
+              f"{found.estimate:.3f} [{found.low:.3f}, {found.high:.3f}] | {diff.difference.estimate:+.3f} "
+              f"[{diff.difference.low:+.3f}, {diff.difference.high:+.3f}] | {diff.p_value:.2g} |")
+    best = max(rows, key=lambda row: row[3].mean())
+    floor = stats.wilson(int(best[3].sum()), len(best[3])).low
+    chosen = min((row for row in rows if row[3].mean() >= floor), key=lambda row: row[1])
+    print(f"\nbest accuracy: {best[0]}; the fastest recipe inside its interval (>= {floor:.3f}): {chosen[0]}")
 
 
 if __name__ == "__main__":

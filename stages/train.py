@@ -1,5 +1,5 @@
 """Stage train@S: fine-tune student S on layout.dataset(S) → layout.trained(S), layout.metrics(S, "train"),
-layout.plot(S, "train_loss")."""
+layout.plot(S, "train_loss"); the checkpoint is also converted for the student's engine (model cache)."""
 
 from pathlib import Path
 
@@ -18,6 +18,7 @@ def main() -> None:
 
     with io.atomic_directory(layout.trained(name)) as out:
         summary, curve = train.train(records, student, student.train, out, layout.dataset(name))
+    train.prepare_answering(Path(layout.trained(name)).resolve(), student)
     io.write_json(layout.metrics(name, "train"), summary, "train_metrics")
     io.write_csv(layout.plot(name, "train_loss"), curve)
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
+from persyn import engines
 from persyn.core.chat import response_tokens
 from persyn.params.config import StudentConfig, TrainConfig
 from persyn.core.devices import cpu_bfloat16_units, pick_device, trains_in_bfloat16
@@ -161,3 +162,10 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
         "precision": "bfloat16" if bf16 else "float32",
     }
     return summary, curve
+
+
+def prepare_answering(checkpoint: Path, student: StudentConfig) -> None:
+    """Convert the checkpoint for the student's engine now (CTranslate2: once per checkpoint), while torch
+    and transformers are loaded: in the evaluate stage the conversion would pay for their import too."""
+    model = resolve(f"local:{checkpoint}", student.chat_template)
+    engines.prepare(student.engine, model, student.device, student.engine_options, ["generate"])
