@@ -6,7 +6,8 @@ evaluate stage (greedy, eval.max_tokens, CTranslate2 float32) on the build's eva
 `--extra-eval` built-in problems the build never saw, so the accuracy intervals are narrower than a
 build's own. Prints seconds, steps/s, final loss, accuracy with its Wilson 95% interval and the paired
 difference to the first recipe (bootstrap 95% interval, sign-flip p), then the recipe the default
-should take: the fastest whose accuracy is inside the best recipe's interval.
+should take: the fastest whose accuracy is inside the best recipe's interval. Each training runs in a
+fresh process, as the train stage does (beside a loaded CTranslate2 model's threads it ran up to 1.4x slower).
 
 Recipes: persyn's loop (transformers Trainer, loss on response tokens, output layer only from the first
 response token) in float32 or bfloat16 autocast, with every block trained, the lowest blocks frozen, or
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +39,20 @@ from persyn.engines.ctranslate2 import converted
 from persyn.params import config
 from persyn.pipeline import dataset, prompts, rewards, train
 
+
+def recipe(precision: str, freeze_layers: int = 0, lora_r: int = 0) -> dict[str, Any]:
+    """Every setting a recipe varies, set explicitly: none is inherited from params.toml's [train]."""
+    return {"precision": precision, "freeze_layers": freeze_layers, "lora_r": lora_r}
+
+
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "f32": ("float32, all blocks", {"precision": "float32"}),
-    "bf16": ("bfloat16, all blocks", {"precision": "bfloat16"}),
-    "f32-freeze10": ("float32, 10 lowest blocks frozen", {"precision": "float32", "freeze_layers": 10}),
-    "f32-freeze20": ("float32, 20 lowest blocks frozen", {"precision": "float32", "freeze_layers": 20}),
-    "bf16-freeze20": ("bfloat16, 20 lowest blocks frozen", {"precision": "bfloat16", "freeze_layers": 20}),
-    "lora16": ("float32, LoRA r=16 (merged)", {"precision": "float32", "lora_r": 16}),
-    "trl": ("TRL SFTTrainer, completion-only loss, float32, all blocks", {"precision": "float32"}),
+    "f32": ("float32, all blocks", recipe("float32")),
+    "bf16": ("bfloat16, all blocks", recipe("bfloat16")),
+    "f32-freeze10": ("float32, 10 lowest blocks frozen", recipe("float32", freeze_layers=10)),
+    "f32-freeze20": ("float32, 20 lowest blocks frozen", recipe("float32", freeze_layers=20)),
+    "bf16-freeze20": ("bfloat16, 20 lowest blocks frozen", recipe("bfloat16", freeze_layers=20)),
+    "lora16": ("float32, LoRA r=16 (merged)", recipe("float32", lora_r=16)),
+    "trl": ("TRL SFTTrainer, completion-only loss, float32, all blocks", recipe("float32")),
 }
 
 
@@ -69,6 +78,17 @@ def trl_train(records: list[dict[str, Any]], student: Any, settings: Any, out: P
         trainer.save_model(str(out))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {"steps": int(result.global_step), "final_loss": float(losses[-1])}
+
+
+def train_one(key: str, records: list[dict[str, Any]], student: Any, out: Path) -> tuple[float, dict[str, Any]]:
+    """Seconds and summary of one recipe's training, the checkpoint saved into `out`."""
+    settings = dataclasses.replace(student.train, **RECIPES[key][1])
+    start = time.perf_counter()
+    if key == "trl":
+        summary = trl_train(records, student, settings, out)
+    else:
+        summary, _ = train.train(records, student, settings, out, "bench records")
+    return time.perf_counter() - start, summary
 
 
 def accuracy(checkpoint: str, params: Any, asked: list[dict[str, Any]]) -> np.ndarray:
@@ -105,30 +125,31 @@ def main() -> None:
     base = student.train
     print(f"{len(records)} records ({layout.dataset(args.student)}), batch {base.batch_size}, {base.epochs} epoch(s), "
           f"lr {base.lr}; evaluated on {len(asked)} prompts; {student.model}\n", flush=True)
+    keys = args.recipes.split(",")
+    unknown = [key for key in keys if key not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe '{unknown[0]}' (known: {', '.join(RECIPES)})")
     rows: list[tuple[str, float, dict[str, Any], np.ndarray]] = []
-    untrained = accuracy(student.model, params, asked)
-    for key in args.recipes.split(","):
-        if key not in RECIPES:
-            raise SystemExit(f"unknown recipe '{key}' (known: {', '.join(RECIPES)})")
-        label, changes = RECIPES[key]
-        settings = dataclasses.replace(base, **changes)
-        with tempfile.TemporaryDirectory(prefix="persyn-train-bench-") as out:
-            start = time.perf_counter()
-            if key == "trl":
-                summary = trl_train(records, student, settings, Path(out))
-            else:
-                summary, _ = train.train(records, student, settings, Path(out), "bench records")
-            seconds = time.perf_counter() - start
-            scores = accuracy(f"local:{Path(out).resolve()}", params, asked)
-        rows.append((label, seconds, summary, scores))
-        print(f"{label}: {seconds:.1f} s, accuracy {scores.mean():.3f}", flush=True)
+    spawn = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="persyn-train-bench-") as scratch:
+        trained = []
+        for key in keys:  # each in a fresh process, as the train stage runs: no engine's threads beside it
+            out = Path(scratch) / key
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                seconds, summary = pool.submit(train_one, key, records, student, out).result()
+            trained.append((key, out, seconds, summary))
+            print(f"{RECIPES[key][0]}: {seconds:.1f} s", flush=True)
+        untrained = accuracy(student.model, params, asked)
+        for key, out, seconds, summary in trained:
+            rows.append((RECIPES[key][0], seconds, summary, accuracy(f"local:{out.resolve()}", params, asked)))
     report(rows, untrained)
 
 
 def report(rows: list[tuple[str, float, dict[str, Any], np.ndarray]], untrained: np.ndarray) -> None:
     """The table, then the recipe the default should take."""
     first = rows[0][3]
-    print("\n| recipe | seconds | steps/s | final loss | accuracy [95% CI] | Δ vs first [95% CI] | p |\n|---|---|---|---|---|---|---|")
+    print("\n| recipe | seconds | steps/s | final loss | accuracy [95% CI] | Δ vs first [95% CI] | p |")
+    print("|---|---|---|---|---|---|---|")
     wilson = stats.wilson(int(untrained.sum()), len(untrained))
     print(f"| untrained student | – | – | – | {wilson.estimate:.3f} [{wilson.low:.3f}, {wilson.high:.3f}] | – | – |")
     for label, seconds, summary, scores in rows:

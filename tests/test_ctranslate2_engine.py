@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from persyn.core.errors import PersynError
 from persyn.core.models import cache_root
 from persyn.pipeline.runner import engine_identity
 from persyn.testing import tiny
+from persyn.testing.dvcproject import params_toml
 
 pytest.importorskip("ctranslate2")
 
@@ -140,3 +143,27 @@ def test_auto_compute_types_follow_device_use_and_size(tiny_models: dict[str, Pa
 
     network = AutoModelForCausalLM.from_pretrained(tiny_models["student"])
     assert parameters(models.resolve(f"local:{tiny_models['student']}")) == network.num_parameters()
+
+
+def test_the_train_stage_converts_the_checkpoint_the_evaluate_stage_loads(tiny_models: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    """train.prepare_answering converts a trained checkpoint for a CTranslate2 student (where the train stage
+    has torch loaded already), so the evaluate stage finds it converted; a transformers student needs nothing."""
+    pytest.importorskip("torch")
+    from persyn.params import config
+    from persyn.pipeline import train
+
+    (tmp_path / "params.toml").write_text(params_toml(tiny_models))
+    student = config.load(tmp_path / "params.toml").for_student("student").student
+    checkpoint = tmp_path / "trained"
+    shutil.copytree(tiny_models["student"], checkpoint)
+    model = models.resolve(f"local:{checkpoint}", student.chat_template)
+    where = cache_root() / "models" / model.fingerprint
+    train.prepare_answering(checkpoint, dataclasses.replace(student, engine="transformers", engine_options={}))
+    assert not where.exists()
+    train.prepare_answering(checkpoint, dataclasses.replace(student, engine="ctranslate2", engine_options={}))
+    assert (where / "ct2-float32" / "model.bin").is_file()  # the float32 a student under 200M generates in
+    stamp = (where / "ct2-float32" / "model.bin").stat().st_mtime_ns
+    engine = engines.load("ctranslate2", model, batch_size=2)
+    engine.generate([GenerationRequest(messages=ASKS[1])], Sampling(max_tokens=2))
+    assert (where / "ct2-float32" / "model.bin").stat().st_mtime_ns == stamp  # loaded, not converted again
