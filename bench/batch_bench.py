@@ -26,9 +26,9 @@ from persyn.pipeline.synthesis import teacher_payloads
 BASE = 16
 
 
-def by_length(requests: list[Any]) -> list[Any]:
-    """In the order the request cache sends uncached requests: shortest first."""
-    return sorted(requests, key=lambda r: len(str(r)))
+def by_length(payloads: list[Any]) -> list[int]:
+    """Positions in the order the request cache sends uncached requests: shortest payload first."""
+    return sorted(range(len(payloads)), key=lambda i: len(str(payloads[i])))
 
 
 def sweep(label: str, sizes: list[int], load: Callable[[int], Any], call: Callable[[Any], list[Any]]) -> list[Any]:
@@ -65,8 +65,9 @@ def main() -> None:
     pairs: list[ScoreRequest] = []
     for name, teacher in sorted(params.teachers.items()):
         model, sampling = resolve(teacher.model), teacher.sampling
-        payloads = by_length(teacher_payloads(teacher, model, [p["messages"] for p in subset]))
-        requests = [GenerationRequest(messages=p.get("messages"), text=p.get("text")) for p in payloads]
+        payloads = teacher_payloads(teacher, model, [p["messages"] for p in subset])
+        order = by_length(payloads)
+        requests = [GenerationRequest(messages=payloads[i].get("messages"), text=payloads[i].get("text")) for i in order]
         greedy = Sampling(0.0, 1.0, sampling.max_tokens, sampling.stop)
 
         def answer(engine: Any) -> list[str]:
@@ -75,13 +76,11 @@ def main() -> None:
 
         answered = sweep(f"teacher {name} on S", sizes,
                          lambda size: engines.load(args.engine, model, sampling.device, size), answer)
-        if not pairs:
-            by_text = {str(p): a for p, a in zip(payloads, answered)}
-            ordered = [by_text[str(p)] for p in teacher_payloads(teacher, model, [p["messages"] for p in subset])]
-            pairs = [ScoreRequest(p["messages"], a) for p, a in zip(subset, ordered)]
+        if not pairs:  # the student scores the first teacher's answers
+            pairs = [ScoreRequest(subset[i]["messages"], text) for i, text in zip(order, answered)]
     student = params.student
     model = resolve(student.model, student.chat_template)
-    asks = [GenerationRequest(messages=p["messages"]) for p in by_length(evaluated)]
+    asks = [GenerationRequest(messages=evaluated[i]["messages"]) for i in by_length([p["messages"] for p in evaluated])]
     greedy = Sampling(0.0, 1.0, params.eval.max_tokens, ())
 
     def evaluate(engine: Any) -> list[str]:

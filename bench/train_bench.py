@@ -31,13 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from persyn import engines
 from persyn.core import io, layout, stats
-from persyn.core.models import resolve
-from persyn.engines import GenerationRequest, Sampling
-from persyn.engines.ctranslate2 import converted
+from persyn.core.models import cache_root, resolve
 from persyn.params import config
-from persyn.pipeline import dataset, prompts, rewards, train
+from persyn.pipeline import dataset, evaluate, prompts, train
+from persyn.pipeline.cache import RequestCache
 
 
 def recipe(precision: str, freeze_layers: int = 0, lora_r: int = 0) -> dict[str, Any]:
@@ -91,16 +89,15 @@ def train_one(key: str, records: list[dict[str, Any]], student: Any, out: Path) 
     return time.perf_counter() - start, summary
 
 
-def accuracy(checkpoint: str, params: Any, asked: list[dict[str, Any]]) -> np.ndarray:
-    """Verified answers of a checkpoint (local: path, or the student's spec) as the evaluate stage gets them."""
-    model = resolve(checkpoint, params.student.chat_template)
-    engine = engines.load("ctranslate2", model, "cpu", params.eval.batch_size)
-    answers = engine.generate([GenerationRequest(messages=p["messages"]) for p in asked],
-                              Sampling(0.0, 1.0, params.eval.max_tokens, ()))
-    engine.close()
-    if checkpoint.startswith("local:"):  # a bench checkpoint's conversion is not worth keeping
-        shutil.rmtree(converted(model, "float32"))
-    return np.array(rewards.verified_quality([a.text for a in answers], asked, "bench"))
+def accuracy(checkpoint: str, params: Any, asked: list[dict[str, Any]], cache: RequestCache) -> np.ndarray:
+    """The evaluate stage's own answers and verified scores (persyn.pipeline.evaluate) for a checkpoint spec
+    (local: path, or the student's); a bench checkpoint's engine conversion is not kept."""
+    answered = evaluate.answers(checkpoint, params, asked, cache)
+    scores, _ = evaluate.score(params, asked, answered, cache, "bench eval prompts")
+    if checkpoint.startswith("local:"):
+        shutil.rmtree(cache_root() / "models" / resolve(checkpoint, params.student.chat_template).fingerprint,
+                      ignore_errors=True)
+    return np.array(scores)
 
 
 def eval_prompts(params: Any, extra: int) -> list[dict[str, Any]]:
@@ -139,9 +136,10 @@ def main() -> None:
                 seconds, summary = pool.submit(train_one, key, records, student, out).result()
             trained.append((key, out, seconds, summary))
             print(f"{RECIPES[key][0]}: {seconds:.1f} s", flush=True)
-        untrained = accuracy(student.model, params, asked)
-        for key, out, seconds, summary in trained:
-            rows.append((RECIPES[key][0], seconds, summary, accuracy(f"local:{out.resolve()}", params, asked)))
+        with RequestCache(Path(scratch) / "requests.sqlite") as cache:  # answers of this run only
+            untrained = accuracy(student.model, params, asked, cache)
+            for key, out, seconds, summary in trained:
+                rows.append((RECIPES[key][0], seconds, summary, accuracy(f"local:{out.resolve()}", params, asked, cache)))
     report(rows, untrained)
 
 
