@@ -86,6 +86,7 @@ def prepare(args: argparse.Namespace) -> None:
              t.sampling.engine_options, ["generate"]) for name, t in params.teachers.items()]
     uses += [(f"student {name}", models.resolve(s.model, s.chat_template), s.engine, s.device, s.engine_options,
               ["score", "generate"]) for name, s in params.students.items()]
+    uses.append(("embed", models.resolve(params.embed.model), params.embed.engine, params.embed.device, {}, ["encode"]))
     for role, model, engine, device, options, needs in uses:
         start = time.perf_counter()
         for path in engines.prepare(engine, model, device, options, needs):

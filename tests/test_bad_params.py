@@ -30,6 +30,7 @@ shifted_eval_size = 4
 
 [embed]
 model = "packaged:all-minilm-l6-v2"
+engine = "ctranslate2"
 
 [generation]
 engine = "ctranslate2"
@@ -131,6 +132,10 @@ CASES = {
     "reward model on an engine without one": (edit('kind = "math"', 'kind = "reward_model"\n'
                                                    'reward_model = "packaged:smollm2-135m-instruct"\nengine = "ctranslate2"'),
                                               None, "quality.engine = 'ctranslate2' cannot run a reward model"),
+    "embed on an engine without an encoder": (edit('minilm-l6-v2"\nengine = "ctranslate2"', 'minilm-l6-v2"\nengine = "openai"'),
+                                              None, "embed.engine = 'openai' cannot run an encoder"),
+    "hub encoder on ctranslate2": (edit('model = "packaged:all-minilm-l6-v2"', 'model = "hf:sentence-transformers/all-MiniLM-L6-v2@main"'),
+                                   None, "embed: hf:sentence-transformers/all-MiniLM-L6-v2@main: engine 'ctranslate2' converts local weights"),
     "api model on a local engine": (edit('[teachers.qwen]\nmodel = "packaged:qwen2.5-coder-0.5b-instruct"',
                                          '[teachers.qwen]\nmodel = "api:qwen"\nengine = "transformers"'),
                                     None, "teachers.qwen: api:qwen: an api: model is served by an endpoint"),

@@ -11,6 +11,7 @@ and, where the Backend defaults (no capability, nothing to check or build) do no
   STREAMS                 a server answers its requests one by one (its engine is a StreamingEngine);
                           no engine time of persyn's own is measured,
   RUNS_REWARD_MODELS      with load_reward(...) -> RewardScorer,
+  RUNS_ENCODERS           with load_encoder(...) -> Encoder (the embed stage's frozen encoder),
   check_model(spec, device, options)   refuse a model spec or device it cannot run (from the params
                           alone: config.parse calls it through persyn/params/rules.py, and load before loading;
                           by default an api: model, which has no weights to load),
@@ -26,10 +27,13 @@ import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol, Sequence
 
 from persyn.core.errors import PersynError
 from persyn.core.models import ResolvedModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Messages = list[dict[str, str]]
 
@@ -151,6 +155,15 @@ class RewardScorer(Protocol):
         """Release the model."""
 
 
+class Encoder(Protocol):
+    def hidden_states(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The last hidden states (texts × tokens × width, float32, right-padded) and the attention
+        mask (texts × tokens, 1 on real tokens), each text cut at the encoder's max_length tokens."""
+
+    def close(self) -> None:
+        """Release the model."""
+
+
 class EngineOptions:
     """The base of every engine's Options (a frozen dataclass of its params.toml `engine_options`);
     the optional parts have their defaults here."""
@@ -178,6 +191,7 @@ class Backend:
     SCORES_LOGLIKELIHOOD: ClassVar[bool] = False
     STREAMS: ClassVar[bool] = False
     RUNS_REWARD_MODELS: ClassVar[bool] = False
+    RUNS_ENCODERS: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -199,8 +213,12 @@ class Backend:
         """A reward model (a sequence classifier), on an engine that RUNS_REWARD_MODELS."""
         raise PersynError(f"params.toml: quality.engine = '{self.name}' cannot run a reward model; use transformers or vllm")
 
+    def load_encoder(self, model: ResolvedModel, device: str, max_length: int, options: Any) -> Encoder:
+        """A frozen text encoder (the embed stage's), on an engine that RUNS_ENCODERS."""
+        raise PersynError(f"params.toml: embed.engine = '{self.name}' cannot run an encoder; use ctranslate2 or transformers")
+
     def prepare(self, model: ResolvedModel, device: str, options: Any, uses: Sequence[str]) -> list[Path]:
-        """Build once what the engine needs for these uses ("generate", "score"); most need nothing."""
+        """Build once what the engine needs for these uses ("generate", "score", "encode"); most need nothing."""
         return []
 
 
@@ -276,8 +294,17 @@ def load(
     return implementation.load(model, device, batch_size, max_length, parsed)
 
 
+def load_encoder(engine: str, model: ResolvedModel, device: str, max_length: int,
+                 options: dict[str, Any] | None = None) -> Encoder:
+    """Load a frozen text encoder with an engine that can run one."""
+    parsed, implementation = parse_options(engine, options or {}), backend(engine)
+    if implementation.RUNS_ENCODERS:
+        implementation.check_model(model.spec, device, parsed)
+    return implementation.load_encoder(model, device, max_length, parsed)
+
+
 def prepare(engine: str, model: ResolvedModel, device: str, options: dict[str, Any], uses: Sequence[str]) -> list[Path]:
-    """Build once what the answering engine needs for these uses ("generate", "score"); most need nothing."""
+    """Build once what the answering engine needs for these uses ("generate", "score", "encode"); most need nothing."""
     name, inner = answering_engine(engine, options)
     return backend(name).prepare(model, device, parse_options(name, inner), uses)
 

@@ -38,6 +38,7 @@ COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16
 AUTO = {("cpu", "generate"): "int8", ("cpu", "score"): "float32",
         ("cuda", "generate"): "int8_float16", ("cuda", "score"): "bfloat16"}
 SMALL = 200_000_000
+ENCODE = "float32"  # an encoder's vectors as transformers computes them (max difference 2e-7 on the default's)
 # Architectures whose score_batch is wrong or fails in CTranslate2 4.x (see README, Engines).
 CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window layers (ValueError: Length mask ...)"}
 
@@ -215,20 +216,59 @@ class CTranslate2Engine:
         self._generators = {}
 
 
+class CTranslate2Encoder:
+    """A frozen encoder (BERT-like) on CTranslate2 in float32, tokenized by its tokenizer.json: the
+    embed stage without importing torch or transformers, which is most of its time on a CPU."""
+
+    def __init__(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> None:
+        from tokenizers import Tokenizer
+
+        _check_local(model.spec)
+        file = Path(model.path) / "tokenizer.json"
+        if not file.is_file():
+            raise PersynError(f"{model.spec}: engine 'ctranslate2' tokenizes with the model's tokenizer.json, which it "
+                              "lacks; set embed.engine = 'transformers'")
+        self.tokenizer = Tokenizer.from_file(str(file))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.device = _device(device)
+        self.encoder = _import().Encoder(str(converted(model, ENCODE)), device=self.device, compute_type=ENCODE,
+                                         intra_threads=options.intra_threads or claims.threads())
+
+    def hidden_states(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        import numpy as np
+
+        ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+        states = self.encoder.forward_batch(ids).last_hidden_state
+        if self.device != "cpu":
+            states = states.to_device(_import().Device.cpu)
+        hidden = np.array(states, dtype=np.float32)
+        mask = np.arange(hidden.shape[1])[None, :] < np.array([len(row) for row in ids])[:, None]
+        return hidden, mask.astype(np.int64)
+
+    def close(self) -> None:
+        self.encoder = None
+
+
 class CTranslate2Backend(Backend):
     Options = Options
     SCORES_LOGLIKELIHOOD = True
+    RUNS_ENCODERS = True
 
     def check_model(self, spec: str, device: str, options: Options) -> None:
         _check_local(spec)
 
     def prepare(self, model: ResolvedModel, device: str, options: Options, uses: Sequence[str]) -> list[Path]:
-        """Convert ahead of a build (`persyn models`), for each use ("generate", "score") the role has."""
-        return [converted(model, options.resolved(_device(device), use, parameters(model))) for use in uses]
+        """Convert ahead of a build (`persyn models`), for each use ("generate", "score", "encode") the role has."""
+        return [converted(model, ENCODE if use == "encode" else options.resolved(_device(device), use, parameters(model)))
+                for use in uses]
 
     def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int,
              options: Options) -> CTranslate2Engine:
         return CTranslate2Engine(model, device, batch_size, max_length, options)
+
+    def load_encoder(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> CTranslate2Encoder:
+        return CTranslate2Encoder(model, device, max_length, options)
 
 
 BACKEND = CTranslate2Backend()

@@ -183,7 +183,7 @@ class TransformersEngine:
         release(self)
 
 
-def release(loaded: TransformersEngine | TransformersRewardModel) -> None:
+def release(loaded: TransformersEngine | TransformersRewardModel | TransformersEncoder) -> None:
     """Free a loaded network's memory; a second close is a no-op, as for every other engine."""
     if loaded.__dict__.pop("network", None) is not None and loaded.device == "cuda":
         import torch
@@ -223,10 +223,38 @@ class TransformersRewardModel:
         release(self)
 
 
+class TransformersEncoder:
+    """A frozen encoder in float32 (the embed stage's): its last hidden states, right-padded."""
+
+    def __init__(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.device = pick_device(device)
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path, revision=model.revision)
+        self.tokenizer.padding_side = "right"  # cls pooling reads the first position
+        self.network = AutoModel.from_pretrained(model.path, revision=model.revision,
+                                                 dtype=torch.float32).to(self.device).eval()
+
+    def hidden_states(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        import torch
+
+        encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            hidden = self.network(**encoded).last_hidden_state
+        return hidden.float().cpu().numpy(), encoded["attention_mask"].cpu().numpy()
+
+    def close(self) -> None:
+        release(self)
+
+
 class TransformersBackend(Backend):
     Options = Options
     SCORES_LOGLIKELIHOOD = True
     RUNS_REWARD_MODELS = True
+    RUNS_ENCODERS = True
 
     def load(self, model: ResolvedModel, device: str, batch_size: int, max_length: int,
              options: Options) -> TransformersEngine:
@@ -234,6 +262,9 @@ class TransformersBackend(Backend):
 
     def load_reward(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> TransformersRewardModel:
         return TransformersRewardModel(model, device, max_length, options)
+
+    def load_encoder(self, model: ResolvedModel, device: str, max_length: int, options: Options) -> TransformersEncoder:
+        return TransformersEncoder(model, device, max_length, options)
 
 
 BACKEND = TransformersBackend()

@@ -51,6 +51,7 @@ class PromptsConfig:
 @table("embed")
 class EmbedConfig:
     model: str
+    engine: str
     batch_size: int
     max_length: int
     device: str

@@ -55,6 +55,7 @@ def _uses(params: Params) -> Iterator[tuple[str, str, str, dict[str, Any], str |
     if quality.kind == "reward_model" or quality.engine_options:
         spec = quality.reward_model if quality.kind == "reward_model" else None
         yield "quality", quality.engine, quality.device, quality.engine_options, spec
+    yield "embed", params.embed.engine, params.embed.device, {}, params.embed.model
 
 
 def _as_key(key: str, error: PersynError) -> PersynError:
@@ -234,6 +235,13 @@ def reward_model_engine_runs_one(params: Params) -> None:
                           "use transformers or vllm")
 
 
+def embed_engine_runs_encoders(params: Params) -> None:
+    """The embed stage runs a frozen encoder: only an engine that RUNS_ENCODERS loads one."""
+    if not engines.backend(params.embed.engine).RUNS_ENCODERS:
+        raise PersynError(f"params.toml: embed.engine = '{params.embed.engine}' cannot run an encoder; "
+                          "use ctranslate2 or transformers")
+
+
 def students_score_loglikelihoods(params: Params) -> None:
     """Learnability is the student's log-likelihood of each answer: the student's engine must score one."""
     for name, student in params.students.items():
@@ -281,8 +289,8 @@ RULES: tuple[Callable[[Params], None], ...] = (
     fallback_needs_verification, verified_pairs_need_verification, dropping_unverified_needs_verification,
     verifier_needs_reasoning_gym,
     limits_need_the_router, shares_cover_every_prompt, fixed_strategy_names_a_teacher,
-    engine_options_valid, reward_model_engine_runs_one, students_score_loglikelihoods, seconds_budget_is_timed,
-    engines_run_their_models, lm_router_backbone_has_weights,
+    embed_engine_runs_encoders, engine_options_valid, reward_model_engine_runs_one, students_score_loglikelihoods,
+    seconds_budget_is_timed, engines_run_their_models, lm_router_backbone_has_weights,
 )
 
 

@@ -19,7 +19,7 @@ import torch
 
 from persyn.pipeline import router
 from persyn.params.config import RouterConfig
-from persyn.pipeline.embed import pool, pooling_mode
+from persyn.pipeline.embed import pooling_mode
 from persyn.core.errors import PersynError
 from persyn.core.io import read_json
 from persyn.core.models import ResolvedModel, resolve
@@ -28,6 +28,18 @@ from persyn.core.models import ResolvedModel, resolve
 def prompt_text(prompt: dict[str, Any]) -> str:
     """What the router reads of a prompt: its messages' contents, as the embed stage encodes them."""
     return "\n".join(m["content"] for m in prompt["messages"])
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """One vector per row of a batch's last hidden states, differentiably: the first token ("cls"), the
+    last real token ("last", right padding: a causal LM) or the mean over the real tokens ("mean"), as
+    persyn.pipeline.embed pools the frozen encoder's states."""
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "last":
+        return hidden[torch.arange(len(hidden)), attention_mask.sum(1) - 1]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
 class Network(torch.nn.Module):

@@ -109,7 +109,7 @@ def run(params: Params) -> list[Finding]:
     if params.quality.kind == "reward_model":
         quality = params.quality
         probes.append(("reward model", quality.engine, quality.device, str(quality.reward_model), _reward_probe(params)))
-    probes.append(("embed", "transformers", params.embed.device, params.embed.model, _embed_probe(params)))
+    probes.append(("embed", params.embed.engine, params.embed.device, params.embed.model, _embed_probe(params)))
     findings = []
     for role, engine, device, model, probe in probes:
         start = time.perf_counter()

@@ -92,7 +92,8 @@ def encoder(directory: Path, seed: int = 0) -> Path:
     tokenizer.save_pretrained(directory)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+                        intermediate_size=64, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+                        position_embedding_type="absolute")  # as hub BERT configs say it (CTranslate2 reads it)
     BertModel(config).save_pretrained(directory)
     return directory
 
