@@ -80,13 +80,7 @@ def test_no_pairs_is_a_clear_error() -> None:
 
 def test_metrics_by_hand() -> None:
     """Two prompts, two teachers; the head is set so that it routes both prompts to teacher 0."""
-    import torch
-
-    head = torch.nn.Linear(1, 2)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.copy_(torch.tensor([1.0, 0.0]))
-    trained = router.Router(["a", "b"], head)
+    trained = router.Router(["a", "b"], "linear", [(np.zeros((2, 1), np.float32), np.array([1.0, 0.0], np.float32))])
     reward = np.array([[1.0, 0.0], [0.0, 2.0]])
     pairs = router.preference_pairs(reward, 0.1)
     metrics = router.evaluate(trained, np.zeros((2, 1)), reward, pairs, best_single=1)
@@ -214,3 +208,34 @@ def test_verified_pairs_need_a_verifiable_quality() -> None:
     raw["quality"].update(kind="reward_model", reward_model="packaged:all-minilm-l6-v2")
     with pytest.raises(PersynError, match=r"^params.toml: router.pairs = 'verified' needs a verifiable quality"):
         config.parse(raw)
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_the_numpy_head_trains_as_torch_adamw_does(head: str) -> None:
+    """From the same initial weights, router.train's gradients and AdamW steps give what torch's autograd
+    and torch.optim.AdamW give (the head was fitted with torch before it was numpy)."""
+    import torch
+
+    x, quality, learn, _ = planted(40, seed=2)
+    config = RouterConfig(alpha=0.4, head=head, hidden=8, epochs=60, lr=0.05, weight_decay=0.01)
+    pairs = router.preference_pairs(router.combined_reward(quality, learn, 0.4, "zscore"), 0.1)
+    fitted = router.train(x, pairs, ["a", "b", "c"], config)
+    start = router.make_head(head, x.shape[1], 3, 8, np.random.default_rng(config.seed))
+    linears = [torch.nn.Linear(w.shape[1], w.shape[0]) for w, _ in start]
+    with torch.no_grad():
+        for linear, (weight, bias) in zip(linears, start):
+            linear.weight.copy_(torch.from_numpy(weight))
+            linear.bias.copy_(torch.from_numpy(bias))
+    network = torch.nn.Sequential(linears[0], torch.nn.ReLU(), linears[1]) if head == "mlp" else linears[0]
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    inputs, (prompt, winner, loser) = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(pairs).T
+    for _ in range(config.epochs):
+        optimiser.zero_grad()
+        coefficients = network(inputs)
+        margin = coefficients[prompt, winner] - coefficients[prompt, loser]
+        torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.ones_like(margin)).backward()
+        optimiser.step()
+    with torch.no_grad():
+        expected = network(inputs).numpy()
+    assert np.allclose(fitted.coefficients(x), expected, atol=1e-4)
+    assert not np.allclose(router.Router(["a", "b", "c"], head, start).coefficients(x), expected, atol=1e-2)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from persyn.pipeline import route
 from persyn.params.config import RouteConfig
@@ -13,13 +12,9 @@ IDS = [f"{i:016x}" for i in range(200)]
 
 def router_preferring(index_by_sign: tuple[int, int]) -> Router:
     """A linear head on 1-d embeddings: teacher index_by_sign[0] for x > 0, index_by_sign[1] for x < 0."""
-    head = torch.nn.Linear(1, 3)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-        head.weight[index_by_sign[0], 0] = 1.0
-        head.weight[index_by_sign[1], 0] = -1.0
-    return Router(TEACHERS, head)
+    weight = np.zeros((3, 1), dtype=np.float32)
+    weight[index_by_sign[0], 0], weight[index_by_sign[1], 0] = 1.0, -1.0
+    return Router(TEACHERS, "linear", [(weight, np.zeros(3, dtype=np.float32))])
 
 
 def scores(quality: dict[str, float], learnability: dict[str, float]) -> list[dict]:

@@ -94,8 +94,10 @@ class LMRouter:
         """Index of the chosen teacher per prompt; ties go to the first teacher in order."""
         return self.coefficients(texts).argmax(axis=1)
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+    def save_weights(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}, str(path))
 
     def settings(self) -> dict[str, Any]:
         """What data/router/<s>/router.json keeps to rebuild it: the backbone (checked on load)."""

@@ -29,6 +29,7 @@ from persyn.pipeline import budget
 from persyn.pipeline.cache import RequestCache
 from persyn.params.config import Params, RouteConfig
 from persyn.core.errors import PersynError
+from persyn.pipeline import router as router_head
 from persyn.pipeline.router import Trained
 
 ROUTED_SPLITS = ("router", "pool")
@@ -152,13 +153,16 @@ def assign(config: RouteConfig, prompts: list[dict[str, Any]], trained: Trained,
 def from_artifacts(params: Params, student: str, root: Path = Path(".")) -> Routing:
     """The routing the route stage writes for one student, from its router and scores, the prompts and
     S answers under `root` (`persyn plan` shows it before the pool is generated). A head lm router
-    reads the prompt texts, on router.device. torch loads here, with the router, not at import."""
-    from persyn.pipeline import lm_router
-
-    trained, meta = lm_router.load(root / layout.router(student), device=params.router.device)
+    reads the prompt texts, on router.device (torch loads only for it)."""
     prompts = io.read_parquet(root / layout.PROMPTS, "prompt")
-    inputs = ({p["id"]: lm_router.prompt_text(p) for p in prompts} if meta["head"] == "lm"
-              else io.read_embeddings(root / layout.EMBEDDINGS))
+    if params.router.head == "lm":
+        from persyn.pipeline import lm_router  # torch and the backbone's code load only for this head
+
+        trained, _ = lm_router.load(root / layout.router(student), device=params.router.device)
+        inputs: dict[str, np.ndarray] | dict[str, str] = {p["id"]: lm_router.prompt_text(p) for p in prompts}
+    else:
+        trained, _ = router_head.load(root / layout.router(student))
+        inputs = io.read_embeddings(root / layout.EMBEDDINGS)
     scores = [r for t in trained.teachers
               for r in io.read_parquet(root / layout.scores(student, t), "score")]
     samples = {t: io.read_parquet(root / layout.sample(t), "generation") for t in trained.teachers}

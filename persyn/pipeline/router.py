@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -22,10 +22,6 @@ from persyn.core import layout
 from persyn.params.config import RouterConfig
 from persyn.core.errors import PersynError
 from persyn.core.io import read_json, write_json
-
-if TYPE_CHECKING:  # torch is imported where a head is built or run: assemble mixes rewards without it
-    import torch
-
 
 def normalise(values: np.ndarray, method: str) -> np.ndarray:
     """Normalise each row (one prompt, all teachers); a row with no spread becomes zeros."""
@@ -75,14 +71,36 @@ def training_pairs(reward: np.ndarray, quality: np.ndarray, config: RouterConfig
     return pairs[right[pairs[:, 0], pairs[:, 1]] | right[pairs[:, 0], pairs[:, 2]]]
 
 
-def make_head(kind: str, dimension: int, teachers: int, hidden: int) -> torch.nn.Module:
-    import torch
+# A head is its Linear layers as (weight out×in, bias) pairs, ReLU between them; the saved names are
+# torch's (a Linear's "weight"/"bias", an mlp's "0.*" and "2.*"), so a router saved by either loads.
+Layers = list[tuple[np.ndarray, np.ndarray]]
+NAMES = {"linear": [""], "mlp": ["0.", "2."]}
 
-    if kind == "linear":
-        return torch.nn.Linear(dimension, teachers)
-    if kind == "mlp":
-        return torch.nn.Sequential(torch.nn.Linear(dimension, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, teachers))
-    raise PersynError(f"router.head = '{kind}' is no head over embeddings: fit and load it with persyn.pipeline.lm_router")
+
+def require_embedding_head(kind: str) -> None:
+    if kind not in NAMES:
+        raise PersynError(f"router.head = '{kind}' is no head over embeddings: fit and load it with persyn.pipeline.lm_router")
+
+
+def make_head(kind: str, dimension: int, teachers: int, hidden: int, rng: np.random.Generator) -> Layers:
+    """A fresh head, initialised as torch.nn.Linear is: weight and bias uniform in ±1/√fan_in."""
+    require_embedding_head(kind)
+    widths = [dimension, teachers] if kind == "linear" else [dimension, hidden, teachers]
+    layers = []
+    for fan_in, fan_out in zip(widths, widths[1:]):
+        bound = 1 / np.sqrt(fan_in)
+        layers.append((rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32),
+                       rng.uniform(-bound, bound, fan_out).astype(np.float32)))
+    return layers
+
+
+def forward(layers: Layers, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's input, then the output π (ReLU between layers)."""
+    states = [np.asarray(x, dtype=np.float32)]
+    for depth, (weight, bias) in enumerate(layers):
+        out = states[-1] @ weight.T + bias
+        states.append(np.maximum(out, 0) if depth < len(layers) - 1 else out)
+    return states
 
 
 class Trained(Protocol):
@@ -97,35 +115,36 @@ class Trained(Protocol):
 
     def route(self, inputs: Any) -> np.ndarray: ...
 
-    def weights(self) -> dict[str, torch.Tensor]: ...
+    def save_weights(self, path: Path) -> None: ...
 
 
 @dataclass
 class Router:
-    """A trained head and the teacher order its outputs follow."""
+    """A trained coefficient head over embeddings (numpy: fitting and routing import no torch) and the
+    teacher order its outputs follow."""
 
     teachers: list[str]
-    head: torch.nn.Module
+    kind: str
+    layers: Layers
 
     @property
     def dimension(self) -> int:
-        import torch
-
-        return next(m for m in self.head.modules() if isinstance(m, torch.nn.Linear)).in_features
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.contiguous() for k, v in self.head.state_dict().items()}
+        return int(self.layers[0][0].shape[1])
 
     def coefficients(self, embeddings: np.ndarray) -> np.ndarray:
-        import torch
-
-        self.head.eval()
-        with torch.no_grad():
-            return self.head(torch.as_tensor(embeddings, dtype=torch.float32)).numpy()
+        return forward(self.layers, embeddings)[-1]
 
     def route(self, embeddings: np.ndarray) -> np.ndarray:
         """Index of the chosen teacher per prompt; ties go to the first teacher in order."""
         return self.coefficients(embeddings).argmax(axis=1)
+
+    def save_weights(self, path: Path) -> None:
+        from safetensors.numpy import save_file
+
+        tensors = {}
+        for prefix, (weight, bias) in zip(NAMES[self.kind], self.layers):
+            tensors |= {f"{prefix}weight": np.ascontiguousarray(weight), f"{prefix}bias": np.ascontiguousarray(bias)}
+        save_file(tensors, str(path))
 
 
 def require_pairs(pairs: np.ndarray) -> None:
@@ -136,26 +155,50 @@ def require_pairs(pairs: np.ndarray) -> None:
         )
 
 
-def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
-    """Fit the head over the embeddings with binary cross-entropy on σ(π_winner − π_loser), full batch, seeded."""
-    import torch
+def gradients(layers: Layers, x: np.ndarray, pairs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """d loss / d (weight, bias) per layer, loss = mean over pairs of −log σ(π_winner − π_loser)."""
+    states = forward(layers, x)
+    prompt, winner, loser = pairs[:, 0], pairs[:, 1], pairs[:, 2]
+    coefficients = states[-1]
+    margin = coefficients[prompt, winner] - coefficients[prompt, loser]
+    slope = (-1 / (1 + np.exp(margin)) / len(pairs)).astype(np.float32)  # d loss / d margin
+    upstream = np.zeros_like(coefficients)
+    np.add.at(upstream, (prompt, winner), slope)
+    np.add.at(upstream, (prompt, loser), -slope)
+    found = []
+    for depth in range(len(layers) - 1, -1, -1):
+        weight, _ = layers[depth]
+        found.append((upstream.T @ states[depth], upstream.sum(axis=0)))
+        if depth:
+            upstream = (upstream @ weight) * (states[depth] > 0)
+    return found[::-1]
 
+
+def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
+    """Fit the head over the embeddings: full-batch Bradley–Terry loss, AdamW (torch's defaults: betas
+    0.9 and 0.999, eps 1e-8, decoupled weight decay), seeded."""
     require_pairs(pairs)
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    head = make_head(config.head, inputs.shape[1], len(teachers), config.hidden)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    x = torch.as_tensor(inputs, dtype=torch.float32)
-    prompt, winner, loser = (torch.as_tensor(pairs[:, i]) for i in range(3))
-    head.train()
-    for _ in range(config.epochs):
-        optimiser.zero_grad()
-        coefficients = head(x)
-        margin = coefficients[prompt, winner] - coefficients[prompt, loser]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(margin, torch.ones_like(margin))
-        loss.backward()
-        optimiser.step()
-    return Router(teachers, head)
+    layers = make_head(config.head, inputs.shape[1], len(teachers), config.hidden, np.random.default_rng(config.seed))
+    x = np.asarray(inputs, dtype=np.float32)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    moments = [[(np.zeros_like(p), np.zeros_like(p)) for p in layer] for layer in layers]
+    for step in range(1, config.epochs + 1):
+        found = gradients(layers, x, pairs)
+        updated = []
+        for layer, grads, layer_moments in zip(layers, found, moments):
+            parameters = []
+            for k, (parameter, grad) in enumerate(zip(layer, grads)):
+                first, second = layer_moments[k]
+                first = beta1 * first + (1 - beta1) * grad
+                second = beta2 * second + (1 - beta2) * grad * grad
+                layer_moments[k] = (first, second)
+                step_size = config.lr / (1 - beta1 ** step)
+                denominator = np.sqrt(second / (1 - beta2 ** step)) + eps
+                parameter = parameter * (1 - config.lr * config.weight_decay) - step_size * first / denominator
+                parameters.append(parameter.astype(np.float32))
+            updated.append((parameters[0], parameters[1]))
+        layers = updated
+    return Router(teachers, config.head, layers)
 
 
 def evaluate(router: Trained, inputs: np.ndarray, reward: np.ndarray, pairs: np.ndarray,
@@ -274,10 +317,8 @@ def save(fitted: Fit, directory: Path, config: RouterConfig, dimension: int) -> 
     """Both routers' weights as safetensors (stable bytes; identical files when not refitted; under
     head lm the whole fine-tuned backbone), the held-out ids (so the report reads the split instead
     of redrawing it) and the settings that rebuild a router."""
-    from safetensors.torch import save_file
-
     for which, trained in (("routing", fitted.routing), ("held_out", fitted.held_out)):
-        save_file(trained.weights(), str(directory / HEADS[which]))
+        trained.save_weights(directory / HEADS[which])
     meta = {"teachers": fitted.routing.teachers, "head": config.head, "hidden": config.hidden,
             "dimension": dimension, "alpha": config.alpha, "fit_on": fitted.fit_on,
             "held_out_ids": fitted.held_out_ids}
@@ -289,9 +330,10 @@ def save(fitted: Fit, directory: Path, config: RouterConfig, dimension: int) -> 
 def load(directory: Path, which: str = "routing") -> tuple[Router, dict]:
     """The routing router (fit on all of S under router.refit_on_all), or with which="held_out" the fit
     whose measurement on meta["held_out_ids"] is the router metrics; lm_router.load loads every head."""
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     meta = read_json(directory / "router.json", "router_model")
-    head = make_head(meta["head"], meta["dimension"], len(meta["teachers"]), meta["hidden"])
-    head.load_state_dict(load_file(str(directory / HEADS[which])))
-    return Router(meta["teachers"], head), meta
+    require_embedding_head(meta["head"])
+    tensors = load_file(str(directory / HEADS[which]))
+    layers = [(tensors[f"{prefix}weight"], tensors[f"{prefix}bias"]) for prefix in NAMES[meta["head"]]]
+    return Router(meta["teachers"], meta["head"], layers), meta
