@@ -5,9 +5,11 @@ length-sorted as the request cache sends them), the untrained student answering 
 the evaluate stage does, twice per build) and the student scoring the first teacher's answers (the score
 stages). Prints seconds, the ratio to batch 16 and the share of answers identical to batch 16's (an
 int8 model's answers can depend on the batch they are computed in; float32 ones do not). This is how
-generation.batch_size, eval.batch_size and students.*.batch_size of params.toml were chosen.
+generation.batch_size, eval.batch_size and students.*.batch_size of params.toml were chosen. With
+--static, instead: each of those generation calls at the params' batch size with CTranslate2's static
+prompt (the tokens every prompt of a batch shares, computed once) against without it, side by side.
 
-    python bench/batch_bench.py [--params params.toml] [--engine ctranslate2] [--sizes 8,16,32,64]
+    python bench/batch_bench.py [--params params.toml] [--engine ctranslate2] [--sizes 8,16,32,64] [--static]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from persyn import engines
+from persyn.engines import ctranslate2
 from persyn.core.models import resolve
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.params import config
@@ -48,20 +51,40 @@ def sweep(label: str, sizes: list[int], load: Callable[[int], Any], call: Callab
     return base
 
 
+def static_row(label: str, load: Callable[[], Any], call: Callable[[Any], list[str]]) -> None:
+    """Seconds without and with the shared prefix as CTranslate2's static prompt, and identical answers."""
+    seconds, outputs = {}, {}
+    for name, least in (("without", 10**9), ("with", ctranslate2.STATIC_PROMPT)):
+        ctranslate2.STATIC_PROMPT = least  # shared_prefix reads it per batch
+        engine = load()
+        start = time.perf_counter()
+        outputs[name] = call(engine)
+        seconds[name] = time.perf_counter() - start
+        engine.close()
+    same = sum(a == b for a, b in zip(outputs["without"], outputs["with"]))
+    print(f"| {label} | {seconds['without']:.1f} | {seconds['with']:.1f} | {seconds['without'] / seconds['with']:.2f}x "
+          f"| {same}/{len(outputs['with'])} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.toml")
     parser.add_argument("--engine", default="ctranslate2")
     parser.add_argument("--sizes", default="8,16,32,64")
+    parser.add_argument("--static", action="store_true", help="the static prompt on and off at the params' batch sizes")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     params = config.load(args.params)
     built = prompts.build(params.prompts)
     subset = [p for p in built if p["split"] == "router"]
     evaluated = [p for p in built if p["split"] in ("eval", "eval_shifted")]
-    print(f"engine {args.engine}; S: {len(subset)} prompts, eval: {len(evaluated)} prompts; each cell: seconds "
-          f"(speed vs batch {BASE}, answers identical to batch {BASE}'s)\n")
-    print("| call | " + " | ".join(f"batch {s}" for s in sizes) + " |\n|---|" + "---|" * len(sizes))
+    if args.static:
+        print(f"engine ctranslate2 at the params' batch sizes; S: {len(subset)} prompts, eval: {len(evaluated)} prompts\n")
+        print("| call | seconds without | seconds with | speed | answers identical |\n|---|---|---|---|---|")
+    else:
+        print(f"engine {args.engine}; S: {len(subset)} prompts, eval: {len(evaluated)} prompts; each cell: seconds "
+              f"(speed vs batch {BASE}, answers identical to batch {BASE}'s)\n")
+        print("| call | " + " | ".join(f"batch {s}" for s in sizes) + " |\n|---|" + "---|" * len(sizes))
     pairs: list[ScoreRequest] = []
     for name, teacher in sorted(params.teachers.items()):
         model, sampling = resolve(teacher.model), teacher.sampling
@@ -74,6 +97,10 @@ def main() -> None:
             engine.generate(requests[:1], Sampling(0.0, 1.0, 2, ()))  # warm-up
             return [c.text for c in engine.generate(requests, greedy)]
 
+        if args.static:
+            static_row(f"teacher {name} on S", lambda: engines.load("ctranslate2", model, sampling.device,
+                                                                    sampling.batch_size), answer)
+            continue
         answered = sweep(f"teacher {name} on S", sizes,
                          lambda size: engines.load(args.engine, model, sampling.device, size), answer)
         if not pairs:  # the student scores the first teacher's answers
@@ -91,6 +118,10 @@ def main() -> None:
         engine.loglikelihood(pairs[:1])
         return [round(s.logprob, 6) for s in engine.loglikelihood(pairs)]
 
+    if args.static:
+        static_row("untrained student on eval", lambda: engines.load("ctranslate2", model, student.device,
+                                                                     params.eval.batch_size), evaluate)
+        return
     sweep("untrained student on eval", sizes, lambda size: engines.load(args.engine, model, student.device, size), evaluate)
     sweep("student scores a teacher's S answers", sizes,
           lambda size: engines.load(args.engine, model, student.device, size, student.max_length), score)

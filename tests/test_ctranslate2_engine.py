@@ -10,6 +10,7 @@ import pytest
 
 from persyn import engines
 from persyn.core import models
+from persyn.core.chat import prompt_ids
 from persyn.engines import GenerationRequest, Sampling, ScoreRequest
 from persyn.core.errors import PersynError
 from persyn.core.models import cache_root
@@ -167,3 +168,20 @@ def test_the_train_stage_converts_the_checkpoint_the_evaluate_stage_loads(tiny_m
     engine = engines.load("ctranslate2", model, batch_size=2)
     engine.generate([GenerationRequest(messages=ASKS[1])], Sampling(max_tokens=2))
     assert (where / "ct2-float32" / "model.bin").stat().st_mtime_ns == stamp  # loaded, not converted again
+
+
+def test_a_shared_prompt_prefix_is_computed_once_with_the_same_answers(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts sharing a system prompt: the shared tokens go to CTranslate2 as its static prompt (computed
+    once per batch), and the answers equal those computed without it and the transformers engine's."""
+    from persyn.engines import ctranslate2
+
+    reference, fast = pair
+    system = {"role": "system", "content": "You solve word problems. Write one short line, then 'The answer is N.'"}
+    requests = [GenerationRequest(messages=[system, {"role": "user", "content": c}])
+                for c in ("Ava has 3 coins and buys 4 more.", "Q", "What is 12 + 30?")]
+    ids = [prompt_ids(fast.tokenizer, r.messages, None, fast.model.spec) for r in requests]
+    assert ctranslate2.shared_prefix(ids) >= ctranslate2.STATIC_PROMPT
+    assert ctranslate2.shared_prefix(ids[:1]) == 0 and ctranslate2.shared_prefix([ids[0], ids[0]]) == len(ids[0]) - 1
+    shared = fast.generate(requests, Sampling(max_tokens=12))
+    monkeypatch.setattr(ctranslate2, "STATIC_PROMPT", 10**9)
+    assert fast.generate(requests, Sampling(max_tokens=12)) == shared == reference.generate(requests, Sampling(max_tokens=12))
