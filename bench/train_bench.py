@@ -11,7 +11,7 @@ fresh process, as the train stage does (beside a loaded CTranslate2 model's thre
 
 Recipes: persyn's loop (transformers Trainer, loss on response tokens, output layer only from the first
 response token) in float32 or bfloat16 autocast, with every block trained, the lowest blocks frozen, or
-LoRA; and TRL's SFTTrainer with its completion-only loss on the same records (`pip install -e '.[bench]'`; its
+LoRA, in the Trainer's random batches or batches of similar length (train.batching); and TRL's SFTTrainer with its completion-only loss on the same records (`pip install -e '.[bench]'`; its
 assistant_only_loss refuses SmolLM2's chat template, which has no {% generation %} markers).
 
     python bench/train_bench.py [--student smol] [--recipes f32,bf16,...] [--extra-eval 192]
@@ -38,14 +38,16 @@ from persyn.pipeline import dataset, evaluate, prompts, train
 from persyn.pipeline.cache import RequestCache
 
 
-def recipe(precision: str, freeze_layers: int = 0, lora_r: int = 0) -> dict[str, Any]:
+def recipe(precision: str, freeze_layers: int = 0, lora_r: int = 0, batching: str = "shuffle") -> dict[str, Any]:
     """Every setting a recipe varies, set explicitly: none is inherited from params.toml's [train]."""
-    return {"precision": precision, "freeze_layers": freeze_layers, "lora_r": lora_r}
+    return {"precision": precision, "freeze_layers": freeze_layers, "lora_r": lora_r, "batching": batching}
 
 
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "f32": ("float32, all blocks", recipe("float32")),
     "bf16": ("bfloat16, all blocks", recipe("bfloat16")),
+    "bf16-length": ("bfloat16, all blocks, batches by length", recipe("bfloat16", batching="length")),
+    "f32-length": ("float32, all blocks, batches by length", recipe("float32", batching="length")),
     "f32-freeze10": ("float32, 10 lowest blocks frozen", recipe("float32", freeze_layers=10)),
     "f32-freeze20": ("float32, 20 lowest blocks frozen", recipe("float32", freeze_layers=20)),
     "bf16-freeze20": ("bfloat16, 20 lowest blocks frozen", recipe("bfloat16", freeze_layers=20)),

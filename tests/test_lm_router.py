@@ -42,7 +42,7 @@ def lm_config(backbone: Path) -> RouterConfig:
 
 
 def test_batches_cover_every_prompt_once_and_pad_little() -> None:
-    from persyn.pipeline.lm_router import batches
+    from persyn.pipeline.batching import length_batches as batches
 
     prompts, lengths = np.arange(3, 103), np.random.default_rng(0).integers(5, 500, 110)
     found = batches(prompts, lengths, 8, np.random.default_rng(1))

@@ -81,3 +81,35 @@ def test_freezing_every_block_is_refused(tiny_models: dict[str, Path], tmp_path:
     config = TrainConfig(epochs=1, batch_size=4, max_length=128, freeze_layers=99)
     with pytest.raises(PersynError, match="freeze_layers = 99: .* at most"):
         train.train(records(4), StudentConfig(model=f"local:{tiny_models['student']}"), config, tmp_path, "records")
+
+
+def test_length_batches_take_every_row_once_per_epoch_and_pad_less() -> None:
+    """train.batching = "length": each epoch a permutation of the rows, cut by the Trainer into batches
+    of similar length (the one short batch last), a new order each epoch, the same orders for the seed."""
+    import numpy as np
+
+    lengths = [int(n) for n in np.random.default_rng(3).integers(20, 200, size=45)]
+    sampler = train.LengthBatches(lengths, 8, seed=0)
+    epochs = [list(sampler), list(sampler)]
+    assert all(sorted(order) == list(range(45)) for order in epochs) and epochs[0] != epochs[1]
+    again = train.LengthBatches(lengths, 8, seed=0)
+    assert [list(again), list(again)] == epochs
+
+    def padded(order: list[int]) -> int:
+        return sum(8 * max(lengths[i] for i in order[k: k + 8]) for k in range(0, 40, 8))
+
+    shuffled = [list(np.random.default_rng(s).permutation(45)) for s in range(20)]
+    assert padded(epochs[0]) < 0.85 * min(padded(order) for order in shuffled)
+    assert len(epochs[0][40:]) == 5 and all(len(set(epochs[0][k: k + 8])) == 8 for k in range(0, 40, 8))
+
+
+def test_training_in_length_batches_lowers_the_loss(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    rows = records(8) + [{"messages": [{"role": "user", "content": "Add " + " and ".join(map(str, range(i + 3))) + "."},
+                                       {"role": "assistant", "content": f"The answer is {sum(range(i + 3))}."}]}
+                         for i in range(6)]
+    config = TrainConfig(epochs=10, lr=5e-3, batch_size=4, max_length=128, warmup_ratio=0.0, seed=0, batching="length")
+    student = StudentConfig(model=f"local:{tiny_models['student']}")
+    before = mean_loglikelihood(tiny_models["student"], rows)
+    summary, _ = train.train(rows, student, config, tmp_path, "records")
+    assert summary["batching"] == "length" and summary["steps"] == 10 * 4
+    assert mean_loglikelihood(tmp_path, rows) > before

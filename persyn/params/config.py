@@ -155,6 +155,7 @@ class TrainConfig:
     lora_dropout: float
     freeze_layers: int
     precision: str
+    batching: str
 
 
 @table("eval")

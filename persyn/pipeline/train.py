@@ -15,12 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from persyn import engines
 from persyn.core.chat import response_tokens
+from persyn.pipeline.batching import length_batches
 from persyn.params.config import StudentConfig, TrainConfig
 from persyn.core.devices import cpu_bfloat16_units, pick_device, trains_in_bfloat16
 from persyn.core.errors import PersynError
@@ -56,9 +58,36 @@ class PadCollator:
         }
 
 
+class LengthBatches(torch.utils.data.Sampler):
+    """train.batching = "length": the rows in batches of similar length (persyn.pipeline.batching), a
+    new seeded order each epoch, the one short batch last (the Trainer cuts the order into batches)."""
+
+    def __init__(self, lengths: list[int], size: int, seed: int) -> None:
+        self.lengths, self.size, self.rng = np.array(lengths), size, np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        found = length_batches(np.arange(len(self.lengths)), self.lengths, self.size, self.rng)
+        ordered = [b for b in found if len(b) == self.size] + [b for b in found if len(b) < self.size]
+        return iter([int(row) for batch in ordered for row in batch])
+
+
 class ResponseLossTrainer(Trainer):
     """Mean cross-entropy over the response tokens, as the model's own loss, with the logits computed
-    (by the model's forward, `logits_to_keep`) only from the batch's earliest response token on."""
+    (by the model's forward, `logits_to_keep`) only from the batch's earliest response token on; rows
+    batched by length under train.batching = "length"."""
+
+    def __init__(self, *args: Any, batching: str = "shuffle", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batching = batching
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.batching != "length":
+            return super()._get_train_sampler(train_dataset)
+        rows = train_dataset if train_dataset is not None else self.train_dataset
+        return LengthBatches([len(r["input_ids"]) for r in rows], self.args.per_device_train_batch_size, self.args.seed)
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -129,9 +158,9 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
         log.warning("train.precision = 'bfloat16' on a CPU without AMX or AVX512-BF16: torch emulates it, "
                     "15-21x slower than float32 (bench/train_bench.py); 'auto' would choose float32")
     rows = features(tokenizer, records, config.max_length, student.model)
-    log.info("fine-tuning %s on %d records (%d response tokens) on %s in %s, %d lowest blocks frozen",
+    log.info("fine-tuning %s on %d records (%d response tokens) on %s in %s, %d lowest blocks frozen, batches by %s",
              model_ref.identity, len(rows), sum(sum(label != IGNORE for label in r["labels"]) for r in rows), device,
-             "bfloat16" if bf16 else "float32", config.freeze_layers)
+             "bfloat16" if bf16 else "float32", config.freeze_layers, config.batching)
     with tempfile.TemporaryDirectory(prefix="persyn-train-") as scratch:
         arguments = TrainingArguments(
             output_dir=scratch, num_train_epochs=config.epochs, learning_rate=config.lr,
@@ -142,7 +171,7 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
             dataloader_num_workers=0,
         )
         trainer = ResponseLossTrainer(model=model, args=arguments, train_dataset=rows,
-                                      data_collator=PadCollator(tokenizer.pad_token_id))
+                                      data_collator=PadCollator(tokenizer.pad_token_id), batching=config.batching)
         result = trainer.train()
     if config.lora_r:
         model = model.merge_and_unload()
@@ -160,6 +189,7 @@ def train(records: list[dict[str, Any]], student: StudentConfig, config: TrainCo
         "lora_r": config.lora_r,
         "freeze_layers": config.freeze_layers,
         "precision": "bfloat16" if bf16 else "float32",
+        "batching": config.batching,
     }
     return summary, curve
 

