@@ -8,7 +8,10 @@ $PERSYN_CACHE_DIR do), and whether the two shared builds' datasets are identical
 Each variant is a scratch clone of HEAD with an empty request cache (converted models shared, so
 one-time conversions are not counted), built with one `dvc repro`; a stage's time runs from its
 "Running stage" line to the next one (DVC's own bookkeeping included), so the rows add up to the
-wall time.
+wall time. Each cell also gives the stage's model requests answered from the request cache (of all
+it made), read from its log; and each stage's fixed cost (bench/stage_overhead.py: a fresh process's
+imports, params check and model identities, min of 3, measured after the builds on this working tree
+with the first variant's params) is split from the rest (model work and DVC's bookkeeping).
 
     python bench/build_bench.py [--variants ctranslate2,transformers,smol-teacher] [--target evaluate]
     python bench/build_bench.py --parallel [--target assemble]
@@ -22,10 +25,13 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import stage_overhead
 from scratch import scratch_project
 
+REQUESTS = re.compile(r": (\d+) requests, (\d+) from the cache, \d+ to compute")
 ENGINE_LINE = re.compile(r'^engine = "ctranslate2"(?=\s*(#.*)?$)', re.MULTILINE)
 
 
@@ -58,9 +64,17 @@ def with_smol_teacher(project: Path) -> None:
 VARIANTS = {"ctranslate2": lambda project: None, "transformers": as_transformers, "smol-teacher": with_smol_teacher}
 
 
-def timed_repro(project: Path, env: dict[str, str], target: str) -> tuple[dict[str, float], float]:
-    """Seconds per stage that ran, and the wall time, read from dvc repro's output as it streams."""
-    stages: dict[str, float] = {}
+@dataclass
+class Stage:
+    seconds: float = 0.0
+    requests: int = 0
+    cached: int = 0
+
+
+def timed_repro(project: Path, env: dict[str, str], target: str) -> tuple[dict[str, Stage], float]:
+    """Per stage that ran: seconds and its model requests (answered from the cache, of all), read from
+    dvc repro's output as it streams; and the wall time."""
+    stages: dict[str, Stage] = {"dvc start-up": Stage()}
     start = current_start = time.perf_counter()
     current = "dvc start-up"
     with subprocess.Popen(["dvc", "repro", target], cwd=project, env=env, text=True,
@@ -70,21 +84,35 @@ def timed_repro(project: Path, env: dict[str, str], target: str) -> tuple[dict[s
             found = re.match(r"Running stage '([^']+)'", line)
             if found:
                 now = time.perf_counter()
-                stages[current] = now - current_start
+                stages[current].seconds = now - current_start
                 current, current_start = found.group(1), now
+                stages[current] = Stage()
+            elif asked := REQUESTS.search(line):
+                stages[current].requests += int(asked.group(1))
+                stages[current].cached += int(asked.group(2))
     if process.returncode != 0:
         raise SystemExit(f"dvc repro failed in {project}")
     end = time.perf_counter()
-    stages[current] = end - current_start
+    stages[current].seconds = end - current_start
     return stages, end - start
 
 
-def through_assemble(stages: dict[str, float]) -> float:
+def fixed_costs(names: list[str]) -> dict[str, float]:
+    """bench/stage_overhead.py's fixed cost of each stage kind (its first teacher or student standing for
+    the others), by build stage name."""
+    from persyn.params import config
+
+    kinds = {name.split("@")[0]: name for name in stage_overhead.stages(config.load(stage_overhead.ROOT / "params.toml"))}
+    measured = {kind: stage_overhead.measure(name, "params.toml", 3)[0] for kind, name in kinds.items()}
+    return {name: measured[name.split("@")[0]] for name in names if name.split("@")[0] in measured}
+
+
+def through_assemble(stages: dict[str, Stage]) -> float:
     """Seconds from the start through the last assemble stage, in the order this build ran its stages
     (variants run different stages: another variant's order would leave some out)."""
     names = list(stages)
     last = max((i for i, n in enumerate(names) if n.split("@")[0] == "assemble"), default=len(names) - 1)
-    return sum(stages[n] for n in names[: last + 1])
+    return sum(stages[n].seconds for n in names[: last + 1])
 
 
 def dataset_hash(project: Path) -> str:
@@ -133,7 +161,8 @@ def main() -> None:
     if args.parallel:
         parallel(args.target)
         return
-    results: dict[str, tuple[dict[str, float], float]] = {}
+    results: dict[str, tuple[dict[str, Stage], float]] = {}
+    load = Path("/proc/loadavg").read_text().split()[0]
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             raise SystemExit(f"unknown variant '{variant}' (known: {', '.join(VARIANTS)})")
@@ -142,16 +171,26 @@ def main() -> None:
         results[variant] = timed_repro(project, env, args.target)
         print(f"{variant}: {results[variant][1]:.0f} s", flush=True)
     names = list(dict.fromkeys(name for stages, _ in results.values() for name in stages))
-    print("\n| stage | " + " | ".join(results) + " |\n|---|" + "---|" * len(results))
+    fixed = fixed_costs(names)
+    first = next(iter(results))
+    print(f"\nload average at the start: {load}; each cell: seconds (model requests from the cache / made)")
+    print(f"\n| stage | fixed cost | {first}: the rest | " + " | ".join(results) + " |\n|---|---|---|" + "---|" * len(results))
     for name in names:
-        print(f"| {name} | " + " | ".join(f"{stages.get(name, 0.0):.1f}" for stages, _ in results.values()) + " |")
+        base = results[first][0].get(name, Stage())
+        cost = fixed.get(name)
+        cells = [f"{stages[name].seconds:.1f}" + (f" ({stages[name].cached}/{stages[name].requests})"
+                                                  if stages[name].requests else "") if name in stages else "–"
+                 for stages, _ in results.values()]
+        print(f"| {name} | {'–' if cost is None else f'{cost:.2f}'} | "
+              f"{'–' if cost is None else f'{base.seconds - cost:.1f}'} | " + " | ".join(cells) + " |")
     to_assemble = [through_assemble(stages) for stages, _ in results.values()]
     walls = [wall for _, wall in results.values()]
-    print("| **to assemble** | " + " | ".join(f"**{t:.0f}**" for t in to_assemble) + " |")
-    print("| **total** | " + " | ".join(f"**{wall:.0f}**" for wall in walls) + " |")
+    print("| **to assemble** | | | " + " | ".join(f"**{t:.0f}**" for t in to_assemble) + " |")
+    print("| **total** | | | " + " | ".join(f"**{wall:.0f}**" for wall in walls) + " |")
     if len(results) > 1:  # each variant against the first, side by side from one run
-        print("| **ratio to the first (to assemble / total)** | " + " | ".join(
+        print("| **ratio to the first (to assemble / total)** | | | " + " | ".join(
             f"{to_assemble[i] / to_assemble[0]:.2f}x / {walls[i] / walls[0]:.2f}x" for i in range(len(walls))) + " |")
+    print(f"\nlargest fixed cost: {max(fixed.values()):.2f} s ({max(fixed, key=fixed.get)})")
 
 
 if __name__ == "__main__":
