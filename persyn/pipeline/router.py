@@ -161,7 +161,7 @@ def gradients(layers: Layers, x: np.ndarray, pairs: np.ndarray) -> list[tuple[np
     prompt, winner, loser = pairs[:, 0], pairs[:, 1], pairs[:, 2]
     coefficients = states[-1]
     margin = coefficients[prompt, winner] - coefficients[prompt, loser]
-    slope = (-1 / (1 + np.exp(margin)) / len(pairs)).astype(np.float32)  # d loss / d margin
+    slope = (-0.5 * (1 - np.tanh(margin / 2)) / len(pairs)).astype(np.float32)  # d loss / d margin = −σ(−margin)/n
     upstream = np.zeros_like(coefficients)
     np.add.at(upstream, (prompt, winner), slope)
     np.add.at(upstream, (prompt, loser), -slope)
@@ -175,29 +175,24 @@ def gradients(layers: Layers, x: np.ndarray, pairs: np.ndarray) -> list[tuple[np
 
 
 def train(inputs: np.ndarray, pairs: np.ndarray, teachers: list[str], config: RouterConfig) -> Router:
-    """Fit the head over the embeddings: full-batch Bradley–Terry loss, AdamW (torch's defaults: betas
+    """Fit the head over the embeddings: full-batch Bradley–Terry loss, AdamW as torch steps it (betas
     0.9 and 0.999, eps 1e-8, decoupled weight decay), seeded."""
     require_pairs(pairs)
     layers = make_head(config.head, inputs.shape[1], len(teachers), config.hidden, np.random.default_rng(config.seed))
     x = np.asarray(inputs, dtype=np.float32)
+    parameters = [array for layer in layers for array in layer]
+    first = [np.zeros_like(p) for p in parameters]
+    second = [np.zeros_like(p) for p in parameters]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    moments = [[(np.zeros_like(p), np.zeros_like(p)) for p in layer] for layer in layers]
     for step in range(1, config.epochs + 1):
-        found = gradients(layers, x, pairs)
-        updated = []
-        for layer, grads, layer_moments in zip(layers, found, moments):
-            parameters = []
-            for k, (parameter, grad) in enumerate(zip(layer, grads)):
-                first, second = layer_moments[k]
-                first = beta1 * first + (1 - beta1) * grad
-                second = beta2 * second + (1 - beta2) * grad * grad
-                layer_moments[k] = (first, second)
-                step_size = config.lr / (1 - beta1 ** step)
-                denominator = np.sqrt(second / (1 - beta2 ** step)) + eps
-                parameter = parameter * (1 - config.lr * config.weight_decay) - step_size * first / denominator
-                parameters.append(parameter.astype(np.float32))
-            updated.append((parameters[0], parameters[1]))
-        layers = updated
+        grads = [g for layer in gradients(layers, x, pairs) for g in layer]
+        for k, grad in enumerate(grads):
+            first[k] = beta1 * first[k] + (1 - beta1) * grad
+            second[k] = beta2 * second[k] + (1 - beta2) * grad * grad
+            denominator = np.sqrt(second[k] / (1 - beta2 ** step)) + eps
+            decayed = parameters[k] * (1 - config.lr * config.weight_decay)
+            parameters[k] = (decayed - config.lr / (1 - beta1 ** step) * first[k] / denominator).astype(np.float32)
+        layers = list(zip(parameters[::2], parameters[1::2]))
     return Router(teachers, config.head, layers)
 
 
