@@ -11,7 +11,8 @@ fresh process, as the train stage does (beside a loaded CTranslate2 model's thre
 
 Recipes: persyn's loop (transformers Trainer, loss on response tokens, output layer only from the first
 response token) in float32 or bfloat16 autocast, with every block trained, the lowest blocks frozen, or
-LoRA, in the Trainer's random batches or batches of similar length (train.batching); and TRL's SFTTrainer with its completion-only loss on the same records (`pip install -e '.[bench]'`; its
+LoRA, in the Trainer's random batches or batches of similar length (train.batching); and TRL's
+SFTTrainer with its completion-only loss on the same records (`pip install -e '.[bench]'`; its
 assistant_only_loss refuses SmolLM2's chat template, which has no {% generation %} markers).
 
     python bench/train_bench.py [--student smol] [--recipes f32,bf16,...] [--extra-eval 192]

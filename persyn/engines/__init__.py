@@ -289,17 +289,24 @@ def load(
     options: dict[str, Any] | None = None,
 ) -> Engine:
     """Load the model with persyn.engines.<engine>, once the engine has accepted model and device."""
-    parsed, implementation = parse_options(engine, options or {}), backend(engine)
-    implementation.check_model(model.spec, device, parsed)
+    parsed, implementation = _accepted(engine, options, model, device)
     return implementation.load(model, device, batch_size, max_length, parsed)
+
+
+def _accepted(engine: str, options: dict[str, Any] | None, model: ResolvedModel, device: str,
+              capability: str | None = None) -> tuple[Any, Backend]:
+    """The engine's parsed options and Backend, once it has accepted model and device; an engine without
+    the `capability` (a Backend flag) is left to its load_* method, which says so in one error."""
+    parsed, implementation = parse_options(engine, options or {}), backend(engine)
+    if capability is None or getattr(implementation, capability):
+        implementation.check_model(model.spec, device, parsed)
+    return parsed, implementation
 
 
 def load_encoder(engine: str, model: ResolvedModel, device: str, max_length: int,
                  options: dict[str, Any] | None = None) -> Encoder:
     """Load a frozen text encoder with an engine that can run one."""
-    parsed, implementation = parse_options(engine, options or {}), backend(engine)
-    if implementation.RUNS_ENCODERS:
-        implementation.check_model(model.spec, device, parsed)
+    parsed, implementation = _accepted(engine, options, model, device, "RUNS_ENCODERS")
     return implementation.load_encoder(model, device, max_length, parsed)
 
 
@@ -312,7 +319,5 @@ def prepare(engine: str, model: ResolvedModel, device: str, options: dict[str, A
 def load_reward(engine: str, model: ResolvedModel, device: str, max_length: int,
                 options: dict[str, Any] | None = None) -> RewardScorer:
     """Load a reward model (a sequence classifier) with an engine that can run one."""
-    parsed, implementation = parse_options(engine, options or {}), backend(engine)
-    if implementation.RUNS_REWARD_MODELS:
-        implementation.check_model(model.spec, device, parsed)
+    parsed, implementation = _accepted(engine, options, model, device, "RUNS_REWARD_MODELS")
     return implementation.load_reward(model, device, max_length, parsed)
