@@ -135,6 +135,8 @@ CASES = {
     "embed on an engine without an encoder": (edit('minilm-l6-v2"\nengine = "ctranslate2"',
                                                    'minilm-l6-v2"\nengine = "openai"'),
                                               None, "embed.engine = 'openai' cannot run an encoder"),
+    "unknown embed engine": (edit('minilm-l6-v2"\nengine = "ctranslate2"', 'minilm-l6-v2"\nengine = "foo"'),
+                             None, "embed.engine: unknown engine 'foo'"),
     "hub encoder on ctranslate2": (edit('model = "packaged:all-minilm-l6-v2"',
                                         'model = "hf:sentence-transformers/all-MiniLM-L6-v2@main"'), None,
                                    "embed: hf:sentence-transformers/all-MiniLM-L6-v2@main: engine 'ctranslate2' converts local"),

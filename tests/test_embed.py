@@ -51,3 +51,18 @@ def test_sentence_transformers_cls_pooling_is_honoured(engine: str, tiny_models:
     with torch.no_grad():
         cls = AutoModel.from_pretrained(model)(**tokenizer(TEXTS[0], return_tensors="pt")).last_hidden_state[0, 0]
     assert np.allclose(vectors[0], (cls / cls.norm()).numpy(), atol=1e-5)
+
+
+def test_an_encoder_ctranslate2_cannot_convert_is_one_error_with_the_way_out(tiny_models: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    from transformers import ConvBertConfig, ConvBertModel
+
+    from persyn.core.errors import PersynError
+
+    model = tmp_path / "convbert"
+    ConvBertModel(ConvBertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, embedding_size=32)).save_pretrained(model)
+    shutil.copy(tiny_models["encoder"] / "tokenizer.json", model / "tokenizer.json")
+    with pytest.raises(PersynError, match=rf"local:{model}: CTranslate2 cannot convert this model: .*ConvBertConfig.*; "
+                                          r"set embed.engine = 'transformers'$"):
+        embed.encode(TEXTS, EmbedConfig(model=f"local:{model}", engine="ctranslate2"))

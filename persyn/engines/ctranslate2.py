@@ -249,7 +249,11 @@ class CTranslate2Encoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
         self.device = _device(device)
-        self.encoder = _import().Encoder(str(converted(model, ENCODE)), device=self.device, compute_type=ENCODE,
+        try:
+            path = converted(model, ENCODE)
+        except PersynError as error:  # an architecture CTranslate2's converter does not know
+            raise PersynError(f"{error}; set embed.engine = 'transformers'") from None
+        self.encoder = _import().Encoder(str(path), device=self.device, compute_type=ENCODE,
                                          intra_threads=options.intra_threads or claims.threads())
 
     def hidden_states(self, texts: Sequence[str]) -> tuple[Any, Any]:

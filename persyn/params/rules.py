@@ -237,7 +237,11 @@ def reward_model_engine_runs_one(params: Params) -> None:
 
 def embed_engine_runs_encoders(params: Params) -> None:
     """The embed stage runs a frozen encoder: only an engine that RUNS_ENCODERS loads one."""
-    if not engines.backend(params.embed.engine).RUNS_ENCODERS:
+    try:
+        implementation = engines.backend(params.embed.engine)
+    except PersynError as error:  # an unknown engine, or one whose package is missing
+        raise _as_key("embed.engine", error) from None
+    if not implementation.RUNS_ENCODERS:
         raise PersynError(f"params.toml: embed.engine = '{params.embed.engine}' cannot run an encoder; "
                           "use ctranslate2 or transformers")
 
