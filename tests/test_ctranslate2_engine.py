@@ -101,7 +101,7 @@ def test_gemma3_generates_but_cannot_score(tmp_path: Path) -> None:
 @pytest.mark.parametrize("options, message", [
     ({"compute_type": "int4"}, "compute_type must be auto or one of"),
     ({"score_compute_type": "fp8"}, "score_compute_type must be auto or one of"),
-    ({"inter_threads": 0}, "inter_threads must be an integer >= 1"),
+    ({"inter_threads": -1}, "inter_threads must be an integer >= 0"),
     ({"max_batch_size": -1}, "max_batch_size must be an integer >= 0"),
 ])
 def test_options_are_checked(options: dict, message: str) -> None:
@@ -130,6 +130,38 @@ def test_persyn_models_converts_what_each_role_needs(tiny_models: dict[str, Path
     # the student's scoring and its evaluation; a teacher converts for generation only
     assert converted[fingerprint["teacher_a"]] == converted[fingerprint["student"]] == ["ct2-float32"]
     assert "ctranslate2: " in capsys.readouterr().out
+
+
+def test_replicas_share_the_thread_budget() -> None:
+    from persyn.engines.ctranslate2 import Options
+
+    auto = Options()
+    assert [auto.threads("cpu", budget) for budget in (1, 2, 8)] == [(1, 1), (2, 1), (2, 4)]
+    assert auto.threads("cuda", 4) == (1, 4)
+    assert Options(inter_threads=3).threads("cpu", 6) == (3, 2)
+    assert Options(inter_threads=1, intra_threads=1).threads("cpu", 8) == (1, 1)
+
+
+def test_two_replicas_answer_a_batch_as_one_does(pair) -> None:
+    """inter_threads 2: CTranslate2 computes a batch's two halves at once; every row keeps its place, its
+    float32 answer, its stop string and its log-likelihood."""
+    _, fast = pair
+    one = engines.load("ctranslate2", fast.model, batch_size=4, options={**FLOAT32, "inter_threads": 1})
+    two = engines.load("ctranslate2", fast.model, batch_size=4, options={**FLOAT32, "inter_threads": 2})
+    requests = [GenerationRequest(messages=m) for m in ASKS] + [GenerationRequest(text="Question: 1+1\nAnswer:")]
+    free = one.generate(requests, Sampling(max_tokens=24))
+    assert two._generator("generate").num_generators == 2
+    last = free[-1].text  # a stop string for a row of the second half
+    stop = last[len(last) // 2: len(last) // 2 + 2]
+    assert len(stop.strip()) == 2, "the tiny model's answer is too short to cut"
+    for sampling in (Sampling(max_tokens=24), Sampling(max_tokens=24, stop=(stop,))):
+        assert two.generate(requests, sampling) == one.generate(requests, sampling)
+    assert two.generate(requests, Sampling(max_tokens=24, stop=(stop,)))[-1].finish_reason == "stop"
+    pairs = [ScoreRequest(m, c.text or "Ok") for m, c in zip(ASKS, free)]
+    for mine, theirs in zip(two.loglikelihood(pairs), one.loglikelihood(pairs)):
+        assert mine.logprob == pytest.approx(theirs.logprob, abs=1e-5) and mine.tokens == theirs.tokens
+    one.close()
+    two.close()
 
 
 def test_auto_compute_types_follow_device_use_and_size(tiny_models: dict[str, Path]) -> None:

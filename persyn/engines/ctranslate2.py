@@ -39,6 +39,7 @@ AUTO = {("cpu", "generate"): "int8", ("cpu", "score"): "float32",
         ("cuda", "generate"): "int8_float16", ("cuda", "score"): "bfloat16"}
 SMALL = 200_000_000
 STATIC_PROMPT = 16  # shared leading tokens worth computing once per batch
+CPU_REPLICAS = 2  # "auto" on the CPU: two replicas of half the threads each (bench/batch_bench.py --replicas)
 ENCODE = "float32"  # an encoder's vectors as transformers computes them (max difference 2e-7 on the default's)
 # Architectures whose score_batch is wrong or fails in CTranslate2 4.x (see README, Engines).
 CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window layers (ValueError: Length mask ...)"}
@@ -47,13 +48,15 @@ CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window la
 @dataclass(frozen=True)
 class Options(EngineOptions):
     """compute_type is for generation, score_compute_type for log-likelihoods; "auto" is int8 /
-    float32 on the CPU and int8_float16 / bfloat16 on CUDA. intra_threads 0 lets CTranslate2
-    choose; max_batch_size 0 uses the stage's batch_size."""
+    float32 on the CPU and int8_float16 / bfloat16 on CUDA. inter_threads is the number of model
+    replicas that compute parts of one batch at once (0: two on a CPU with at least two threads, else
+    one); intra_threads the threads of each (0: the process's thread budget shared among them);
+    max_batch_size 0 uses the stage's batch_size."""
 
     compute_type: str = "auto"
     score_compute_type: str = "auto"
     intra_threads: int = 0
-    inter_threads: int = 1
+    inter_threads: int = 0
     max_batch_size: int = 0
 
     def __post_init__(self) -> None:
@@ -61,11 +64,9 @@ class Options(EngineOptions):
             value = getattr(self, name)
             if value != "auto" and value not in COMPUTE_TYPES:
                 raise ValueError(f"{name} must be auto or one of {', '.join(COMPUTE_TYPES)}, not '{value}'")
-        for name in ("intra_threads", "max_batch_size"):
+        for name in ("intra_threads", "inter_threads", "max_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0")
-        if not isinstance(self.inter_threads, int) or self.inter_threads < 1:
-            raise ValueError("inter_threads must be an integer >= 1")
 
     def answers_depend_on(self) -> dict[str, str]:
         """Both compute types, always: the converted weights and kernels decide the answers (the
@@ -77,6 +78,12 @@ class Options(EngineOptions):
         if chosen != "auto":
             return chosen
         return "float32" if (device, use) == ("cpu", "generate") and parameters < SMALL else AUTO[(device, use)]
+
+    def threads(self, device: str, budget: int) -> tuple[int, int]:
+        """(replicas, threads per replica): on a CPU, two replicas of one thread decode a batch's two
+        halves 1.1-1.4x faster than one replica of two threads (bench/batch_bench.py --replicas)."""
+        replicas = self.inter_threads or (CPU_REPLICAS if device == "cpu" and budget >= CPU_REPLICAS else 1)
+        return replicas, self.intra_threads or max(1, budget // replicas)
 
 
 def _import() -> Any:
@@ -162,18 +169,26 @@ class CTranslate2Engine:
 
     def _generator(self, use: str, fresh: bool = False) -> Any:
         """One ctranslate2.Generator per compute type, loaded on first use; `fresh` loads a new one
-        (whose worker thread will seed its random generator from the current process-wide seed)."""
+        of one replica (whose worker thread will seed its random generator from the current
+        process-wide seed: it answers one sampled request)."""
         compute_type = self.options.resolved(self.device, use, self.parameters)
         if fresh or compute_type not in self._generators:
             path = converted(self.model, compute_type)
-            log.debug("loading %s on %s (%s)", self.model.identity, self.device, compute_type)
-            generator = _import().Generator(
-                str(path), device=self.device, compute_type=compute_type,
-                intra_threads=self.options.intra_threads or claims.threads(), inter_threads=self.options.inter_threads)
+            replicas, threads = self.options.threads(self.device, claims.threads())
+            if fresh:
+                replicas, threads = 1, replicas * threads
+            log.debug("loading %s on %s (%s, %d x %d threads)", self.model.identity, self.device, compute_type,
+                      replicas, threads)
+            generator = _import().Generator(str(path), device=self.device, compute_type=compute_type,
+                                            intra_threads=threads, inter_threads=replicas)
             if fresh:
                 return generator
             self._generators[compute_type] = generator
         return self._generators[compute_type]
+
+    def _split(self, generator: Any, rows: int) -> int:
+        """The largest part of a batch of `rows` one replica computes: the batch shared among the replicas."""
+        return max(1, math.ceil(rows / generator.num_generators))
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         prompts = [prompt_ids(self.tokenizer, r.messages, r.text, self.model.spec) for r in requests]
@@ -205,7 +220,7 @@ class CTranslate2Engine:
         shared = shared_prefix(prompts)
         static = {"static_prompt": tokens[0][:shared], "cache_static_prompt": True} if shared else {}
         results = generator.generate_batch(
-            [t[shared:] for t in tokens], max_length=sampling.max_tokens,
+            [t[shared:] for t in tokens], max_batch_size=self._split(generator, len(tokens)), max_length=sampling.max_tokens,
             include_prompt_in_result=False, end_token=self.stop_ids, return_end_token=True,
             sampling_topk=1 if sampling.temperature == 0 else 0, sampling_topp=sampling.top_p,
             sampling_temperature=sampling.temperature or 1.0, callback=on_token if sampling.stop else None, **static)
@@ -217,9 +232,10 @@ class CTranslate2Engine:
                               f"({self.cannot_score}); score it with engine = 'transformers'")
         encoded = [response_tokens(self.tokenizer, r.messages, r.response, self.max_length, self.model.spec)
                    for r in requests]
-        results = self._generator("score").score_batch(
-            [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded],
-            max_batch_size=self.options.max_batch_size or self.batch_size, max_input_length=0)
+        generator, step = self._generator("score"), self.options.max_batch_size or self.batch_size
+        results = [result for start in range(0, len(encoded), step) for result in generator.score_batch(
+            [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded[start: start + step]],
+            max_batch_size=self._split(generator, len(encoded[start: start + step])), max_input_length=0)]
         scores = []
         for (ids, start), result in zip(encoded, results):
             # log_probs[t] is log p(ids[t + 1] | ids[: t + 1]): the response is log_probs[start - 1:]
