@@ -1,17 +1,19 @@
 """Benchmark: the batch size of each model call a build makes, on the embedded default's own prompts.
 
-Per batch size, in one process: every teacher answering the router subset S (its own prompts, greedy,
-length-sorted as the request cache sends them), the untrained student answering the eval prompts (what
-the evaluate stage does, twice per build) and the student scoring the first teacher's answers (the score
-stages). Prints seconds, the ratio to batch 16 and the share of answers identical to batch 16's (an
-int8 model's answers can depend on the batch they are computed in; float32 ones do not). This is how
-generation.batch_size, eval.batch_size and students.*.batch_size of params.toml were chosen. Instead,
-each of those calls at the params' batch sizes, CTranslate2 without and with, side by side:
+Per batch size, in one process: every teacher answering the router subset S (greedy, length-sorted and
+in batches of even size as the request cache sends them; --split pool: the pool the generate stages
+answer, --count its first N, about what routing sends one teacher), the untrained student answering
+the eval prompts (what the evaluate stage does, twice per build) and the student scoring the first
+teacher's answers (the score stages). Prints seconds, the ratio to batch 16 and the share of answers
+identical to batch 16's (an int8 model's answers can depend on the batch they are computed in; float32
+ones do not). This is how generation.batch_size, eval.batch_size and students.*.batch_size of
+params.toml were chosen. Instead, each of those calls at the params' batch sizes, CTranslate2 without
+and with, side by side:
 --static  its static prompt (the tokens every prompt of a batch shares, computed once);
 --replicas  two replicas of one thread computing the batch's halves at once, against one of two threads.
 
     python bench/batch_bench.py [--params params.toml] [--engine ctranslate2] [--sizes 8,16,32,64]
-                                [--static | --replicas]
+                                [--split router|pool] [--count N] [--static | --replicas]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from persyn.core.models import resolve
 from persyn.engines import Completion, GenerationRequest, Sampling, ScoreRequest
 from persyn.params import config
 from persyn.pipeline import prompts
+from persyn.pipeline.batching import even_batches
 from persyn.pipeline.synthesis import teacher_payloads
 
 BASE = 16
@@ -99,6 +102,9 @@ def main() -> None:
     parser.add_argument("--params", default="params.toml")
     parser.add_argument("--engine", default="ctranslate2")
     parser.add_argument("--sizes", default="8,16,32,64")
+    parser.add_argument("--split", default="router", choices=("router", "pool"),
+                        help="the prompts the teachers answer: S (the sample stages') or the pool (the generate stages')")
+    parser.add_argument("--count", type=int, default=0, help="the first COUNT prompts of the split only (0: all)")
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument("--static", action="store_true", help="the static prompt on and off at the params' batch sizes")
     chosen.add_argument("--replicas", action="store_true", help="two replicas against one at the params' batch sizes")
@@ -107,15 +113,16 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     params = config.load(args.params)
     built = prompts.build(params.prompts)
-    subset = [p for p in built if p["split"] == "router"]
+    subset = [p for p in built if p["split"] == args.split][:args.count or None]
+    where = "S" if args.split == "router" else "the pool"
     evaluated = [p for p in built if p["split"] in ("eval", "eval_shifted")]
     if compared:
-        print(f"engine ctranslate2 at the params' batch sizes, {compared}; S: {len(subset)} prompts, "
+        print(f"engine ctranslate2 at the params' batch sizes, {compared}; {where}: {len(subset)} prompts, "
               f"eval: {len(evaluated)} prompts\n")
         print("| call | seconds without | seconds with | speed | tokens/s without | tokens/s with | outputs identical |\n"
               "|---|---|---|---|---|---|---|")
     else:
-        print(f"engine {args.engine}; S: {len(subset)} prompts, eval: {len(evaluated)} prompts; each cell: seconds "
+        print(f"engine {args.engine}; {where}: {len(subset)} prompts, eval: {len(evaluated)} prompts; each cell: seconds "
               f"(speed vs batch {BASE}, answers identical to batch {BASE}'s)\n")
         print("| call | " + " | ".join(f"batch {s}" for s in sizes) + " |\n|---|" + "---|" * len(sizes))
     pairs: list[ScoreRequest] = []
@@ -128,17 +135,17 @@ def main() -> None:
 
         def answer(engine: Any) -> list[Completion]:
             engine.generate(requests[:1], Sampling(0.0, 1.0, 2, ()))  # warm-up
-            return engine.generate(requests, greedy)
+            return [c for batch in even_batches(requests, engine.batch_size) for c in engine.generate(batch, greedy)]
 
         if compared:
-            side_by_side(f"teacher {name} on S", COMPARED[compared], lambda options: engines.load(
+            side_by_side(f"teacher {name} on {where}", COMPARED[compared], lambda options: engines.load(
                 "ctranslate2", model, sampling.device, sampling.batch_size, options=options), answer)
             if not pairs:
                 engine = engines.load("ctranslate2", model, sampling.device, sampling.batch_size)
                 pairs = [ScoreRequest(subset[i]["messages"], c.text) for i, c in zip(order, engine.generate(requests, greedy))]
                 engine.close()
             continue
-        answered = sweep(f"teacher {name} on S", sizes,
+        answered = sweep(f"teacher {name} on {where}", sizes,
                          lambda size: engines.load(args.engine, model, sampling.device, size), answer)
         if not pairs:  # the student scores the first teacher's answers
             pairs = [ScoreRequest(subset[i]["messages"], c.text) for i, c in zip(order, answered)]

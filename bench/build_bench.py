@@ -1,6 +1,7 @@
 """Benchmark: where a cold build's time goes, stage by stage, on the embedded default with its
-engines as committed against every engine set back to transformers float32 (variant transformers), or
-against the earlier default whose third teacher was the student's own weights (variant smol-teacher).
+engines as committed against every engine set back to transformers float32 (variant transformers),
+against the earlier default whose third teacher was the student's own weights (variant smol-teacher), or
+against CTranslate2 with one replica per model and teachers in batches of 32 (variant one-replica).
 With --parallel: two cold builds one after the other, each on its own empty request cache, against two
 at the same time on one shared cache (what `dvc queue start -j 2` or two clones sharing
 $PERSYN_CACHE_DIR do), and whether the two shared builds' datasets are identical.
@@ -13,7 +14,7 @@ it made), read from its log; and each stage's fixed cost (bench/stage_overhead.p
 imports, params check and model identities, min of 3, measured after the builds on this working tree
 with the first variant's params) is split from the rest (model work and DVC's bookkeeping).
 
-    python bench/build_bench.py [--variants ctranslate2,transformers,smol-teacher] [--target evaluate]
+    python bench/build_bench.py [--variants ctranslate2,transformers,smol-teacher,one-replica] [--target evaluate]
     python bench/build_bench.py --parallel [--target assemble]
 """
 
@@ -61,7 +62,22 @@ def with_smol_teacher(project: Path) -> None:
     params.write_text(text[:block.start()] + SMOL_TEACHER + "\n" + text[block.end():])
 
 
-VARIANTS = {"ctranslate2": lambda project: None, "transformers": as_transformers, "smol-teacher": with_smol_teacher}
+def one_replica(project: Path) -> None:
+    """The default before two CTranslate2 replicas: one replica of every thread, teachers in batches of 32."""
+    params = project / "params.toml"
+    text = params.read_text()
+    for table in ("generation", "students.smol"):
+        start = re.search(rf"^\[{re.escape(table)}\]", text, flags=re.MULTILINE).start()
+        end = text.find("\n[", start + 1) % (len(text) + 1)
+        section = ENGINE_LINE.sub('engine = "ctranslate2"\nengine_options = { inter_threads = 1 }', text[start:end])
+        if table == "generation":
+            section = re.sub(r"^batch_size = \d+", "batch_size = 32", section, flags=re.MULTILINE)
+        text = text[:start] + section + text[end:]
+    params.write_text(text)
+
+
+VARIANTS = {"ctranslate2": lambda project: None, "transformers": as_transformers, "smol-teacher": with_smol_teacher,
+            "one-replica": one_replica}
 
 
 @dataclass

@@ -263,3 +263,24 @@ def test_a_cache_dir_that_is_a_regular_file_is_named_so(tmp_path: Path, monkeypa
         error = capsys.readouterr().err
         assert f"{tmp_path}/file is a regular file, not a cache directory" in error and "delete" not in error
         assert error.count("\n") == 1
+
+
+def test_uncached_requests_are_computed_in_batches_of_even_size(tmp_path: Path) -> None:
+    """38 requests at batch 32: two batches of 19 (not 32 and 6), the shortest first; a cached one is skipped."""
+    from persyn.engines import Score
+    from persyn.pipeline.batching import even_batches
+
+    assert [len(b) for b in even_batches(range(70), 64)] == [35, 35] and even_batches([], 8) == []
+    assert [len(b) for b in even_batches(range(64), 32)] == [32, 32] and even_batches(range(3), 8) == [[0, 1, 2]]
+    sizes: list[int] = []
+
+    def call(batch: list[int]) -> list[Score]:
+        sizes.append(len(batch))
+        return [Score(-float(n), 1) for n in batch]
+
+    payloads = [{"n": "x" * n} for n in range(39)]
+    with RequestCache(tmp_path / "c.sqlite") as cache:
+        runner.run_cached(cache, "loglikelihood", "m@1", payloads[:1], [0], runner.all_at_once(call), 32, "first")
+        answers = runner.run_cached(cache, "loglikelihood", "m@1", payloads, list(range(39)), runner.all_at_once(call),
+                                    32, "rest")
+    assert sizes == [1, 19, 19] and answers.values == [-float(n) for n in range(39)]

@@ -1,9 +1,24 @@
-"""Batches of similar length in a seeded random order: what the LM router and the student's training
-run through a model, so that a batch pads little and the order is still a shuffle."""
+"""How requests and rows are cut into batches: batches of similar length in a seeded random order (what
+the LM router and the student's training run through a model, so that a batch pads little and the
+order is still a shuffle), and requests in batches of even size (what the request cache computes)."""
 
 from __future__ import annotations
 
+import math
+from typing import Sequence, TypeVar
+
 import numpy as np
+
+T = TypeVar("T")
+
+
+def even_batches(items: Sequence[T], most: int) -> list[list[T]]:
+    """`items` in order, in as few batches as `most` per batch allows, their sizes differing by at most
+    one: 38 requests at 32 are two batches of 19, not 32 and a batch of 6 that decodes as long as a
+    full one with the cores half idle."""
+    count = math.ceil(len(items) / most) if items else 0
+    bounds = [len(items) * k // count for k in range(count + 1)] if count else [0]
+    return [list(items[start: end]) for start, end in zip(bounds, bounds[1:])]
 
 
 def length_batches(items: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from persyn import engines
 from persyn.core import io
+from persyn.pipeline.batching import even_batches
 from persyn.pipeline.cache import CODECS, RequestCache, request_key
 from persyn.core.claims import Worker, apply_threads, budget_threads
 from persyn.engines import Engine, RewardScorer, Usage
@@ -131,7 +132,7 @@ def run_cached(
     batch_size: int,
     description: str,
 ) -> Answers:
-    """Answer every request: cached ones from the cache, the rest in length-sorted batches that this
+    """Answer every request: cached ones from the cache, the rest in length-sorted batches of even size that this
     process claims (batches another process claimed are waited for) and `compute`s, committing each
     group of answers as `compute` yields it. Fresh and cached answers both
     come back through the kind's codec, so a resumed build reads the same values as an
@@ -175,7 +176,7 @@ def _compute_claimed(cache: RequestCache, kind: str, model: str, keys: list[str]
     process holds goes to the back of the queue, and its answers are read back once that process commits them."""
     with cache.guard():
         worker = Worker(cache.path)
-    batches = deque(pending[start: start + batch_size] for start in range(0, len(pending), batch_size))
+    batches = deque(even_batches(pending, batch_size))
     idle = 0
     try:
         with tqdm(total=len(pending), desc=description, unit="req") as progress:
