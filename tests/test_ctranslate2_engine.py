@@ -140,6 +140,40 @@ def test_replicas_share_the_thread_budget() -> None:
     assert auto.threads("cuda", 4) == (1, 4)
     assert Options(inter_threads=3).threads("cpu", 6) == (3, 2)
     assert Options(inter_threads=1, intra_threads=1).threads("cpu", 8) == (1, 1)
+    assert [auto.parts("cpu"), auto.parts("cuda"), Options(inter_threads=3).parts("cpu")] == [2, 1, 3]
+
+
+def test_int8_answers_do_not_depend_on_the_thread_budget(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An int8 answer depends on the rows computed with it: a build with one thread (two builds at once)
+    cuts its batches as one with two does, and one replica computes both halves in turn."""
+    from persyn.core import claims
+
+    _, fast = pair
+    requests = [GenerationRequest(messages=m) for m in ASKS] + [GenerationRequest(text="Question: 1+1\nAnswer:")]
+    answers, parts = {}, {}
+    for budget in (2, 1):
+        monkeypatch.setattr(claims, "threads", lambda: budget)
+        engine = engines.load("ctranslate2", fast.model, batch_size=4, options={"compute_type": "int8"})
+        recording = Recording(engine._generator("generate"))
+        engine._generators["int8"] = recording
+        answers[budget], parts[budget] = engine.generate(requests, Sampling(max_tokens=16)), recording.parts
+        assert recording.num_generators == budget
+        engine.close()
+    assert answers[1] == answers[2] and parts[1] == parts[2] == [2]
+
+
+class Recording:
+    """A CTranslate2 generator that notes the part size of every batch it is asked to generate."""
+
+    def __init__(self, generator) -> None:
+        self.generator, self.parts = generator, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.generator, name)
+
+    def generate_batch(self, *args, **kwargs):
+        self.parts.append(kwargs["max_batch_size"])
+        return self.generator.generate_batch(*args, **kwargs)
 
 
 def test_two_replicas_answer_a_batch_as_one_does(pair) -> None:

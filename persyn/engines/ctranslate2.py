@@ -49,9 +49,9 @@ CANNOT_SCORE = {"gemma3_text": "score_batch fails on Gemma 3's sliding-window la
 class Options(EngineOptions):
     """compute_type is for generation, score_compute_type for log-likelihoods; "auto" is int8 /
     float32 on the CPU and int8_float16 / bfloat16 on CUDA. inter_threads is the number of model
-    replicas that compute parts of one batch at once (0: two on a CPU with at least two threads, else
-    one); intra_threads the threads of each (0: the process's thread budget shared among them);
-    max_batch_size 0 uses the stage's batch_size."""
+    replicas that compute the parts of one batch at once (0: two on a CPU, one replica computing both
+    parts in turn where the thread budget is one thread; one on CUDA); intra_threads the threads of
+    each (0: the process's thread budget shared among them); max_batch_size 0 uses the stage's batch_size."""
 
     compute_type: str = "auto"
     score_compute_type: str = "auto"
@@ -79,10 +79,17 @@ class Options(EngineOptions):
             return chosen
         return "float32" if (device, use) == ("cpu", "generate") and parameters < SMALL else AUTO[(device, use)]
 
+    def parts(self, device: str) -> int:
+        """How many parts a batch is cut into, one per replica: inter_threads, or two on a CPU. Never
+        the thread budget: an int8 answer depends on the rows computed with it, and two builds at
+        once (a budget of one thread each) must answer as one alone does."""
+        return self.inter_threads or (CPU_REPLICAS if device == "cpu" else 1)
+
     def threads(self, device: str, budget: int) -> tuple[int, int]:
         """(replicas, threads per replica): on a CPU, two replicas of one thread decode a batch's two
-        halves 1.1-1.4x faster than one replica of two threads (bench/batch_bench.py --replicas)."""
-        replicas = self.inter_threads or (CPU_REPLICAS if device == "cpu" and budget >= CPU_REPLICAS else 1)
+        halves 1.1-1.4x faster than one replica of two threads (bench/batch_bench.py --replicas); with a
+        budget of one thread, "auto" loads one replica, which computes the two halves in turn."""
+        replicas = self.inter_threads or min(self.parts(device), budget)
         return replicas, self.intra_threads or max(1, budget // replicas)
 
 
@@ -186,9 +193,9 @@ class CTranslate2Engine:
             self._generators[compute_type] = generator
         return self._generators[compute_type]
 
-    def _split(self, generator: Any, rows: int) -> int:
-        """The largest part of a batch of `rows` one replica computes: the batch shared among the replicas."""
-        return max(1, math.ceil(rows / generator.num_generators))
+    def _split(self, rows: int) -> int:
+        """The rows of one part of a batch of `rows` (Options.parts)."""
+        return max(1, math.ceil(rows / self.options.parts(self.device)))
 
     def generate(self, requests: Sequence[GenerationRequest], sampling: Sampling) -> list[Completion]:
         prompts = [prompt_ids(self.tokenizer, r.messages, r.text, self.model.spec) for r in requests]
@@ -220,7 +227,7 @@ class CTranslate2Engine:
         shared = shared_prefix(prompts)
         static = {"static_prompt": tokens[0][:shared], "cache_static_prompt": True} if shared else {}
         results = generator.generate_batch(
-            [t[shared:] for t in tokens], max_batch_size=self._split(generator, len(tokens)), max_length=sampling.max_tokens,
+            [t[shared:] for t in tokens], max_batch_size=self._split(len(tokens)), max_length=sampling.max_tokens,
             include_prompt_in_result=False, end_token=self.stop_ids, return_end_token=True,
             sampling_topk=1 if sampling.temperature == 0 else 0, sampling_topp=sampling.top_p,
             sampling_temperature=sampling.temperature or 1.0, callback=on_token if sampling.stop else None, **static)
@@ -235,7 +242,7 @@ class CTranslate2Engine:
         generator, step = self._generator("score"), self.options.max_batch_size or self.batch_size
         results = [result for start in range(0, len(encoded), step) for result in generator.score_batch(
             [self.tokenizer.convert_ids_to_tokens(ids) for ids, _ in encoded[start: start + step]],
-            max_batch_size=self._split(generator, len(encoded[start: start + step])), max_input_length=0)]
+            max_batch_size=self._split(len(encoded[start: start + step])), max_input_length=0)]
         scores = []
         for (ids, start), result in zip(encoded, results):
             # log_probs[t] is log p(ids[t + 1] | ids[: t + 1]): the response is log_probs[start - 1:]
