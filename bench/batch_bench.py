@@ -45,7 +45,7 @@ def same(outputs: list[Any], others: list[Any]) -> int:
 
 
 def speed(outputs: list[Any], seconds: float) -> str:
-    """Generated tokens per second (answers of different lengths take different times), or "" for scores."""
+    """Generated tokens per second (answers of different lengths take different times), or "-" for scores."""
     tokens = sum(getattr(output, "completion_tokens", 0) for output in outputs)
     return f"{tokens / seconds:.0f}" if tokens else "-"
 
