@@ -68,7 +68,8 @@ def one_replica(project: Path) -> None:
     text = params.read_text()
     for table in ("generation", "students.smol"):
         start = re.search(rf"^\[{re.escape(table)}\]", text, flags=re.MULTILINE).start()
-        end = text.find("\n[", start + 1) % (len(text) + 1)
+        end = text.find("\n[", start + 1)
+        end = len(text) if end < 0 else end  # the last table runs to the end of the file
         section = ENGINE_LINE.sub('engine = "ctranslate2"\nengine_options = { inter_threads = 1 }', text[start:end])
         if table == "generation":
             section = re.sub(r"^batch_size = \d+", "batch_size = 32", section, flags=re.MULTILINE)

@@ -16,9 +16,8 @@ def even_batches(items: Sequence[T], most: int) -> list[list[T]]:
     """`items` in order, in as few batches as `most` per batch allows, their sizes differing by at most
     one: 38 requests at 32 are two batches of 19, not 32 and a batch of 6 that decodes as long as a
     full one with the cores half idle."""
-    count = math.ceil(len(items) / most) if items else 0
-    bounds = [len(items) * k // count for k in range(count + 1)] if count else [0]
-    return [list(items[start: end]) for start, end in zip(bounds, bounds[1:])]
+    count, total = math.ceil(len(items) / most), len(items)
+    return [list(items[total * k // count: total * (k + 1) // count]) for k in range(count)]
 
 
 def length_batches(items: np.ndarray, lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
